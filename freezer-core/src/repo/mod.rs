@@ -1,0 +1,695 @@
+//! The native repository: format v1 (docs/FORMAT.md) on one or several storages.
+//!
+//! A repository lives on a [`Tee`] of one or more sinks; every member holds a full copy with
+//! the same config and keys. Reads come from any member that holds the object; writes go to
+//! the members that need them. This module owns the format: nothing else encodes or decodes a
+//! stored byte. It never prints and never reads the environment.
+
+pub mod config;
+pub mod index;
+pub mod lock;
+pub(crate) mod object;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+mod wire;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use zstd::zstd_safe::DCtx;
+
+use self::config::{Config, DEFAULT_PACK_SIZE, Encryption, FORMAT_NAME, FORMAT_VERSION, KeyFile};
+use self::index::{Index, IndexFile};
+use self::pack::{BlobType, FinishedPack, PackedBlob};
+use self::snapshot::Snapshot;
+use self::tree::Tree;
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::crypto::{Crypto, KdfParams, MasterKey, Passphrase};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::sink::{Payload, PutMode, Sink, SinkExt, SinkMask, SinkStatus, Tee};
+
+/// The key of a pack on storage.
+pub fn pack_key(id: &Id) -> String {
+    let h = id.to_hex();
+    format!("data/{}/{h}", &h[..2])
+}
+
+/// Who is acting: recorded in keys, locks and snapshots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    /// The host name.
+    pub hostname: String,
+    /// The user name.
+    pub username: String,
+}
+
+impl Actor {
+    /// This process's host and user, as the operating system reports them.
+    pub fn current() -> Actor {
+        let hostname = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        let uid = rustix::process::getuid().as_raw();
+        let username = std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|p| {
+                p.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+                })
+            })
+            .unwrap_or_else(|| uid.to_string());
+        Actor { hostname, username }
+    }
+}
+
+/// How to create a repository.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// The passphrase; `None` makes a repository without encryption.
+    pub passphrase: Option<Passphrase>,
+    /// Argon2id costs of the first key.
+    pub kdf: KdfParams,
+    /// Chunk size limits.
+    pub chunker: ChunkerParams,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Who creates it.
+    pub actor: Actor,
+}
+
+impl InitOptions {
+    /// Defaults for `actor`, with or without a passphrase.
+    pub fn new(passphrase: Option<Passphrase>, actor: Actor) -> Self {
+        InitOptions {
+            passphrase,
+            kdf: KdfParams::default(),
+            chunker: ChunkerParams::default(),
+            pack_size: DEFAULT_PACK_SIZE,
+            actor,
+        }
+    }
+}
+
+/// What `init` did on each storage.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InitReport {
+    /// The repository's id.
+    pub id: Id,
+    /// Storages where the repository was created.
+    pub created: Vec<String>,
+    /// Storages that already held it (when adding replicas).
+    pub existing: Vec<String>,
+}
+
+/// An open repository.
+#[derive(Debug)]
+pub struct Repository {
+    tee: Arc<Tee>,
+    config: Config,
+    crypto: Crypto,
+    chunker: Chunker,
+    key_id: Option<Id>,
+    index: Index,
+    warnings: Vec<String>,
+}
+
+async fn read_config(sink: &dyn Sink) -> Result<Config> {
+    let what = format!("{}/config", sink.describe());
+    let data = sink.get_bytes("config").await.map_err(|e| match e {
+        Error::NotFound { .. } => Error::not_found(format!(
+            "repository at {} (no config; run `freezer init` first)",
+            sink.describe()
+        )),
+        e => e,
+    })?;
+    Config::decode(&data, &what)
+}
+
+impl Repository {
+    /// Creates a repository on every storage in `sinks`. When some of them already hold a
+    /// repository, the others become replicas of it (same id, config and keys; the passphrase
+    /// must open it); when all do, this fails with `AlreadyExists`.
+    pub async fn init(sinks: Vec<Arc<dyn Sink>>, opts: InitOptions) -> Result<InitReport> {
+        let tee = Tee::new(sinks)?;
+        let mut existing: Vec<(usize, Config)> = Vec::new();
+        for i in 0..tee.len() {
+            let member = tee.member(i);
+            if member.exists("config").await? {
+                existing.push((i, read_config(member.as_ref()).await?));
+            }
+        }
+        if existing.len() == tee.len() {
+            return Err(Error::AlreadyExists {
+                what: format!("repository at {}", tee.member(0).describe()),
+            });
+        }
+        let (config, keys) = match existing.first() {
+            None => {
+                let master = MasterKey::generate(opts.passphrase.is_some());
+                let config = Config {
+                    format: FORMAT_NAME.into(),
+                    version: FORMAT_VERSION,
+                    id: master.repo_id,
+                    created: crate::time::now_rfc3339(),
+                    encryption: if opts.passphrase.is_some() {
+                        Encryption::Aes256Gcm
+                    } else {
+                        Encryption::None
+                    },
+                    chunker: opts.chunker,
+                    pack_size: opts.pack_size,
+                    master: opts.passphrase.is_none().then(|| master.clone()),
+                };
+                Chunker::new(config.chunker, &master.chunker_seed)?;
+                let keys = match &opts.passphrase {
+                    Some(p) => {
+                        let k = KeyFile::wrap(
+                            &master,
+                            p,
+                            opts.kdf,
+                            &opts.actor.hostname,
+                            &opts.actor.username,
+                        )?;
+                        vec![k.encode()]
+                    }
+                    None => vec![],
+                };
+                (config, keys)
+            }
+            Some((i, config)) => {
+                for (j, other) in &existing {
+                    if other.id != config.id {
+                        return Err(Error::bad_input(
+                            "repositories",
+                            format!(
+                                "{} and {} hold different repositories; use `freezer copy` to move snapshots between them",
+                                tee.member(*i).describe(),
+                                tee.member(*j).describe()
+                            ),
+                        ));
+                    }
+                }
+                // Prove the passphrase opens the existing repository before copying its keys.
+                let source: Arc<dyn Sink> = tee.member(*i).clone();
+                Repository::open(vec![source.clone()], opts.passphrase.as_ref()).await?;
+                let mut keys = Vec::new();
+                for meta in source.list("keys/").await? {
+                    keys.push(source.get_bytes(&meta.key).await?.to_vec());
+                }
+                (config.clone(), keys)
+            }
+        };
+        let mut report = InitReport {
+            id: config.id,
+            created: vec![],
+            existing: existing
+                .iter()
+                .map(|(i, _)| tee.member(*i).describe())
+                .collect(),
+        };
+        for i in 0..tee.len() {
+            if existing.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            let member = tee.member(i);
+            for k in &keys {
+                let key = format!("keys/{}", Id::of_stored(k));
+                member
+                    .put(&key, Payload::from(k.clone()), PutMode::Overwrite)
+                    .await?;
+            }
+            // The config goes last: its presence is what makes a repository.
+            member
+                .put("config", Payload::from(config.encode()), PutMode::Create)
+                .await?;
+            report.created.push(member.describe());
+        }
+        Ok(report)
+    }
+
+    /// Opens the repository on `sinks` (several: one repository replicated on each). Members
+    /// that cannot be reached are left out with a warning, as long as one answers.
+    pub async fn open(
+        sinks: Vec<Arc<dyn Sink>>,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Repository> {
+        let tee = Arc::new(Tee::new(sinks)?);
+        let mut config: Option<Config> = None;
+        for i in 0..tee.len() {
+            let member = tee.member(i);
+            match read_config(member.as_ref()).await {
+                Ok(c) => match &config {
+                    Some(first) if first.id != c.id => {
+                        return Err(Error::bad_input(
+                            "repositories",
+                            format!(
+                                "{} holds repository {}, not {} like the others; one backup can only go to replicas of one repository",
+                                member.describe(),
+                                c.id.short(),
+                                first.id.short()
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => config = Some(c),
+                },
+                Err(
+                    e
+                    @ (Error::NotFound { .. } | Error::Corrupt { .. } | Error::Unsupported { .. }),
+                ) => return Err(e),
+                Err(e) => tee.fail(i, &e),
+            }
+        }
+        let Some(config) = config else {
+            let reasons: Vec<String> = tee
+                .status()
+                .iter()
+                .filter_map(|s| s.error.clone())
+                .collect();
+            return Err(Error::io(
+                "no storage of the repository answered",
+                std::io::Error::other(reasons.join("; ")),
+            ));
+        };
+        let what = tee.member(0).describe();
+        let (master, key_id) = match (&config.encryption, passphrase) {
+            (Encryption::None, None) => (config.master.clone().expect("validated"), None),
+            (Encryption::None, Some(_)) => {
+                return Err(Error::bad_input(
+                    "encrypt_pass_file",
+                    format!(
+                        "repository {what} is not encrypted, but a passphrase was given; leave it out, or make a new encrypted repository"
+                    ),
+                ));
+            }
+            (Encryption::Aes256Gcm, None) => {
+                return Err(Error::WrongKey {
+                    what: format!(
+                        "repository {what} is encrypted: give its passphrase (--encrypt-pass-file)"
+                    ),
+                });
+            }
+            (Encryption::Aes256Gcm, Some(p)) => {
+                let (m, id) = open_key(&tee, &config, p, &what).await?;
+                (m, Some(id))
+            }
+        };
+        let chunker = Chunker::new(config.chunker, &master.chunker_seed)?;
+        Ok(Repository {
+            crypto: Crypto::new(&master),
+            tee,
+            config,
+            chunker,
+            key_id,
+            index: Index::default(),
+            warnings: vec![],
+        })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The repository's id.
+    pub fn id(&self) -> Id {
+        self.config.id
+    }
+
+    /// The storages.
+    pub fn tee(&self) -> &Arc<Tee> {
+        &self.tee
+    }
+
+    /// How each storage fared.
+    pub fn status(&self) -> Vec<SinkStatus> {
+        self.tee.status()
+    }
+
+    /// The cipher and id key.
+    pub fn crypto(&self) -> &Crypto {
+        &self.crypto
+    }
+
+    /// The chunker.
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
+    /// The loaded index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Problems met while loading (unreadable index files...).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Reads the index files of every live storage. An index file listed by several storages
+    /// is read once; an unreadable one is skipped with a warning (its blobs count as missing,
+    /// so a backup sends them again).
+    pub async fn load_index(&mut self) -> Result<()> {
+        let mut files: std::collections::BTreeMap<String, SinkMask> = Default::default();
+        for i in 0..self.tee.len() {
+            if self.tee.live() & (1 << i) == 0 {
+                continue;
+            }
+            match self.tee.member(i).list("index/").await {
+                Ok(list) => {
+                    for m in list {
+                        *files.entry(m.key).or_default() |= 1 << i;
+                    }
+                }
+                Err(e) => self.tee.fail(i, &e),
+            }
+        }
+        let mut index = Index::default();
+        for (key, mask) in files {
+            match self
+                .read_object(&key, mask)
+                .await
+                .and_then(|p| IndexFile::decode(&p, &key))
+            {
+                Ok(f) => index.add_file(&f, mask),
+                Err(e) => self.warnings.push(format!("index file skipped: {e}")),
+            }
+        }
+        self.index = index;
+        Ok(())
+    }
+
+    /// Records a pack that was just written to `sinks`.
+    pub fn add_pack(&mut self, pack: Id, sinks: SinkMask, blobs: &[PackedBlob]) {
+        self.index.add_pack(pack, sinks, blobs);
+    }
+
+    /// Reads a small object from the first storage in `mask` that has it, checking that its
+    /// bytes match its id.
+    async fn read_object(&self, key: &str, mask: SinkMask) -> Result<Vec<u8>> {
+        let expected = key.rsplit('/').next().and_then(|h| Id::from_hex(h).ok());
+        let mut first_err = None;
+        for i in 0..self.tee.len() {
+            if mask & self.tee.live() & (1 << i) == 0 {
+                continue;
+            }
+            let member = self.tee.member(i);
+            let what = format!("{}/{key}", member.describe());
+            let res = member.get_bytes(key).await.and_then(|data| {
+                if expected.is_some_and(|id| Id::of_stored(&data) != id) {
+                    return Err(Error::corrupt(&what, "content does not match its name"));
+                }
+                object::decode(&self.crypto, &data, &what)
+            });
+            match res {
+                Ok(p) => return Ok(p),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| Error::not_found(key)))
+    }
+
+    /// Stores a small object under `<dir>/<id>` on the storages in `mask`; returns its id and
+    /// the storages that hold it now.
+    async fn write_object(
+        &self,
+        dir: &str,
+        plain: &[u8],
+        mask: SinkMask,
+    ) -> Result<(Id, SinkMask)> {
+        let stored = object::encode(&self.crypto, plain);
+        let id = Id::of_stored(&stored);
+        let key = format!("{dir}/{id}");
+        let (ok, err) = self
+            .tee
+            .put_to(mask, &key, &Payload::from(stored), PutMode::Overwrite)
+            .await;
+        if ok == 0 {
+            return Err(err.unwrap_or_else(|| {
+                Error::io(&key, std::io::Error::other("no storage left to write to"))
+            }));
+        }
+        Ok((id, ok))
+    }
+
+    /// Writes an index file to the storages in `mask`.
+    pub async fn write_index(&self, file: &IndexFile, mask: SinkMask) -> Result<(Id, SinkMask)> {
+        self.write_object("index", &file.encode(), mask).await
+    }
+
+    /// Writes a snapshot to the storages in `mask`.
+    pub async fn write_snapshot(&self, snap: &Snapshot, mask: SinkMask) -> Result<(Id, SinkMask)> {
+        self.write_object("snapshots", &snap.encode(), mask).await
+    }
+
+    /// Writes a finished pack to the storages in `mask`; returns those that hold it.
+    pub async fn write_pack(&self, pack: &FinishedPack, mask: SinkMask) -> SinkMask {
+        self.tee
+            .put_to(mask, &pack_key(&pack.id), &pack.payload, PutMode::Overwrite)
+            .await
+            .0
+    }
+
+    /// Every snapshot of every live storage. A snapshot that cannot be read is reported in the
+    /// second list, with the reason, instead of failing the listing.
+    pub async fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<String>)> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for meta in self.tee.list("snapshots/").await? {
+            let Some(Ok(id)) = meta.key.rsplit('/').next().map(Id::from_hex) else {
+                continue;
+            };
+            match self
+                .read_object(&meta.key, self.tee.all())
+                .await
+                .and_then(|p| Snapshot::decode(&p, &meta.key))
+            {
+                Ok(s) => good.push((id, s)),
+                Err(e) => bad.push(e.to_string()),
+            }
+        }
+        good.sort_by(|a, b| (a.1.time, a.0).cmp(&(b.1.time, b.0)));
+        Ok((good, bad))
+    }
+
+    /// Reads one blob, trying every copy on every storage until one verifies.
+    pub async fn read_blob(&self, id: &Id) -> Result<Bytes> {
+        let locs = self.index.locations(id);
+        if locs.is_empty() {
+            return Err(Error::not_found(format!("blob {id} (in no index)")));
+        }
+        let mut first_err = None;
+        let mut dctx = DCtx::create();
+        for loc in locs {
+            let pack = self.index.pack(loc.pack);
+            let key = pack_key(&pack.id);
+            for i in 0..self.tee.len() {
+                if pack.sinks & self.tee.live() & (1 << i) == 0 {
+                    continue;
+                }
+                let member = self.tee.member(i);
+                let what = format!("blob {} in pack {}", id.short(), pack.id);
+                let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length);
+                let res = member.get_range(&key, range).await.and_then(|stored| {
+                    if stored.len() != loc.length as usize {
+                        return Err(Error::corrupt(&what, "pack is truncated"));
+                    }
+                    pack::decode_blob(&self.crypto, &mut dctx, stored, &loc.packed(*id), &what)
+                });
+                match res {
+                    Ok(b) => return Ok(b),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| {
+            Error::not_found(format!("blob {id} (no storage holding it is live)"))
+        }))
+    }
+
+    /// Reads and decodes a tree.
+    pub async fn read_tree(&self, id: &Id) -> Result<Tree> {
+        let data = self.read_blob(id).await?;
+        Tree::decode(&data, &format!("tree {id}"))
+    }
+
+    /// The key files of the repository.
+    pub async fn keys(&self) -> Result<Vec<(Id, KeyFile, bool)>> {
+        let mut out = Vec::new();
+        for meta in self.tee.list("keys/").await? {
+            let Some(Ok(id)) = meta.key.rsplit('/').next().map(Id::from_hex) else {
+                continue;
+            };
+            let data = self.tee.get_bytes(&meta.key).await?;
+            let k = KeyFile::decode(&data, &meta.key)?;
+            out.push((id, k, Some(id) == self.key_id));
+        }
+        Ok(out)
+    }
+
+    /// The master key; only for adding keys.
+    async fn master(&self, pass: &Passphrase) -> Result<MasterKey> {
+        let (m, _) = open_key(
+            &self.tee,
+            &self.config,
+            pass,
+            &self.tee.member(0).describe(),
+        )
+        .await?;
+        Ok(m)
+    }
+
+    /// Adds a key for `new`; `current` must open the repository. Returns the new key's id.
+    pub async fn add_key(
+        &self,
+        current: &Passphrase,
+        new: &Passphrase,
+        kdf: KdfParams,
+        actor: &Actor,
+    ) -> Result<Id> {
+        if !self.crypto.is_encrypted() {
+            return Err(Error::unsupported(
+                "keys on a repository without encryption",
+            ));
+        }
+        let master = self.master(current).await?;
+        let k = KeyFile::wrap(&master, new, kdf, &actor.hostname, &actor.username)?.encode();
+        let id = Id::of_stored(&k);
+        self.tee
+            .put(&format!("keys/{id}"), Payload::from(k), PutMode::Create)
+            .await?;
+        Ok(id)
+    }
+
+    /// Removes a key by id or unique prefix; refuses the key in use and the last key.
+    pub async fn remove_key(&self, prefix: &str) -> Result<Id> {
+        let keys = self.keys().await?;
+        let found: Vec<_> = keys
+            .iter()
+            .filter(|(id, _, _)| id.to_hex().starts_with(&prefix.to_ascii_lowercase()))
+            .collect();
+        let (id, _, current) = match found.as_slice() {
+            [one] => *one,
+            [] => return Err(Error::not_found(format!("key {prefix}"))),
+            _ => {
+                return Err(Error::bad_input(
+                    "key",
+                    format!("{prefix} matches several keys; give more digits"),
+                ));
+            }
+        };
+        if *current {
+            return Err(Error::bad_input(
+                "key",
+                format!(
+                    "key {} is the one in use; open the repository with another key to remove it",
+                    id.short()
+                ),
+            ));
+        }
+        if keys.len() == 1 {
+            return Err(Error::bad_input(
+                "key",
+                "the last key cannot be removed: the repository would become unreadable",
+            ));
+        }
+        self.tee.delete(&format!("keys/{id}")).await?;
+        Ok(*id)
+    }
+
+    /// Replaces the key in use by one for `new`.
+    pub async fn change_passphrase(
+        &self,
+        current: &Passphrase,
+        new: &Passphrase,
+        kdf: KdfParams,
+        actor: &Actor,
+    ) -> Result<Id> {
+        let old = self
+            .key_id
+            .ok_or_else(|| Error::unsupported("keys on a repository without encryption"))?;
+        let id = self.add_key(current, new, kdf, actor).await?;
+        self.tee.delete(&format!("keys/{old}")).await?;
+        Ok(id)
+    }
+
+    /// Takes a lock on every storage.
+    pub async fn lock(
+        &self,
+        exclusive: bool,
+        operation: &str,
+        actor: &Actor,
+    ) -> Result<lock::LockGuard> {
+        lock::acquire(
+            self.tee.clone(),
+            self.crypto.clone(),
+            &actor.hostname,
+            &actor.username,
+            exclusive,
+            operation,
+        )
+        .await
+    }
+
+    /// A blob encoder for this repository.
+    pub fn encoder(&self, level: Option<i32>) -> pack::BlobEncoder {
+        pack::BlobEncoder::new(self.crypto.clone(), level)
+    }
+
+    /// Whether blob `id` is held by every storage in `mask`.
+    pub fn has_blob(&self, id: &Id, mask: SinkMask) -> bool {
+        self.index.sinks_of(id) & mask == mask
+    }
+
+    /// The id of a blob with this plaintext.
+    pub fn blob_id(&self, data: &[u8]) -> Id {
+        self.crypto.blob_id(&[data])
+    }
+
+    /// Types of blob, re-exported for callers of [`Repository::index`].
+    pub fn blob_types() -> [BlobType; 2] {
+        [BlobType::Data, BlobType::Tree]
+    }
+}
+
+async fn open_key(
+    tee: &Tee,
+    config: &Config,
+    pass: &Passphrase,
+    what: &str,
+) -> Result<(MasterKey, Id)> {
+    let list = tee.list("keys/").await?;
+    if list.is_empty() {
+        return Err(Error::corrupt(
+            format!("repository {what}"),
+            "encrypted, but it has no key file",
+        ));
+    }
+    for meta in list {
+        let Some(Ok(id)) = meta.key.rsplit('/').next().map(Id::from_hex) else {
+            continue;
+        };
+        let data = tee.get_bytes(&meta.key).await?;
+        let key = KeyFile::decode(&data, &meta.key)?;
+        if let Some(m) = key.unwrap(pass, &meta.key)? {
+            if m.repo_id != config.id || m.enc_key.is_none() {
+                return Err(Error::corrupt(
+                    &meta.key,
+                    "this key belongs to another repository",
+                ));
+            }
+            return Ok((m, id));
+        }
+    }
+    Err(Error::WrongKey {
+        what: format!("no key of repository {what} opens with the passphrase given"),
+    })
+}

@@ -1,0 +1,449 @@
+//! Blobs and packs.
+//!
+//! A blob is a chunk of file content or a serialized tree, compressed (zstd, when that saves
+//! space) and sealed. A pack is many blobs back to back followed by a sealed header that lists
+//! them, and the header's length:
+//!
+//! ```text
+//! blob_0 || blob_1 || ... || blob_n-1 || sealed(header) || u32le(len(sealed(header)))
+//! header = "FRZP" || 0x01 || uvar(n) || n * (u8 type || uvar(length) || uvar(ulen) || id[32])
+//! ```
+//!
+//! `length` is the stored size of the blob, `ulen` its size before compression (0 when stored
+//! uncompressed); offsets are implicit. Decoding never trusts a length it has not bounded.
+
+use bytes::Bytes;
+use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, InBuffer, OutBuffer};
+
+use super::wire::{Put, Reader};
+use crate::crypto::Crypto;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::sink::Payload;
+
+/// What a blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    /// File content.
+    Data,
+    /// A serialized directory.
+    Tree,
+}
+
+impl BlobType {
+    fn code(self) -> u8 {
+        match self {
+            BlobType::Data => 0,
+            BlobType::Tree => 1,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// A blob ready to be packed: its id, type, stored bytes and size before compression.
+#[derive(Clone, Debug)]
+pub struct EncodedBlob {
+    /// The keyed hash of the plaintext.
+    pub id: Id,
+    /// Data or tree.
+    pub kind: BlobType,
+    /// The stored bytes (compressed and sealed).
+    pub data: Bytes,
+    /// Length before compression, 0 if stored uncompressed.
+    pub ulen: u32,
+    /// Length of the plaintext.
+    pub plain_len: u32,
+}
+
+/// One blob inside a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedBlob {
+    /// Data or tree.
+    pub kind: BlobType,
+    /// The blob's id.
+    pub id: Id,
+    /// Byte offset in the pack.
+    pub offset: u32,
+    /// Stored length.
+    pub length: u32,
+    /// Length before compression, 0 if stored uncompressed.
+    pub ulen: u32,
+}
+
+/// Compresses and seals blobs. One per worker thread: it keeps a zstd context.
+pub struct BlobEncoder {
+    crypto: Crypto,
+    level: Option<i32>,
+    cctx: CCtx<'static>,
+}
+
+impl std::fmt::Debug for BlobEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobEncoder")
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobEncoder {
+    /// An encoder; `level` is the zstd level, `None` for no compression.
+    pub fn new(crypto: Crypto, level: Option<i32>) -> Self {
+        BlobEncoder {
+            crypto,
+            level,
+            cctx: CCtx::create(),
+        }
+    }
+
+    /// Encodes a blob whose plaintext is the concatenation of `parts`, with id `id`.
+    pub fn encode(&mut self, id: Id, kind: BlobType, parts: &[Bytes]) -> EncodedBlob {
+        let plain_len: usize = parts.iter().map(Bytes::len).sum();
+        let prefix = self.crypto.prefix_len();
+        if let Some(level) = self.level {
+            if let Some(buf) = self.compress(parts, plain_len, prefix, level) {
+                return self.finish(id, kind, buf, plain_len as u32, plain_len);
+            }
+        }
+        // Stored uncompressed. Without encryption a single part needs no copy at all.
+        if !self.crypto.is_encrypted() && parts.len() == 1 {
+            return EncodedBlob {
+                id,
+                kind,
+                data: parts[0].clone(),
+                ulen: 0,
+                plain_len: plain_len as u32,
+            };
+        }
+        let buf = self.crypto.seal_parts(parts);
+        EncodedBlob {
+            id,
+            kind,
+            data: Bytes::from(buf),
+            ulen: 0,
+            plain_len: plain_len as u32,
+        }
+    }
+
+    fn finish(
+        &self,
+        id: Id,
+        kind: BlobType,
+        mut buf: Vec<u8>,
+        ulen: u32,
+        plain_len: usize,
+    ) -> EncodedBlob {
+        self.crypto.seal_in_place(&mut buf);
+        EncodedBlob {
+            id,
+            kind,
+            data: Bytes::from(buf),
+            ulen,
+            plain_len: plain_len as u32,
+        }
+    }
+
+    /// Compresses into a buffer with `prefix` bytes of room; `None` when it would not save at
+    /// least 1/32 of the size (incompressible data is stored as it is).
+    fn compress(
+        &mut self,
+        parts: &[Bytes],
+        len: usize,
+        prefix: usize,
+        level: i32,
+    ) -> Option<Vec<u8>> {
+        if len < 64 {
+            return None;
+        }
+        let limit = len - len / 32;
+        let mut buf: Vec<u8> = Vec::with_capacity(prefix + zstd_safe::compress_bound(len) + 16);
+        buf.resize(prefix, 0);
+        self.cctx
+            .reset(zstd_safe::ResetDirective::SessionOnly)
+            .ok()?;
+        self.cctx
+            .set_parameter(CParameter::CompressionLevel(level))
+            .ok()?;
+        self.cctx.set_pledged_src_size(Some(len as u64)).ok()?;
+        let mut out = OutBuffer::around_pos(&mut buf, prefix);
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let mut input = InBuffer::around(part);
+            let op = if last {
+                zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end
+            } else {
+                zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_continue
+            };
+            loop {
+                let left = self.cctx.compress_stream2(&mut out, &mut input, op).ok()?;
+                let done = if last {
+                    left == 0
+                } else {
+                    input.pos() == part.len()
+                };
+                if done {
+                    break;
+                }
+            }
+        }
+        let written = out.pos();
+        if written - prefix > limit {
+            return None;
+        }
+        Some(buf)
+    }
+}
+
+/// Opens, decompresses and verifies one stored blob. `what` names it in errors.
+pub fn decode_blob(
+    crypto: &Crypto,
+    dctx: &mut DCtx<'static>,
+    stored: Bytes,
+    blob: &PackedBlob,
+    what: &dyn std::fmt::Display,
+) -> Result<Bytes> {
+    let plain = if crypto.is_encrypted() {
+        let mut v = stored.to_vec();
+        crypto.open_in_place(&mut v, what)?;
+        Bytes::from(v)
+    } else {
+        stored
+    };
+    let plain = if blob.ulen > 0 {
+        let mut out = Vec::with_capacity(blob.ulen as usize);
+        let n = dctx.decompress(&mut out, &plain).map_err(|code| {
+            Error::corrupt(what, format!("zstd: {}", zstd_safe::get_error_name(code)))
+        })?;
+        if n != blob.ulen as usize {
+            return Err(Error::corrupt(
+                what,
+                format!("decompressed to {n} bytes, expected {}", blob.ulen),
+            ));
+        }
+        Bytes::from(out)
+    } else {
+        plain
+    };
+    if crypto.blob_id(&[&plain]) != blob.id {
+        return Err(Error::corrupt(what, "content does not match its id"));
+    }
+    Ok(plain)
+}
+
+/// Collects blobs into a pack.
+#[derive(Debug, Default)]
+pub struct PackWriter {
+    parts: Vec<Bytes>,
+    blobs: Vec<PackedBlob>,
+    size: usize,
+}
+
+/// A finished pack: its id, its bytes, and where each blob sits.
+#[derive(Debug, Clone)]
+pub struct FinishedPack {
+    /// Unkeyed BLAKE3 of the pack's bytes.
+    pub id: Id,
+    /// The pack's bytes.
+    pub payload: Payload,
+    /// The blobs it holds.
+    pub blobs: Vec<PackedBlob>,
+}
+
+impl PackWriter {
+    /// Bytes so far.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Blobs so far.
+    pub fn count(&self) -> usize {
+        self.blobs.len()
+    }
+
+    /// Appends a blob.
+    pub fn add(&mut self, blob: &EncodedBlob) {
+        self.blobs.push(PackedBlob {
+            kind: blob.kind,
+            id: blob.id,
+            offset: self.size as u32,
+            length: blob.data.len() as u32,
+            ulen: blob.ulen,
+        });
+        self.size += blob.data.len();
+        self.parts.push(blob.data.clone());
+    }
+
+    /// Writes the header and returns the pack.
+    pub fn finish(mut self, crypto: &Crypto) -> FinishedPack {
+        let mut header = Vec::with_capacity(8 + self.blobs.len() * 42);
+        header.extend_from_slice(b"FRZP");
+        header.put_u8(1);
+        header.put_uvar(self.blobs.len() as u64);
+        for b in &self.blobs {
+            header.put_u8(b.kind.code());
+            header.put_uvar(u64::from(b.length));
+            header.put_uvar(u64::from(b.ulen));
+            header.put_id(&b.id);
+        }
+        let sealed = crypto.seal(&header);
+        let mut trailer = Vec::with_capacity(4);
+        trailer.put_u32le(sealed.len() as u32);
+        self.parts.push(Bytes::from(sealed));
+        self.parts.push(Bytes::from(trailer));
+        let id = Id::of_stored_parts(&self.parts);
+        FinishedPack {
+            id,
+            payload: Payload::from(self.parts),
+            blobs: self.blobs,
+        }
+    }
+}
+
+/// Decodes a pack's header from the pack's last bytes (`tail`, at least the header and
+/// trailer), given the pack's total size. Checks that the blobs tile the pack exactly.
+pub fn decode_header(
+    crypto: &Crypto,
+    tail: &[u8],
+    pack_size: u64,
+    what: &str,
+) -> Result<Vec<PackedBlob>> {
+    if tail.len() < 4 || pack_size < 4 {
+        return Err(Error::corrupt(what, "too short for a pack"));
+    }
+    let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().expect("4 bytes")) as usize;
+    if hlen + 4 > tail.len() || hlen as u64 + 4 > pack_size {
+        return Err(Error::corrupt(
+            what,
+            format!("header length {hlen} exceeds the pack"),
+        ));
+    }
+    let sealed = &tail[tail.len() - 4 - hlen..tail.len() - 4];
+    let header = crypto.open(sealed, &format!("{what} header"))?;
+    let mut r = Reader::new(&header, what);
+    r.expect_magic(b"FRZP", 1)?;
+    let n = r.count(34)?;
+    let mut blobs = Vec::with_capacity(n);
+    let mut offset: u64 = 0;
+    let data_end = pack_size - 4 - hlen as u64;
+    for _ in 0..n {
+        let kind = r.u8()?;
+        let kind =
+            BlobType::from_code(kind).ok_or_else(|| r.err(format!("unknown blob type {kind}")))?;
+        let length = r.uvar()?;
+        let ulen = r.uvar()?;
+        let id = r.id()?;
+        if length > u64::from(u32::MAX) || ulen > u64::from(u32::MAX) || offset + length > data_end
+        {
+            return Err(r.err("blob lies outside the pack"));
+        }
+        blobs.push(PackedBlob {
+            kind,
+            id,
+            offset: offset as u32,
+            length: length as u32,
+            ulen: ulen as u32,
+        });
+        offset += length;
+    }
+    r.finish()?;
+    if offset != data_end {
+        return Err(Error::corrupt(
+            what,
+            format!("blobs cover {offset} bytes of {data_end}"),
+        ));
+    }
+    Ok(blobs)
+}
+
+/// How many bytes at the end of a pack to read to be sure to get the header in one request.
+pub fn header_read_hint(blob_count: usize, crypto: &Crypto) -> u64 {
+    (8 + blob_count * 48 + crypto.overhead() + 4) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    fn roundtrip(encrypted: bool, level: Option<i32>) {
+        let crypto = Crypto::new(&MasterKey::generate(encrypted));
+        let mut enc = BlobEncoder::new(crypto.clone(), level);
+        let text = Bytes::from("backup restore ".repeat(1000));
+        let mut x = 0x2545F4914F6CDD1Du64;
+        let noise: Bytes = (0..5000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect::<Vec<_>>()
+            .into();
+        let a = enc.encode(
+            crypto.blob_id(&[&text]),
+            BlobType::Data,
+            &[text.slice(..7000), text.slice(7000..)],
+        );
+        let b = enc.encode(crypto.blob_id(&[&noise]), BlobType::Tree, &[noise.clone()]);
+        if level.is_some() {
+            assert!(a.ulen > 0 && a.data.len() < 1000, "text compresses");
+        }
+        assert_eq!(b.ulen, 0, "noise is stored as it is");
+        let mut w = PackWriter::default();
+        w.add(&a);
+        w.add(&b);
+        let pack = w.finish(&crypto);
+        let bytes = pack.payload.to_bytes();
+        assert_eq!(Id::of_stored(&bytes), pack.id);
+        let blobs = decode_header(&crypto, &bytes, bytes.len() as u64, "pack").unwrap();
+        assert_eq!(blobs, pack.blobs);
+        let mut dctx = DCtx::create();
+        for (blob, want) in blobs.iter().zip([&text, &noise]) {
+            let stored = bytes.slice(blob.offset as usize..(blob.offset + blob.length) as usize);
+            assert_eq!(
+                &decode_blob(&crypto, &mut dctx, stored, blob, &"blob").unwrap(),
+                want
+            );
+        }
+        // one flipped byte in a blob is caught, with or without encryption
+        let blob = blobs[1];
+        let mut damaged = bytes
+            .slice(blob.offset as usize..(blob.offset + blob.length) as usize)
+            .to_vec();
+        damaged[3] ^= 0x40;
+        assert!(decode_blob(&crypto, &mut dctx, damaged.into(), &blob, &"blob").is_err());
+    }
+
+    #[test]
+    fn packs_round_trip_in_every_mode() {
+        roundtrip(true, Some(3));
+        roundtrip(false, Some(3));
+        roundtrip(true, None);
+        roundtrip(false, None);
+    }
+
+    #[test]
+    fn damaged_headers_are_refused() {
+        let crypto = Crypto::new(&MasterKey::generate(true));
+        let mut w = PackWriter::default();
+        let mut enc = BlobEncoder::new(crypto.clone(), Some(1));
+        let data = Bytes::from_static(b"some data");
+        w.add(&enc.encode(crypto.blob_id(&[&data]), BlobType::Data, &[data.clone()]));
+        let bytes = w.finish(&crypto).payload.to_bytes().to_vec();
+        let n = bytes.len();
+        let mut bad = bytes.clone();
+        bad[n - 10] ^= 1;
+        assert!(decode_header(&crypto, &bad, n as u64, "pack x").is_err());
+        let mut bad = bytes.clone();
+        bad[n - 1] = 0xff;
+        assert!(decode_header(&crypto, &bad, n as u64, "pack x").is_err());
+        assert!(decode_header(&crypto, &bytes[..2], 2, "pack x").is_err());
+    }
+}

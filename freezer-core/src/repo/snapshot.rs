@@ -1,0 +1,276 @@
+//! Snapshots: one JSON object per backup (`snapshots/<id>`), stored as every small object is.
+//!
+//! A snapshot carries Freezer's vocabulary: `hostname` + `backup_name` name a series, `mode`
+//! and `level` say what kind of backup it is, `time_stamp` is upstream's integer epoch, and
+//! `path_to_backup` is where the data came from. Every snapshot is complete on its own: its
+//! tree references every blob it needs, whatever its level.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// The snapshot format version this build writes.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Counts of one backup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapshotStats {
+    /// Regular files in the snapshot.
+    pub files: u64,
+    /// Directories in the snapshot.
+    pub dirs: u64,
+    /// Symlinks, devices, pipes.
+    pub others: u64,
+    /// Total size of the files.
+    pub bytes: u64,
+    /// Bytes read from the source in this backup.
+    pub bytes_read: u64,
+    /// Bytes this backup added to the repository, as stored.
+    pub bytes_added: u64,
+    /// Blobs this backup added.
+    pub blobs_added: u64,
+    /// Files not in the parent snapshot.
+    pub files_new: u64,
+    /// Files changed since the parent snapshot.
+    pub files_changed: u64,
+    /// Files recognised as unchanged and not read.
+    pub files_unmodified: u64,
+    /// Files that changed while being read.
+    pub files_changed_while_read: u64,
+    /// Entries that could not be read and are missing from the snapshot.
+    pub errors: u64,
+    /// Seconds the backup took.
+    pub duration_secs: f64,
+}
+
+/// One backup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`SNAPSHOT_VERSION`].
+    pub version: u32,
+    /// When the backup started.
+    pub time: Timestamp,
+    /// Upstream's `time_stamp`: `time` in whole seconds since the epoch.
+    pub time_stamp: i64,
+    /// The host the backup belongs to.
+    pub hostname: String,
+    /// The backup's name within the host.
+    pub backup_name: String,
+    /// Upstream's `mode` (`fs`, `mysql`...).
+    pub mode: String,
+    /// The incremental level: 0 read every file, higher levels trusted the parent's metadata.
+    pub level: u32,
+    /// The snapshot whose metadata this one trusted, if any.
+    pub parent: Option<Id>,
+    /// What was backed up.
+    pub path_to_backup: String,
+    /// The root tree.
+    pub tree: Id,
+    /// Exclusion patterns used.
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// The program and version that wrote it.
+    pub program: String,
+    /// The user that ran the backup.
+    #[serde(default)]
+    pub username: String,
+    /// Counts.
+    #[serde(default)]
+    pub stats: SnapshotStats,
+    /// Files that changed while read or could not be read, with the reason.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Fields written by later versions, kept as they are.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Snapshot {
+    /// Decodes a snapshot's JSON; `what` names it in errors.
+    pub fn decode(data: &[u8], what: &str) -> Result<Snapshot> {
+        let s: Snapshot = serde_json::from_slice(data)
+            .map_err(|e| Error::corrupt(what, format!("invalid snapshot: {e}")))?;
+        if s.version != SNAPSHOT_VERSION {
+            return Err(Error::unsupported(format!(
+                "{what}: snapshot version {}",
+                s.version
+            )));
+        }
+        Ok(s)
+    }
+
+    /// Encodes as JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a snapshot serializes")
+    }
+}
+
+/// How to choose a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotSelector {
+    /// The newest of a series.
+    Latest {
+        /// The series' host.
+        hostname: String,
+        /// The series' name.
+        backup_name: String,
+    },
+    /// The newest of a series at or before a time (upstream's `restore_from_date`).
+    AtOrBefore {
+        /// The series' host.
+        hostname: String,
+        /// The series' name.
+        backup_name: String,
+        /// The latest acceptable time.
+        time: Timestamp,
+    },
+    /// One snapshot by its id or a unique prefix of it.
+    Id(String),
+}
+
+/// Picks a snapshot from a listing, or says clearly why none fits.
+pub fn select<'a>(
+    snaps: &'a [(Id, Snapshot)],
+    sel: &SnapshotSelector,
+) -> Result<&'a (Id, Snapshot)> {
+    match sel {
+        SnapshotSelector::Id(prefix) => {
+            let p = prefix.to_ascii_lowercase();
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::bad_input(
+                    "snapshot",
+                    format!("{prefix:?} is not a snapshot id"),
+                ));
+            }
+            let found: Vec<_> = snaps
+                .iter()
+                .filter(|(id, _)| id.to_hex().starts_with(&p))
+                .collect();
+            match found.as_slice() {
+                [one] => Ok(one),
+                [] => Err(Error::not_found(format!("snapshot {prefix}"))),
+                many => Err(Error::bad_input(
+                    "snapshot",
+                    format!(
+                        "{prefix} matches {} snapshots; give more digits",
+                        many.len()
+                    ),
+                )),
+            }
+        }
+        SnapshotSelector::Latest {
+            hostname,
+            backup_name,
+        }
+        | SnapshotSelector::AtOrBefore {
+            hostname,
+            backup_name,
+            ..
+        } => {
+            let limit = match sel {
+                SnapshotSelector::AtOrBefore { time, .. } => Some(*time),
+                _ => None,
+            };
+            snaps
+                .iter()
+                .filter(|(_, s)| &s.hostname == hostname && &s.backup_name == backup_name)
+                .filter(|(_, s)| limit.is_none_or(|t| s.time <= t))
+                .max_by_key(|(id, s)| (s.time, *id))
+                .ok_or_else(|| {
+                    let when = limit
+                        .map(|t| format!(" at or before {t}"))
+                        .unwrap_or_default();
+                    Error::not_found(format!(
+                        "a snapshot of host {hostname:?}, backup name {backup_name:?}{when}"
+                    ))
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(host: &str, name: &str, secs: i64) -> Snapshot {
+        Snapshot {
+            version: 1,
+            time: Timestamp::from_second(secs).unwrap(),
+            time_stamp: secs,
+            hostname: host.into(),
+            backup_name: name.into(),
+            mode: "fs".into(),
+            level: 0,
+            parent: None,
+            path_to_backup: "/data".into(),
+            tree: Id([1; 32]),
+            excludes: vec![],
+            program: "test".into(),
+            username: "root".into(),
+            stats: SnapshotStats::default(),
+            warnings: vec![],
+            extra: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_keep_unknown_fields() {
+        let s = snap("h", "n", 100);
+        assert_eq!(Snapshot::decode(&s.encode(), "s").unwrap(), s);
+        let mut v: serde_json::Value = serde_json::from_slice(&s.encode()).unwrap();
+        v["future_field"] = 5.into();
+        let back = Snapshot::decode(&serde_json::to_vec(&v).unwrap(), "s").unwrap();
+        assert_eq!(back.extra["future_field"], 5);
+        assert!(
+            Snapshot::decode(b"[]", "snapshots/ab")
+                .unwrap_err()
+                .to_string()
+                .contains("snapshots/ab")
+        );
+    }
+
+    #[test]
+    fn selection_by_series_date_and_prefix() {
+        let snaps = vec![
+            (Id([0xa1; 32]), snap("h", "n", 100)),
+            (Id([0xa2; 32]), snap("h", "n", 200)),
+            (Id([0xb3; 32]), snap("h", "other", 300)),
+            (Id([0xc4; 32]), snap("g", "n", 400)),
+        ];
+        let latest = SnapshotSelector::Latest {
+            hostname: "h".into(),
+            backup_name: "n".into(),
+        };
+        assert_eq!(select(&snaps, &latest).unwrap().0, Id([0xa2; 32]));
+        let at = |t| SnapshotSelector::AtOrBefore {
+            hostname: "h".into(),
+            backup_name: "n".into(),
+            time: Timestamp::from_second(t).unwrap(),
+        };
+        assert_eq!(select(&snaps, &at(150)).unwrap().0, Id([0xa1; 32]));
+        assert_eq!(select(&snaps, &at(200)).unwrap().0, Id([0xa2; 32]));
+        assert!(matches!(
+            select(&snaps, &at(99)),
+            Err(Error::NotFound { .. })
+        ));
+        assert_eq!(
+            select(&snaps, &SnapshotSelector::Id("B3".into()))
+                .unwrap()
+                .0,
+            Id([0xb3; 32])
+        );
+        assert!(matches!(
+            select(&snaps, &SnapshotSelector::Id("a".into())),
+            Err(Error::BadInput { .. })
+        ));
+        assert!(matches!(
+            select(&snaps, &SnapshotSelector::Id("ff".into())),
+            Err(Error::NotFound { .. })
+        ));
+    }
+}
