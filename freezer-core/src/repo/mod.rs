@@ -113,7 +113,7 @@ pub struct Repository {
     crypto: Crypto,
     chunker: Chunker,
     key_id: Option<Id>,
-    index: Index,
+    index: Arc<Index>,
     warnings: Vec<String>,
 }
 
@@ -305,7 +305,7 @@ impl Repository {
             config,
             chunker,
             key_id,
-            index: Index::default(),
+            index: Arc::default(),
             warnings: vec![],
         })
     }
@@ -379,13 +379,22 @@ impl Repository {
                 Err(e) => self.warnings.push(format!("index file skipped: {e}")),
             }
         }
-        self.index = index;
+        self.index = Arc::new(index);
         Ok(())
     }
 
     /// Records a pack that was just written to `sinks`.
     pub fn add_pack(&mut self, pack: Id, sinks: SinkMask, blobs: &[PackedBlob]) {
-        self.index.add_pack(pack, sinks, blobs);
+        Arc::make_mut(&mut self.index).add_pack(pack, sinks, blobs);
+    }
+
+    /// A cheap, cloneable reader of this repository's blobs, for worker threads.
+    pub fn reader(&self) -> BlobReader {
+        BlobReader {
+            tee: self.tee.clone(),
+            crypto: self.crypto.clone(),
+            index: self.index.clone(),
+        }
     }
 
     /// Reads a small object from the first storage in `mask` that has it, checking that its
@@ -480,45 +489,12 @@ impl Repository {
 
     /// Reads one blob, trying every copy on every storage until one verifies.
     pub async fn read_blob(&self, id: &Id) -> Result<Bytes> {
-        let locs = self.index.locations(id);
-        if locs.is_empty() {
-            return Err(Error::not_found(format!("blob {id} (in no index)")));
-        }
-        let mut first_err = None;
-        let mut dctx = DCtx::create();
-        for loc in locs {
-            let pack = self.index.pack(loc.pack);
-            let key = pack_key(&pack.id);
-            for i in 0..self.tee.len() {
-                if pack.sinks & self.tee.live() & (1 << i) == 0 {
-                    continue;
-                }
-                let member = self.tee.member(i);
-                let what = format!("blob {} in pack {}", id.short(), pack.id);
-                let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length);
-                let res = member.get_range(&key, range).await.and_then(|stored| {
-                    if stored.len() != loc.length as usize {
-                        return Err(Error::corrupt(&what, "pack is truncated"));
-                    }
-                    pack::decode_blob(&self.crypto, &mut dctx, stored, &loc.packed(*id), &what)
-                });
-                match res {
-                    Ok(b) => return Ok(b),
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        Err(first_err.unwrap_or_else(|| {
-            Error::not_found(format!("blob {id} (no storage holding it is live)"))
-        }))
+        self.reader().read_blob(id).await
     }
 
     /// Reads and decodes a tree.
     pub async fn read_tree(&self, id: &Id) -> Result<Tree> {
-        let data = self.read_blob(id).await?;
-        Tree::decode(&data, &format!("tree {id}"))
+        self.reader().read_tree(id).await
     }
 
     /// The key files of the repository.
@@ -657,6 +633,74 @@ impl Repository {
     /// Types of blob, re-exported for callers of [`Repository::index`].
     pub fn blob_types() -> [BlobType; 2] {
         [BlobType::Data, BlobType::Tree]
+    }
+}
+
+/// Reads blobs of a repository; cheap to clone and to send to worker threads.
+#[derive(Clone, Debug)]
+pub struct BlobReader {
+    tee: Arc<Tee>,
+    crypto: Crypto,
+    index: Arc<Index>,
+}
+
+impl BlobReader {
+    /// The index it reads with.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The storages.
+    pub fn tee(&self) -> &Arc<Tee> {
+        &self.tee
+    }
+
+    /// The cipher.
+    pub fn crypto(&self) -> &Crypto {
+        &self.crypto
+    }
+
+    /// Reads one blob, trying every copy on every storage until one verifies.
+    pub async fn read_blob(&self, id: &Id) -> Result<Bytes> {
+        let locs = self.index.locations(id);
+        if locs.is_empty() {
+            return Err(Error::not_found(format!("blob {id} (in no index)")));
+        }
+        let mut first_err = None;
+        let mut dctx = DCtx::create();
+        for loc in locs {
+            let pack = self.index.pack(loc.pack);
+            let key = pack_key(&pack.id);
+            for i in 0..self.tee.len() {
+                if pack.sinks & self.tee.live() & (1 << i) == 0 {
+                    continue;
+                }
+                let member = self.tee.member(i);
+                let what = format!("blob {} in pack {}", id.short(), pack.id);
+                let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length);
+                let res = member.get_range(&key, range).await.and_then(|stored| {
+                    if stored.len() != loc.length as usize {
+                        return Err(Error::corrupt(&what, "pack is truncated"));
+                    }
+                    pack::decode_blob(&self.crypto, &mut dctx, stored, &loc.packed(*id), &what)
+                });
+                match res {
+                    Ok(b) => return Ok(b),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| {
+            Error::not_found(format!("blob {id} (no storage holding it is live)"))
+        }))
+    }
+
+    /// Reads and decodes a tree.
+    pub async fn read_tree(&self, id: &Id) -> Result<Tree> {
+        let data = self.read_blob(id).await?;
+        Tree::decode(&data, &format!("tree {id}"))
     }
 }
 

@@ -1,0 +1,929 @@
+//! Backup: walk the source once, cut changed files into chunks, send each chunk that some
+//! storage lacks through compression and encryption into packs, and hand every pack to the
+//! storages that need it; then write the index and, on the storages that hold everything,
+//! the snapshot.
+//!
+//! ```text
+//! walker ──items──▶ tree builder ──tree blobs──┐
+//!    │                   ▲ file results        ▼
+//!    └─read jobs─▶ readers (chunk + hash) ──blobs──▶ compressors ──▶ packer ──packs──▶ uploader (tokio) ──▶ tee
+//! ```
+//!
+//! Every queue is bounded. A chunk is a list of slices of the buffers it was read into: no
+//! byte is copied between the read and the compressor. Deduplication is decided per storage:
+//! a chunk goes, in a pack routed by a storage mask, to exactly the storages that lack it.
+//! A storage that fails is dropped from the run and gets neither index nor snapshot.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use jiff::Timestamp;
+
+use super::{Compression, Progress};
+use crate::chunker::ChunkState;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::index::IndexFile;
+use crate::repo::pack::{BlobType, EncodedBlob, FinishedPack, PackWriter, PackedBlob};
+use crate::repo::snapshot::{SNAPSHOT_VERSION, Snapshot, SnapshotStats};
+use crate::repo::tree::{FLAG_CHANGED_WHILE_READ, Node, NodeKind, Tree};
+use crate::repo::{Actor, BlobReader, Repository, pack_key};
+use crate::sink::{PutMode, SinkMask, Tee};
+use crate::source::{Source, SourceEntry};
+
+/// Bytes read from a file at a time.
+const READ_BLOCK: usize = 4 * 1024 * 1024;
+/// Blobs listed in one index file at most.
+const INDEX_FLUSH_BLOBS: usize = 200_000;
+
+/// What to back up and how.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Upstream's `hostname`: the host the series belongs to.
+    pub hostname: String,
+    /// Upstream's `backup_name`: the series' name within the host.
+    pub backup_name: String,
+    /// How blobs are compressed.
+    pub compression: Compression,
+    /// The snapshot whose metadata may be trusted to skip unchanged files (see levels).
+    pub parent: Option<Id>,
+    /// The level recorded in the snapshot.
+    pub level: u32,
+    /// Read and hash everything, store nothing.
+    pub dry_run: bool,
+    /// The snapshot's time; now when `None` (tests inject a clock here).
+    pub time: Option<Timestamp>,
+    /// Files read at once; 0 picks from the number of cores.
+    pub read_threads: usize,
+    /// Compression threads; 0 uses every core.
+    pub cpu_threads: usize,
+    /// Exclusion patterns, recorded in the snapshot.
+    pub excludes: Vec<String>,
+    /// Who runs the backup.
+    pub actor: Actor,
+}
+
+impl BackupOptions {
+    /// Options for a series, with defaults for the rest.
+    pub fn new(hostname: impl Into<String>, backup_name: impl Into<String>, actor: Actor) -> Self {
+        BackupOptions {
+            hostname: hostname.into(),
+            backup_name: backup_name.into(),
+            compression: Compression::default(),
+            parent: None,
+            level: 0,
+            dry_run: false,
+            time: None,
+            read_threads: 0,
+            cpu_threads: 0,
+            excludes: vec![],
+            actor,
+        }
+    }
+}
+
+/// How one storage fared in a backup.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SinkResult {
+    /// The storage, described without secrets.
+    pub sink: String,
+    /// Whether it holds the new snapshot (and so everything the snapshot needs).
+    pub holds_snapshot: bool,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BackupResult {
+    /// The new snapshot's id (`None` for a dry run).
+    pub snapshot_id: Option<Id>,
+    /// The snapshot as written.
+    pub snapshot: Snapshot,
+    /// Each storage's outcome.
+    pub sinks: Vec<SinkResult>,
+    /// Files that changed while read or could not be read.
+    pub warnings: Vec<String>,
+}
+
+impl BackupResult {
+    /// Whether every storage holds the snapshot and every entry was read cleanly.
+    pub fn is_complete(&self) -> bool {
+        self.sinks.iter().all(|s| s.holds_snapshot) && self.warnings.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    others: AtomicU64,
+    bytes: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_added: AtomicU64,
+    blobs_added: AtomicU64,
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    changed_while_read: AtomicU64,
+    errors: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+struct BlobJob {
+    id: Id,
+    kind: BlobType,
+    parts: Vec<Bytes>,
+    need: SinkMask,
+}
+
+struct FileResult {
+    content: Vec<Id>,
+    extents: Vec<(u64, u64)>,
+    size: u64,
+    changed_while_read: bool,
+}
+
+struct ReadJob {
+    entry: SourceEntry,
+    done: Sender<Result<FileResult>>,
+}
+
+enum Content {
+    /// Known already (unchanged file, or not a file).
+    Ready,
+    /// Being read.
+    Pending(Receiver<Result<FileResult>>),
+    /// A hard link to a file seen earlier in this backup.
+    SameAs((u64, u64)),
+}
+
+enum Item {
+    DirStart(Node),
+    DirEnd,
+    Leaf(Node, Content),
+}
+
+struct Shared {
+    source: Arc<dyn Source>,
+    reader: BlobReader,
+    tee: Arc<Tee>,
+    inflight: Mutex<HashMap<Id, SinkMask>>,
+    counters: Counters,
+    abort: AtomicBool,
+    warnings: Mutex<Vec<String>>,
+    progress: Arc<dyn Progress>,
+    rt: tokio::runtime::Handle,
+    level: Option<i32>,
+    pack_size: usize,
+    dry_run: bool,
+}
+
+impl Shared {
+    /// The storages that lack blob `id` and are not being sent it already; marks it as sent.
+    fn need(&self, id: &Id) -> SinkMask {
+        let live = self.tee.live();
+        let have = self.reader.index().sinks_of(id) & live;
+        if have == live {
+            return 0;
+        }
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = inflight.entry(*id).or_insert(0);
+        let need = live & !have & !*sent;
+        *sent |= need;
+        need
+    }
+
+    /// Whether every live storage holds (or is being sent) blob `id`.
+    fn everywhere(&self, id: &Id) -> bool {
+        let live = self.tee.live();
+        let have = self.reader.index().sinks_of(id) & live;
+        if have == live {
+            return true;
+        }
+        let inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        (have | (inflight.get(id).copied().unwrap_or(0) & live)) == live
+    }
+
+    fn warn(&self, msg: String) {
+        tracing::warn!("{msg}");
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(msg);
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+}
+
+/// Backs up `source` into `repo`. See the module documentation for the pipeline.
+pub async fn backup(
+    repo: &mut Repository,
+    source: Arc<dyn Source>,
+    opts: &BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupResult> {
+    let started = Instant::now();
+    let time = opts.time.unwrap_or_else(crate::time::now);
+    if opts.hostname.is_empty() || opts.backup_name.is_empty() {
+        return Err(Error::bad_input(
+            "backup_name",
+            "hostname and backup_name must not be empty",
+        ));
+    }
+    let lock = if opts.dry_run {
+        None
+    } else {
+        Some(repo.lock(false, "backup", &opts.actor).await?)
+    };
+    repo.load_index().await?;
+    let parent_root = match opts.parent {
+        Some(id) => {
+            let snaps = repo.snapshots().await?.0;
+            match snaps.iter().find(|(i, _)| *i == id) {
+                Some((_, s)) => Some(s.tree),
+                None => return Err(Error::not_found(format!("parent snapshot {id}"))),
+            }
+        }
+        None => None,
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let shared = Arc::new(Shared {
+        source: source.clone(),
+        reader: repo.reader(),
+        tee: repo.tee().clone(),
+        inflight: Mutex::default(),
+        counters: Counters::default(),
+        abort: AtomicBool::new(false),
+        warnings: Mutex::default(),
+        progress,
+        rt: tokio::runtime::Handle::current(),
+        level: opts.compression.level(),
+        pack_size: repo.config().pack_size as usize,
+        dry_run: opts.dry_run,
+    });
+    let read_threads = if opts.read_threads > 0 {
+        opts.read_threads
+    } else {
+        cores.clamp(2, 8)
+    };
+    let cpu_threads = if opts.cpu_threads > 0 {
+        opts.cpu_threads
+    } else {
+        cores
+    };
+
+    let (upload_tx, upload_rx) = tokio::sync::mpsc::channel::<(FinishedPack, SinkMask)>(1);
+    let uploader = tokio::spawn(upload_loop(shared.clone(), upload_rx));
+    let chunker = repo.chunker().clone();
+    let crypto = repo.crypto().clone();
+    let pipeline = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            run_pipeline(
+                &shared,
+                &chunker,
+                &crypto,
+                parent_root,
+                read_threads,
+                cpu_threads,
+                upload_tx,
+            )
+        })
+    };
+    let root = pipeline
+        .await
+        .map_err(|e| Error::io("backup pipeline", std::io::Error::other(e)))?;
+    let packs = uploader
+        .await
+        .map_err(|e| Error::io("backup uploader", std::io::Error::other(e)))?;
+    // The uploader's error is the cause when the pipeline was cancelled because of it.
+    let (root, packs) = match (root, packs) {
+        (_, Err(e)) => return Err(e),
+        (Err(e), _) => return Err(e),
+        (Ok(r), Ok(p)) => (r, p),
+    };
+
+    let c = &shared.counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut warnings =
+        std::mem::take(&mut *shared.warnings.lock().unwrap_or_else(|e| e.into_inner()));
+    let info = source.info();
+    let mut snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time,
+        time_stamp: time.as_second(),
+        hostname: opts.hostname.clone(),
+        backup_name: opts.backup_name.clone(),
+        mode: info.mode,
+        level: opts.level,
+        parent: opts.parent,
+        path_to_backup: info.path,
+        tree: root,
+        excludes: opts.excludes.clone(),
+        program: format!("freezer-rs {}", env!("CARGO_PKG_VERSION")),
+        username: opts.actor.username.clone(),
+        stats: SnapshotStats {
+            files: get(&c.files),
+            dirs: get(&c.dirs),
+            others: get(&c.others),
+            bytes: get(&c.bytes),
+            bytes_read: get(&c.bytes_read),
+            bytes_added: get(&c.bytes_added),
+            blobs_added: get(&c.blobs_added),
+            files_new: get(&c.files_new),
+            files_changed: get(&c.files_changed),
+            files_unmodified: get(&c.files_unmodified),
+            files_changed_while_read: get(&c.changed_while_read),
+            errors: get(&c.errors),
+            duration_secs: 0.0,
+        },
+        warnings: vec![],
+        extra: Default::default(),
+    };
+    drop(shared);
+
+    if opts.dry_run {
+        snapshot.stats.duration_secs = started.elapsed().as_secs_f64();
+        snapshot.warnings = warnings.clone();
+        let sinks = repo
+            .status()
+            .into_iter()
+            .map(|s| SinkResult {
+                sink: s.sink,
+                holds_snapshot: false,
+                error: s.error,
+            })
+            .collect();
+        return Ok(BackupResult {
+            snapshot_id: None,
+            snapshot,
+            sinks,
+            warnings,
+        });
+    }
+
+    // Index first, snapshot last: a snapshot is only ever visible where its data is.
+    let mut by_mask: HashMap<SinkMask, IndexFile> = HashMap::new();
+    for (id, mask, blobs) in &packs {
+        repo.add_pack(*id, *mask, blobs);
+        by_mask
+            .entry(*mask)
+            .or_default()
+            .packs
+            .push((*id, blobs.clone()));
+    }
+    for (mask, file) in by_mask {
+        for part in split_index(file) {
+            // A storage that fails here is dropped by the tee and gets no snapshot.
+            let _ = repo.write_index(&part, mask).await;
+        }
+    }
+    let live = repo.tee().live();
+    snapshot.stats.duration_secs = started.elapsed().as_secs_f64();
+    snapshot.warnings = warnings.clone();
+    let written = if live != 0 {
+        repo.write_snapshot(&snapshot, live).await
+    } else {
+        Err(Error::io(
+            "snapshot",
+            std::io::Error::other("no storage left"),
+        ))
+    };
+    if let Some(l) = lock {
+        if let Err(e) = l.release().await {
+            warnings.push(format!("could not remove the lock: {e}"));
+        }
+    }
+    let (id, holders) = match written {
+        Ok(x) => x,
+        Err(_) => {
+            let reasons: Vec<String> = repo
+                .status()
+                .into_iter()
+                .map(|s| format!("{}: {}", s.sink, s.error.unwrap_or_else(|| "ok".into())))
+                .collect();
+            return Err(Error::io(
+                "backup",
+                std::io::Error::other(format!(
+                    "no storage holds the snapshot ({})",
+                    reasons.join("; ")
+                )),
+            ));
+        }
+    };
+    let sinks = repo
+        .status()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| SinkResult {
+            sink: s.sink,
+            holds_snapshot: holders & (1 << i) != 0,
+            error: s.error,
+        })
+        .collect();
+    Ok(BackupResult {
+        snapshot_id: Some(id),
+        snapshot,
+        sinks,
+        warnings,
+    })
+}
+
+fn split_index(file: IndexFile) -> Vec<IndexFile> {
+    let mut out = vec![IndexFile::default()];
+    let mut n = 0;
+    for (id, blobs) in file.packs {
+        if n + blobs.len() > INDEX_FLUSH_BLOBS && n > 0 {
+            out.push(IndexFile::default());
+            n = 0;
+        }
+        n += blobs.len();
+        out.last_mut().expect("non-empty").packs.push((id, blobs));
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_pipeline(
+    shared: &Arc<Shared>,
+    chunker: &crate::chunker::Chunker,
+    crypto: &crate::crypto::Crypto,
+    parent_root: Option<Id>,
+    read_threads: usize,
+    cpu_threads: usize,
+    upload_tx: tokio::sync::mpsc::Sender<(FinishedPack, SinkMask)>,
+) -> Result<Id> {
+    let (item_tx, item_rx) = bounded::<Item>(4096);
+    let (read_tx, read_rx) = bounded::<ReadJob>(64);
+    let (blob_tx, blob_rx) = bounded::<BlobJob>(cpu_threads * 2);
+    let (pack_tx, pack_rx) = bounded::<(EncodedBlob, SinkMask)>(cpu_threads * 2);
+    std::thread::scope(|s| {
+        let walker = std::thread::Builder::new()
+            .name("freezer-walk".into())
+            .stack_size(64 << 20)
+            .spawn_scoped(s, {
+                let read_tx = read_tx.clone();
+                move || {
+                    let res = walk(shared, parent_root, &item_tx, &read_tx);
+                    if res.is_err() {
+                        shared.abort.store(true, Ordering::Relaxed);
+                    }
+                    res
+                }
+            })
+            .expect("spawn walker");
+        drop(read_tx);
+        for _ in 0..read_threads {
+            let (read_rx, blob_tx) = (read_rx.clone(), blob_tx.clone());
+            s.spawn(move || {
+                for job in read_rx {
+                    let res = if shared.aborted() {
+                        Err(Error::Cancelled)
+                    } else {
+                        read_file(shared, chunker, crypto, &job.entry, &blob_tx)
+                    };
+                    let _ = job.done.send(res);
+                }
+            });
+        }
+        drop(read_rx);
+        for _ in 0..cpu_threads {
+            let (blob_rx, pack_tx) = (blob_rx.clone(), pack_tx.clone());
+            let crypto = crypto.clone();
+            s.spawn(move || {
+                let mut enc = crate::repo::pack::BlobEncoder::new(crypto, shared.level);
+                for job in blob_rx {
+                    let blob = enc.encode(job.id, job.kind, &job.parts);
+                    drop(job.parts);
+                    if pack_tx.send((blob, job.need)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(blob_rx);
+        drop(pack_tx);
+        let packer = s.spawn(move || pack_loop(shared, crypto, pack_rx, upload_tx));
+        let root = build_trees(shared, crypto, item_rx, blob_tx);
+        if root.is_err() {
+            shared.abort.store(true, Ordering::Relaxed);
+        }
+        let walked = walker.join().expect("walker thread");
+        packer.join().expect("packer thread");
+        walked?;
+        root
+    })
+}
+
+/// Whether `now` (just listed) can reuse `parent`'s content without reading the file.
+fn unchanged(now: &Node, parent: &Node) -> bool {
+    parent.kind() == NodeKind::File
+        && parent.flags & FLAG_CHANGED_WHILE_READ == 0
+        && now.size == parent.size
+        && (now.mtime, now.mtime_ns) == (parent.mtime, parent.mtime_ns)
+        && (now.ctime, now.ctime_ns) == (parent.ctime, parent.ctime_ns)
+        && now.inode == parent.inode
+}
+
+fn walk(
+    shared: &Shared,
+    parent_root: Option<Id>,
+    items: &Sender<Item>,
+    reads: &Sender<ReadJob>,
+) -> Result<()> {
+    let root = shared.source.root()?;
+    // The parent's top tree holds one node: the parent's root.
+    let parent =
+        parent_root.and_then(
+            |id| match shared.rt.block_on(shared.reader.read_tree(&id)) {
+                Ok(t) => t.nodes.into_iter().next(),
+                Err(e) => {
+                    shared.warn(format!(
+                        "parent snapshot unreadable, reading every file: {e}"
+                    ));
+                    None
+                }
+            },
+        );
+    let mut hardlinks = HashMap::new();
+    visit(shared, root, parent.as_ref(), items, reads, &mut hardlinks)
+}
+
+fn send<T>(tx: &Sender<T>, v: T) -> Result<()> {
+    tx.send(v).map_err(|_| Error::Cancelled)
+}
+
+fn visit(
+    shared: &Shared,
+    entry: SourceEntry,
+    parent: Option<&Node>,
+    items: &Sender<Item>,
+    reads: &Sender<ReadJob>,
+    hardlinks: &mut HashMap<(u64, u64), ()>,
+) -> Result<()> {
+    if shared.aborted() {
+        return Err(Error::Cancelled);
+    }
+    let c = &shared.counters;
+    let mut node = entry.node.clone();
+    let parent = parent.filter(|p| p.kind() == node.kind());
+    let same_meta = parent
+        .is_some_and(|p| (p.ctime, p.ctime_ns, p.inode) == (node.ctime, node.ctime_ns, node.inode));
+    // An unchanged ctime means unchanged xattrs: reuse them instead of asking again.
+    node.xattrs = match parent {
+        Some(p) if same_meta => p.xattrs.clone(),
+        _ => shared.source.xattrs(&entry).unwrap_or_else(|e| {
+            shared.warn(format!(
+                "{}: extended attributes not read: {e}",
+                entry.path.display()
+            ));
+            vec![]
+        }),
+    };
+    shared.progress.add_entries(1);
+    match node.kind() {
+        NodeKind::Dir => {
+            add(&c.dirs, 1);
+            send(items, Item::DirStart(node))?;
+            if entry.descend {
+                let parent_tree = parent.and_then(|p| p.subtree).and_then(|id| {
+                    shared
+                        .rt
+                        .block_on(shared.reader.read_tree(&id))
+                        .map_err(|e| {
+                            shared.warn(format!(
+                                "{}: parent tree unreadable, reading again: {e}",
+                                entry.path.display()
+                            ));
+                        })
+                        .ok()
+                });
+                let listing = match shared.source.list(&entry) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        add(&c.errors, 1);
+                        shared.warn(format!("{}: not listed: {e}", entry.path.display()));
+                        Default::default()
+                    }
+                };
+                for (path, why) in listing.errors {
+                    add(&c.errors, 1);
+                    shared.warn(format!("{path}: {why}"));
+                }
+                let pnodes = parent_tree.map(|t| t.nodes).unwrap_or_default();
+                let mut pi = 0;
+                for child in listing.entries {
+                    while pi < pnodes.len() && pnodes[pi].name < child.node.name {
+                        pi += 1;
+                    }
+                    let pnode = pnodes.get(pi).filter(|p| p.name == child.node.name);
+                    visit(shared, child, pnode, items, reads, hardlinks)?;
+                }
+            }
+            send(items, Item::DirEnd)
+        }
+        NodeKind::File => {
+            add(&c.files, 1);
+            add(&c.bytes, node.size);
+            if node.links > 1 && hardlinks.insert((node.device, node.inode), ()).is_some() {
+                let key = (node.device, node.inode);
+                return send(items, Item::Leaf(node, Content::SameAs(key)));
+            }
+            if let Some(p) = parent.filter(|p| unchanged(&node, p)) {
+                if p.content.iter().all(|id| shared.everywhere(id)) {
+                    add(&c.files_unmodified, 1);
+                    shared.progress.add_bytes(node.size);
+                    node.content = p.content.clone();
+                    node.extents = p.extents.clone();
+                    return send(items, Item::Leaf(node, Content::Ready));
+                }
+            }
+            add(
+                if parent.is_some() {
+                    &c.files_changed
+                } else {
+                    &c.files_new
+                },
+                1,
+            );
+            let (done, rx) = bounded(1);
+            send(reads, ReadJob { entry, done })?;
+            send(items, Item::Leaf(node, Content::Pending(rx)))
+        }
+        _ => {
+            add(&c.others, 1);
+            send(items, Item::Leaf(node, Content::Ready))
+        }
+    }
+}
+
+fn read_file(
+    shared: &Shared,
+    chunker: &crate::chunker::Chunker,
+    crypto: &crate::crypto::Crypto,
+    entry: &SourceEntry,
+    blobs: &Sender<BlobJob>,
+) -> Result<FileResult> {
+    let what = entry.path.display();
+    let mut attempt = 0;
+    loop {
+        let mut reader = shared.source.open(entry).map_err(|e| e.context(&what))?;
+        let size = reader.size();
+        let extents = reader.data_extents().map_err(|e| e.context(&what))?;
+        let ranges = extents.clone().unwrap_or_else(|| vec![(0, size)]);
+        let mut content = Vec::new();
+        let mut emit = |parts: Vec<Bytes>| -> Result<()> {
+            let len: usize = parts.iter().map(Bytes::len).sum();
+            let id = crypto.blob_id(&parts);
+            content.push(id);
+            add(&shared.counters.bytes_read, len as u64);
+            shared.progress.add_bytes(len as u64);
+            let need = shared.need(&id);
+            if need != 0 {
+                send(
+                    blobs,
+                    BlobJob {
+                        id,
+                        kind: BlobType::Data,
+                        parts,
+                        need,
+                    },
+                )?;
+            }
+            Ok(())
+        };
+        for (offset, len) in ranges {
+            let mut state = ChunkState::default();
+            let mut pending: Vec<Bytes> = Vec::new();
+            let mut pos = offset;
+            let end = offset + len;
+            while pos < end {
+                if shared.aborted() {
+                    return Err(Error::Cancelled);
+                }
+                let want = ((end - pos) as usize).min(READ_BLOCK);
+                let mut buf = vec![0u8; want];
+                let mut got = 0;
+                while got < want {
+                    let n = reader
+                        .read_at(&mut buf[got..], pos + got as u64)
+                        .map_err(|e| e.context(&what))?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+                buf.truncate(got);
+                let block = Bytes::from(buf);
+                let mut start = 0;
+                while let Some(cut) = chunker.next_cut(&mut state, &block[start..]) {
+                    pending.push(block.slice(start..start + cut));
+                    emit(std::mem::take(&mut pending))?;
+                    start += cut;
+                }
+                if start < block.len() {
+                    pending.push(block.slice(start..));
+                }
+                pos += got as u64;
+                if got < want {
+                    break; // the file shrank; `changed` will say so
+                }
+            }
+            if !pending.is_empty() {
+                emit(pending)?;
+            }
+        }
+        let changed = reader.changed().map_err(|e| e.context(&what))?;
+        if changed && attempt == 0 {
+            attempt += 1;
+            continue;
+        }
+        return Ok(FileResult {
+            content,
+            extents: extents.unwrap_or_default(),
+            size,
+            changed_while_read: changed,
+        });
+    }
+}
+
+fn store_tree(
+    shared: &Shared,
+    crypto: &crate::crypto::Crypto,
+    nodes: Vec<Node>,
+    blobs: &Sender<BlobJob>,
+) -> Result<Id> {
+    let data = Bytes::from(Tree { nodes }.encode());
+    let id = crypto.blob_id(&[&data]);
+    let need = shared.need(&id);
+    if need != 0 {
+        send(
+            blobs,
+            BlobJob {
+                id,
+                kind: BlobType::Tree,
+                parts: vec![data],
+                need,
+            },
+        )?;
+    }
+    Ok(id)
+}
+
+fn build_trees(
+    shared: &Shared,
+    crypto: &crate::crypto::Crypto,
+    items: Receiver<Item>,
+    blobs: Sender<BlobJob>,
+) -> Result<Id> {
+    let c = &shared.counters;
+    let mut stack: Vec<(Option<Node>, Vec<Node>)> = vec![(None, Vec::new())];
+    let mut linked: HashMap<(u64, u64), (Vec<Id>, Vec<(u64, u64)>, u64)> = HashMap::new();
+    for item in items {
+        match item {
+            Item::DirStart(node) => stack.push((Some(node), Vec::new())),
+            Item::DirEnd => {
+                let (node, children) = stack.pop().expect("balanced walk");
+                let mut node = node.expect("a directory node");
+                node.subtree = Some(store_tree(shared, crypto, children, &blobs)?);
+                stack.last_mut().expect("a parent").1.push(node);
+            }
+            Item::Leaf(mut node, content) => {
+                match content {
+                    Content::Ready => {}
+                    Content::Pending(rx) => {
+                        let res = rx.recv().map_err(|_| Error::Cancelled)?;
+                        match res {
+                            Ok(r) => {
+                                node.content = r.content;
+                                node.extents = r.extents;
+                                node.size = r.size;
+                                if r.changed_while_read {
+                                    node.flags |= FLAG_CHANGED_WHILE_READ;
+                                    add(&c.changed_while_read, 1);
+                                    shared.warn(format!(
+                                        "{}: changed while it was read, twice; stored as read the second time",
+                                        String::from_utf8_lossy(&node.name)
+                                    ));
+                                }
+                            }
+                            Err(Error::Cancelled) => return Err(Error::Cancelled),
+                            Err(e) => {
+                                add(&c.errors, 1);
+                                shared.warn(format!("not backed up: {e}"));
+                                continue;
+                            }
+                        }
+                    }
+                    Content::SameAs(key) => match linked.get(&key) {
+                        Some((content, extents, size)) => {
+                            node.content = content.clone();
+                            node.extents = extents.clone();
+                            node.size = *size;
+                        }
+                        None => {
+                            // The first link could not be read: neither can this one.
+                            add(&c.errors, 1);
+                            continue;
+                        }
+                    },
+                }
+                if node.kind() == NodeKind::File && node.links > 1 {
+                    linked
+                        .entry((node.device, node.inode))
+                        .or_insert_with(|| (node.content.clone(), node.extents.clone(), node.size));
+                }
+                stack.last_mut().expect("a parent").1.push(node);
+            }
+        }
+    }
+    if shared.aborted() && stack.len() != 1 {
+        return Err(Error::Cancelled);
+    }
+    let (_, top) = stack.pop().expect("the top");
+    if top.len() != 1 || !stack.is_empty() {
+        return Err(Error::Cancelled);
+    }
+    store_tree(shared, crypto, top, &blobs)
+}
+
+fn pack_loop(
+    shared: &Shared,
+    crypto: &crate::crypto::Crypto,
+    blobs: Receiver<(EncodedBlob, SinkMask)>,
+    upload: tokio::sync::mpsc::Sender<(FinishedPack, SinkMask)>,
+) {
+    let mut open: HashMap<(SinkMask, BlobType), PackWriter> = HashMap::new();
+    let flush =
+        |w: PackWriter, mask: SinkMask| upload.blocking_send((w.finish(crypto), mask)).is_ok();
+    for (blob, need) in blobs {
+        let key = (need, blob.kind);
+        let w = open.entry(key).or_default();
+        w.add(&blob);
+        if w.size() >= shared.pack_size {
+            let w = open.remove(&key).expect("just used");
+            if !flush(w, need) {
+                return;
+            }
+        }
+    }
+    for ((mask, _), w) in open {
+        if w.count() > 0 && !flush(w, mask) {
+            return;
+        }
+    }
+}
+
+type WrittenPack = (Id, SinkMask, Vec<PackedBlob>);
+
+async fn upload_loop(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::mpsc::Receiver<(FinishedPack, SinkMask)>,
+) -> Result<Vec<WrittenPack>> {
+    let mut written = Vec::new();
+    while let Some((pack, mask)) = rx.recv().await {
+        let size = pack.payload.len() as u64;
+        let ok = if shared.dry_run {
+            mask
+        } else {
+            shared
+                .tee
+                .put_to(mask, &pack_key(&pack.id), &pack.payload, PutMode::Overwrite)
+                .await
+                .0
+        };
+        if ok != 0 {
+            add(&shared.counters.bytes_added, size);
+            add(&shared.counters.blobs_added, pack.blobs.len() as u64);
+            written.push((pack.id, ok, pack.blobs));
+        }
+        if shared.tee.live() == 0 {
+            shared.abort.store(true, Ordering::Relaxed);
+            rx.close();
+            while rx.recv().await.is_some() {}
+            let reasons: Vec<String> = shared
+                .tee
+                .status()
+                .into_iter()
+                .filter_map(|s| s.error.map(|e| format!("{}: {e}", s.sink)))
+                .collect();
+            return Err(Error::io(
+                "backup",
+                std::io::Error::other(format!("every storage failed: {}", reasons.join("; "))),
+            ));
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,136 @@
+//! The streaming engine: backup (source → chunks → blobs → packs → every sink) and restore
+//! (snapshot → packs → verified blobs → files), plus inspection of a snapshot's health.
+//!
+//! CPU work (chunking, hashing, compression, encryption, decoding) runs on plain threads;
+//! storage I/O runs on the tokio runtime. Every queue between stages is bounded, so memory
+//! does not grow with the data; the slowest stage sets the pace. The engine never prints:
+//! it reports through [`Progress`] and its results.
+
+mod backup;
+mod inspect;
+mod restore;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use backup::{BackupOptions, BackupResult, SinkResult, backup};
+pub use inspect::{Damage, Inspection, inspect};
+pub use restore::{RestoreOptions, RestoreResult, restore};
+
+use crate::error::{Error, Result};
+
+/// Receives progress from long operations. Every method has an empty default; the library
+/// calls them from worker threads, so implementations must be cheap and thread-safe.
+pub trait Progress: Send + Sync {
+    /// The total bytes the operation expects to process, when known.
+    fn set_total(&self, _bytes: u64) {}
+    /// Bytes processed since the last call.
+    fn add_bytes(&self, _bytes: u64) {}
+    /// Entries processed since the last call.
+    fn add_entries(&self, _entries: u64) {}
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// How blobs are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Stored as they are.
+    None,
+    /// zstd at the given level (1 to 19; negative levels are faster still).
+    Zstd(i32),
+}
+
+impl Default for Compression {
+    /// zstd level 3.
+    fn default() -> Self {
+        Compression::Zstd(3)
+    }
+}
+
+impl Compression {
+    /// The zstd level, if compressing.
+    pub fn level(self) -> Option<i32> {
+        match self {
+            Compression::None => None,
+            Compression::Zstd(l) => Some(l),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Zstd(l) => write!(f, "zstd:{l}"),
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = Error;
+
+    /// `zstd`, `zstd:N` (or `zstd-N`), `none`; upstream's `gzip`, `bzip2` and `xz` name the
+    /// compressor of its tar streams and select zstd in the native engine.
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase();
+        let level = |l: &str| -> Result<Compression> {
+            let n: i32 = l.parse().map_err(|_| {
+                Error::bad_input(
+                    "compression",
+                    format!("{s:?}: the zstd level must be a number"),
+                )
+            })?;
+            if !(-7..=19).contains(&n) {
+                return Err(Error::bad_input(
+                    "compression",
+                    format!("{s:?}: zstd levels go from -7 to 19"),
+                ));
+            }
+            Ok(Compression::Zstd(n))
+        };
+        match lower.as_str() {
+            "none" | "off" | "false" => Ok(Compression::None),
+            "zstd" | "auto" | "gzip" | "bzip2" | "xz" | "" => Ok(Compression::default()),
+            other => match other
+                .strip_prefix("zstd:")
+                .or_else(|| other.strip_prefix("zstd-"))
+            {
+                Some(l) => level(l),
+                None => Err(Error::bad_input(
+                    "compression",
+                    format!(
+                        "{s:?} is not one of zstd, zstd:N, none (or upstream's gzip, bzip2, xz)"
+                    ),
+                )),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_names() {
+        assert_eq!(
+            "zstd:7".parse::<Compression>().unwrap(),
+            Compression::Zstd(7)
+        );
+        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Zstd(3));
+        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
+        assert!(
+            "lz77"
+                .parse::<Compression>()
+                .unwrap_err()
+                .to_string()
+                .starts_with("compression:")
+        );
+        assert!("zstd:99".parse::<Compression>().is_err());
+    }
+}

@@ -1,0 +1,372 @@
+//! Jobs: upstream's job document, the [`JobSpec`] trait, and the runner every front-end uses.
+//!
+//! A front-end turns its input (CLI flags, a job JSON, later an INI file, a Python dict or
+//! C JSON) into [`FreezerAction`]s and calls [`run_action`] or [`run_job`]; the decisions a
+//! backup needs (which storages, which passphrase, which parent snapshot and level, which
+//! snapshot to restore) are made here, once, for all of them.
+
+mod options;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+
+pub use options::{Action, FreezerAction, StorageSpec};
+
+use crate::crypto::Passphrase;
+use crate::engine::{
+    BackupOptions, BackupResult, NoProgress, Progress, RestoreOptions, RestoreResult,
+};
+use crate::error::{Error, Result};
+use crate::repo::snapshot::{SnapshotSelector, select};
+use crate::repo::{Actor, Repository};
+use crate::sink::{LocalSink, Sink};
+use crate::source::fs::{FsOptions, FsSource};
+
+/// One action of a job, with upstream's retry and `mandatory` settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobAction {
+    /// The options.
+    pub freezer_action: FreezerAction,
+    /// Retries after a failure.
+    #[serde(default, deserialize_with = "lenient_u32")]
+    pub max_retries: u32,
+    /// Seconds between retries.
+    #[serde(default, deserialize_with = "lenient_u32")]
+    pub max_retries_interval: u32,
+    /// Whether the job stops when this action fails.
+    #[serde(default)]
+    pub mandatory: bool,
+}
+
+fn lenient_u32<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u32, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    match &v {
+        serde_json::Value::Null => Ok(0),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a count"))),
+        serde_json::Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a count"))),
+        other => Err(serde::de::Error::custom(format!("{other} is not a count"))),
+    }
+}
+
+/// Upstream's job document (the freezer-api `job_schema`, in the parts a run needs).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// What it is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The actions, run in order.
+    pub job_actions: Vec<JobAction>,
+    /// When to run (used by the scheduler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_schedule: Option<serde_json::Value>,
+    /// Other fields of the document, kept as they are.
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl Job {
+    /// Parses a job document; errors name the field (`job_actions[0].freezer_action.mode`).
+    pub fn from_json(text: &str) -> Result<Job> {
+        let job: Job = options::parse_json(text, "")?;
+        if job.job_actions.is_empty() {
+            return Err(Error::bad_input(
+                "job_actions",
+                "a job needs at least one action",
+            ));
+        }
+        Ok(job)
+    }
+}
+
+/// What to do: a list of actions. Implemented by a whole [`Job`] and by a single
+/// [`FreezerAction`]; front-ends may implement it for their own documents.
+pub trait JobSpec {
+    /// The job's id, if it has one.
+    fn job_id(&self) -> Option<&str>;
+    /// The actions, in order.
+    fn actions(&self) -> Vec<JobAction>;
+}
+
+impl JobSpec for Job {
+    fn job_id(&self) -> Option<&str> {
+        self.job_id.as_deref()
+    }
+    fn actions(&self) -> Vec<JobAction> {
+        self.job_actions.clone()
+    }
+}
+
+impl JobSpec for FreezerAction {
+    fn job_id(&self) -> Option<&str> {
+        None
+    }
+    fn actions(&self) -> Vec<JobAction> {
+        vec![JobAction {
+            freezer_action: self.clone(),
+            ..JobAction::default()
+        }]
+    }
+}
+
+/// What the runner needs from its caller.
+#[derive(Clone)]
+pub struct RunContext {
+    /// Receives progress.
+    pub progress: Arc<dyn Progress>,
+    /// Who runs the job (default `hostname`, lock owner).
+    pub actor: Actor,
+    /// The time zone dates like `restore_from_date` are read in.
+    pub tz: TimeZone,
+    /// The clock: `None` is now; tests inject times here.
+    pub now: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunContext")
+            .field("actor", &self.actor)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunContext {
+    /// This host and user, the system time zone, no progress.
+    pub fn current() -> Self {
+        RunContext {
+            progress: Arc::new(NoProgress),
+            actor: Actor::current(),
+            tz: TimeZone::system(),
+            now: None,
+        }
+    }
+}
+
+/// What an action did.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum ActionOutcome {
+    /// A backup.
+    Backup(Box<BackupResult>),
+    /// A restore.
+    Restore(Box<RestoreResult>),
+}
+
+impl ActionOutcome {
+    /// Whether the action did all it was asked to.
+    pub fn is_complete(&self) -> bool {
+        match self {
+            ActionOutcome::Backup(b) => b.is_complete(),
+            ActionOutcome::Restore(r) => r.is_complete(),
+        }
+    }
+}
+
+/// The storages of an action, as sinks.
+pub fn sinks_of(action: &FreezerAction) -> Result<Vec<Arc<dyn Sink>>> {
+    action
+        .all_storages()
+        .into_iter()
+        .map(|s| -> Result<Arc<dyn Sink>> {
+            let container = s.container.unwrap_or_default();
+            match s.storage.as_deref().unwrap_or("local") {
+                "local" => Ok(Arc::new(LocalSink::new(container))),
+                other => Err(Error::unsupported(format!("storage {other:?}"))),
+            }
+        })
+        .collect()
+}
+
+/// The passphrase of an action, read from `encrypt_pass_file`.
+pub fn passphrase_of(action: &FreezerAction) -> Result<Option<Passphrase>> {
+    action
+        .encrypt_pass_file
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(|p| Passphrase::from_file(Path::new(p)))
+        .transpose()
+}
+
+/// Runs one action.
+pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<ActionOutcome> {
+    action.validate()?;
+    let sinks = sinks_of(action)?;
+    let pass = passphrase_of(action)?;
+    let mut repo = Repository::open(sinks, pass.as_ref()).await?;
+    let hostname = action
+        .hostname
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| ctx.actor.hostname.clone());
+    let backup_name = action.backup_name.clone().filter(|n| !n.is_empty());
+    match action.action() {
+        Action::Backup => {
+            let backup_name = backup_name
+                .ok_or_else(|| Error::bad_input("backup_name", "a backup needs backup_name"))?;
+            let path = action.path_to_backup.as_deref().expect("validated");
+            let source = FsSource::new(
+                path,
+                &FsOptions {
+                    excludes: action.exclude.clone(),
+                    one_file_system: action.one_file_system,
+                    dereference: action.dereference_symlink.unwrap_or_default(),
+                },
+            )?;
+            let snaps = repo.snapshots().await?.0;
+            let latest = select(
+                &snaps,
+                &SnapshotSelector::Latest {
+                    hostname: hostname.clone(),
+                    backup_name: backup_name.clone(),
+                },
+            )
+            .ok();
+            let mut opts = BackupOptions::new(hostname, backup_name, ctx.actor.clone());
+            // Every snapshot is complete; the parent only says which files can be trusted
+            // unchanged. The level records how many snapshots in a row trusted their parent.
+            if let Some((id, s)) = latest {
+                opts.parent = Some(*id);
+                opts.level = s.level + 1;
+            }
+            opts.compression = action.compression.as_deref().unwrap_or("zstd").parse()?;
+            opts.dry_run = action.dry_run;
+            opts.time = ctx.now;
+            opts.excludes = action.exclude.clone();
+            let r = crate::engine::backup(&mut repo, Arc::new(source), &opts, ctx.progress.clone())
+                .await?;
+            Ok(ActionOutcome::Backup(Box::new(r)))
+        }
+        Action::Restore => {
+            let snaps = repo.snapshots().await?.0;
+            let selector = match (&action.snapshot_id, &action.restore_from_date) {
+                (Some(id), _) => SnapshotSelector::Id(id.clone()),
+                (None, date) => {
+                    let backup_name = backup_name.ok_or_else(|| {
+                        Error::bad_input(
+                            "backup_name",
+                            "a restore needs backup_name (or a snapshot id)",
+                        )
+                    })?;
+                    match date {
+                        Some(d) => SnapshotSelector::AtOrBefore {
+                            hostname,
+                            backup_name,
+                            time: crate::time::parse_date(d, "restore_from_date", &ctx.tz)?,
+                        },
+                        None => SnapshotSelector::Latest {
+                            hostname,
+                            backup_name,
+                        },
+                    }
+                }
+            };
+            let (id, snap) = select(&snaps, &selector)?;
+            let mut opts =
+                RestoreOptions::new(action.restore_abs_path.as_deref().expect("validated"));
+            opts.overwrite = action.overwrite;
+            opts.dry_run = action.dry_run;
+            opts.sub_path = action.sub_path.clone();
+            let _lock = if action.dry_run {
+                None
+            } else {
+                Some(repo.lock(false, "restore", &ctx.actor).await?)
+            };
+            repo.load_index().await?;
+            let r = crate::engine::restore(&repo, *id, snap, &opts, ctx.progress.clone()).await?;
+            if let Some(l) = _lock {
+                let _ = l.release().await;
+            }
+            Ok(ActionOutcome::Restore(Box::new(r)))
+        }
+        other => Err(Error::unsupported(format!("action {other:?}"))),
+    }
+}
+
+/// How one action of a job ended.
+#[derive(Debug, Serialize)]
+pub struct ActionReport {
+    /// The action's outcome, or the error of its last attempt.
+    #[serde(flatten)]
+    pub outcome: std::result::Result<ActionOutcome, String>,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Runs every action of a job in order, retrying each up to its `max_retries`; stops after a
+/// `mandatory` action fails. Returns a report per action run.
+pub async fn run_job(job: &dyn JobSpec, ctx: &RunContext) -> Vec<ActionReport> {
+    let mut reports = Vec::new();
+    for a in job.actions() {
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            match run_action(&a.freezer_action, ctx).await {
+                Ok(o) => break Ok(o),
+                Err(e)
+                    if attempts <= a.max_retries
+                        && !matches!(
+                            e,
+                            Error::BadInput { .. }
+                                | Error::Unsupported { .. }
+                                | Error::WrongKey { .. }
+                        ) =>
+                {
+                    tracing::warn!(
+                        "action failed, retrying in {} s: {e}",
+                        a.max_retries_interval
+                    );
+                    tokio::time::sleep(Duration::from_secs(a.max_retries_interval.into())).await;
+                }
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        let stop = outcome.is_err() && a.mandatory;
+        reports.push(ActionReport { outcome, attempts });
+        if stop {
+            break;
+        }
+    }
+    reports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_documents_parse_with_field_paths_in_errors() {
+        let j = Job::from_json(
+            r#"{"job_id":"j1","job_actions":[{"freezer_action":{"action":"backup","path_to_backup":"/d","container":"/c","backup_name":"b"},"max_retries":"3","mandatory":true}],"job_schedule":{"schedule_interval":"1 days"},"client_id":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(j.job_actions[0].max_retries, 3);
+        assert_eq!(j.job_id(), Some("j1"));
+        let e = Job::from_json(
+            r#"{"job_actions":[{"freezer_action":{"action":"backup","dry_run":[]}}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("job_actions[0].freezer_action.dry_run:"),
+            "{e}"
+        );
+        let e = Job::from_json(r#"{"job_actions":[]}"#).unwrap_err();
+        assert!(e.to_string().starts_with("job_actions:"), "{e}");
+        let e = Job::from_json("{ not json").unwrap_err();
+        assert!(e.to_string().contains("malformed JSON"), "{e}");
+    }
+}

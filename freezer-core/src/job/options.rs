@@ -1,0 +1,379 @@
+//! Upstream's `freezer_action` option map as one typed struct.
+//!
+//! The same struct is filled from a job document (JSON), from the `freezer` CLI flags and
+//! (later) from the agent's INI file, Python dicts and C JSON: parse once, validate once.
+//! Names are upstream's. Values are accepted as upstream's tools write them: booleans as
+//! `true`/`"True"`/`"yes"`, numbers as numbers or strings, `exclude` as one pattern or a list.
+//! Unknown names are kept in [`FreezerAction::other`] and reported, never silently used.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{Error, Result};
+use crate::source::fs::Dereference;
+
+/// What an action does (upstream's `action`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Back up `path_to_backup`.
+    #[default]
+    Backup,
+    /// Restore into `restore_abs_path`.
+    Restore,
+    /// List backups.
+    Info,
+    /// Retention.
+    Admin,
+    /// Run a command.
+    Exec,
+}
+
+/// One storage of an action: upstream's `storage` + `container` pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageSpec {
+    /// `local` (more storages come with later releases).
+    #[serde(default)]
+    pub storage: Option<String>,
+    /// Where in the storage: a folder for `local`.
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+/// Upstream's `freezer_action` options, those this release uses typed, the rest kept as-is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FreezerAction {
+    /// `backup`, `restore`, `info`, `admin`, `exec`; default `backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// What is backed up: `fs` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The folder or file to back up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_to_backup: Option<String>,
+    /// The series' name within the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_name: Option<String>,
+    /// The host the series belongs to; default this host's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Where the repository is in the storage (a folder for `local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The storage kind: `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    /// More storages written in the same run (upstream's `[storage:NAME]` sections).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storages: Vec<StorageSpec>,
+    /// The folder to restore into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_abs_path: Option<String>,
+    /// Restore the newest backup at or before this date (`YYYY-MM-DDThh:mm:ss`, local time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from_date: Option<String>,
+    /// Restore this snapshot (id or unique prefix) instead of the newest (an extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// Restore only this path inside the backup (an extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    /// Restore into a folder that is not empty.
+    #[serde(
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "is_false"
+    )]
+    pub overwrite: bool,
+    /// Patterns to leave out.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub exclude: Vec<String>,
+    /// A file whose first line is the passphrase; without it, no encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypt_pass_file: Option<String>,
+    /// Compression: `zstd`, `zstd:N`, `none`; upstream's `gzip`, `bzip2`, `xz` select zstd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// `soft`, `hard` or `all`.
+    #[serde(
+        default,
+        deserialize_with = "lenient_dereference",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dereference_symlink: Option<Dereference>,
+    /// Do everything but write.
+    #[serde(
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "is_false"
+    )]
+    pub dry_run: bool,
+    /// Stay on the file system of `path_to_backup` (an extension; upstream's tar always does).
+    #[serde(
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "is_false"
+    )]
+    pub one_file_system: bool,
+    /// Every other option, by upstream name, as given.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    use serde::de::Error as _;
+    let v = serde_json::Value::deserialize(d)?;
+    match &v {
+        serde_json::Value::Bool(b) => Ok(*b),
+        serde_json::Value::Null => Ok(false),
+        serde_json::Value::Number(n) => Ok(n.as_f64() != Some(0.0)),
+        serde_json::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Ok(true),
+            "false" | "no" | "0" | "off" | "none" | "" => Ok(false),
+            _ => Err(D::Error::custom(format!(
+                "{s:?} is not a boolean (true or false)"
+            ))),
+        },
+        other => Err(D::Error::custom(format!("{other} is not a boolean"))),
+    }
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+        Null,
+    }
+    Ok(
+        match OneOrMany::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a pattern or a list of patterns"))?
+        {
+            OneOrMany::One(s) if s.is_empty() => vec![],
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+            OneOrMany::Null => vec![],
+        },
+    )
+}
+
+fn lenient_dereference<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Dereference>, D::Error> {
+    let v: Option<String> = Option::deserialize(d)?;
+    match v.as_deref().map(str::trim) {
+        None | Some("") | Some("none") => Ok(None),
+        Some("soft") => Ok(Some(Dereference::Soft)),
+        Some("hard") => Ok(Some(Dereference::Hard)),
+        Some("all") => Ok(Some(Dereference::All)),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "{other:?} is not one of soft, hard, all"
+        ))),
+    }
+}
+
+/// Upstream options this release accepts and ignores, because they do not apply to the
+/// native engine (listed so that jobs written for upstream run without warnings).
+const ACCEPTED_UPSTREAM: &[&str] = &[
+    "engine_name",
+    "engine",
+    "max_segment_size",
+    "log_file",
+    "log_level",
+    "quiet",
+    "os_identity_api_version",
+    "proxy",
+    "metadata_out",
+    "upload",
+    "sync",
+    "nosync",
+    "timeout",
+    "snapshot",
+    "max_priority",
+];
+
+impl FreezerAction {
+    /// Parses a `freezer_action` JSON object; errors name the offending field.
+    pub fn from_json(text: &str) -> Result<Self> {
+        parse_json(text, "freezer_action")
+    }
+
+    /// Parses from a JSON value; `at` prefixes field names in errors.
+    pub fn from_value(v: serde_json::Value, at: &str) -> Result<Self> {
+        serde_path_to_error::deserialize(v).map_err(|e| field_error(at, e))
+    }
+
+    /// The action, `backup` by default.
+    pub fn action(&self) -> Action {
+        self.action.unwrap_or_default()
+    }
+
+    /// The mode, `fs` by default.
+    pub fn mode(&self) -> &str {
+        self.mode.as_deref().unwrap_or("fs")
+    }
+
+    /// Every storage of the action: `storage` + `container` first, then `storages`.
+    pub fn all_storages(&self) -> Vec<StorageSpec> {
+        let mut out = Vec::new();
+        if self.container.is_some() || self.storage.is_some() {
+            out.push(StorageSpec {
+                storage: self.storage.clone(),
+                container: self.container.clone(),
+            });
+        }
+        out.extend(self.storages.iter().cloned());
+        out
+    }
+
+    /// Upstream option names given that this release neither uses nor knowingly ignores.
+    pub fn unknown_options(&self) -> Vec<String> {
+        self.other
+            .keys()
+            .filter(|k| !ACCEPTED_UPSTREAM.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Checks the options make a runnable action; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.mode() != "fs" {
+            return Err(Error::unsupported(format!(
+                "mode {:?} (this release backs up mode fs)",
+                self.mode()
+            )));
+        }
+        match self.action() {
+            Action::Backup => {
+                if self.path_to_backup.as_deref().is_none_or(str::is_empty) {
+                    return Err(Error::bad_input(
+                        "path_to_backup",
+                        "a backup needs path_to_backup",
+                    ));
+                }
+            }
+            Action::Restore => {
+                if self.restore_abs_path.as_deref().is_none_or(str::is_empty) {
+                    return Err(Error::bad_input(
+                        "restore_abs_path",
+                        "a restore needs restore_abs_path",
+                    ));
+                }
+            }
+            other => {
+                return Err(Error::unsupported(format!(
+                    "action {other:?} in this release"
+                )));
+            }
+        }
+        let storages = self.all_storages();
+        if storages.is_empty() {
+            return Err(Error::bad_input(
+                "container",
+                "no storage given: set container (a folder for storage local)",
+            ));
+        }
+        for (i, s) in storages.iter().enumerate() {
+            let field = if i == 0 && (self.container.is_some() || self.storage.is_some()) {
+                "container".to_string()
+            } else {
+                format!("storages[{}]", i)
+            };
+            match s.storage.as_deref().unwrap_or("local") {
+                "local" => {}
+                other => {
+                    return Err(Error::unsupported(format!(
+                        "storage {other:?} in this release (only local)"
+                    )));
+                }
+            }
+            if s.container.as_deref().is_none_or(str::is_empty) {
+                return Err(Error::bad_input(field, "the storage needs a container"));
+            }
+        }
+        if let Some(c) = &self.compression {
+            c.parse::<crate::engine::Compression>()?;
+        }
+        if let Some(d) = &self.restore_from_date {
+            crate::time::parse_date(d, "restore_from_date", &jiff::tz::TimeZone::UTC)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn field_error(at: &str, e: serde_path_to_error::Error<serde_json::Error>) -> Error {
+    let path = e.path().to_string();
+    let field = match (at.is_empty(), path.as_str()) {
+        (true, ".") => "document".to_string(),
+        (true, p) => p.to_string(),
+        (false, ".") => at.to_string(),
+        (false, p) => format!("{at}.{p}"),
+    };
+    Error::bad_input(field, e.into_inner())
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str, at: &str) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            Error::bad_input(at, format!("malformed JSON: {inner}"))
+        } else {
+            field_error(at, e)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_spellings_are_accepted() {
+        let a = FreezerAction::from_json(
+            r#"{"action":"backup","mode":"fs","path_to_backup":"/data","backup_name":"web",
+                "container":"/bk","storage":"local","overwrite":"True","dry_run":"false",
+                "exclude":"*.log","dereference_symlink":"soft","engine_name":"tar","max_level":"3"}"#,
+        )
+        .unwrap();
+        assert!(a.overwrite && !a.dry_run);
+        assert_eq!(a.exclude, ["*.log"]);
+        assert_eq!(a.dereference_symlink, Some(Dereference::Soft));
+        assert_eq!(a.unknown_options(), ["max_level"]);
+        a.validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = FreezerAction::from_json(r#"{"action":"backup","overwrite":"maybe"}"#).unwrap_err();
+        assert!(
+            e.to_string().starts_with("freezer_action.overwrite:"),
+            "{e}"
+        );
+        let e = FreezerAction::from_json(r#"{"action":"fly"}"#).unwrap_err();
+        assert!(e.to_string().starts_with("freezer_action.action:"), "{e}");
+        let e = FreezerAction::from_json(r#"{"action": "backup""#).unwrap_err();
+        assert!(e.to_string().contains("malformed JSON"), "{e}");
+        let e = FreezerAction::from_json(r#"{"action":"backup","container":"/x"}"#)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().starts_with("path_to_backup:"), "{e}");
+        let e = FreezerAction::from_json(r#"{"action":"restore","restore_abs_path":"/r","container":"/x","restore_from_date":"soon"}"#)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().starts_with("restore_from_date:"), "{e}");
+    }
+}

@@ -1,0 +1,83 @@
+//! Sources: where backup data comes from.
+//!
+//! A source is a tree of entries: a folder yields its files, a database dump (later) yields
+//! one entry whose content is a stream. The engine drives the walk and decides what to read;
+//! a source only lists, describes and opens. Every method is blocking and may be called from
+//! several threads at once: the engine reads many files in parallel.
+//!
+//! Contract: [`Source::list`] returns a directory's entries sorted by name, each with its
+//! metadata but without content or extended attributes (the engine asks for those only
+//! when the entry changed); [`Source::open`] returns a reader of the entry's current content,
+//! which also says, when done, whether the entry changed while it was read.
+
+pub mod fs;
+
+use crate::error::Result;
+use crate::repo::tree::Node;
+
+/// A source-specific handle to an entry (for `fs`, its path).
+pub type EntryPath = std::path::PathBuf;
+
+/// One listed entry.
+#[derive(Clone, Debug)]
+pub struct SourceEntry {
+    /// Where it is, for [`Source::open`], [`Source::list`] and [`Source::xattrs`].
+    pub path: EntryPath,
+    /// Its metadata (name, kind, mode, times, size...); no content, no xattrs.
+    pub node: Node,
+    /// For directories: false when the walk must not go inside (another file system,
+    /// or a loop of followed symlinks).
+    pub descend: bool,
+}
+
+/// A listing: the entries, and those that could not be listed, with why.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Entries, sorted by name.
+    pub entries: Vec<SourceEntry>,
+    /// Entries that could not be described: `(path, reason)`.
+    pub errors: Vec<(String, String)>,
+}
+
+/// What a source says of itself, for snapshots.
+#[derive(Clone, Debug)]
+pub struct SourceInfo {
+    /// Upstream's `mode`: `fs`, `mysql`...
+    pub mode: String,
+    /// Upstream's `path_to_backup`, or what stands for it.
+    pub path: String,
+}
+
+/// A reader of one entry's content.
+pub trait ContentReader: Send {
+    /// The byte ranges `(offset, length)` that hold data, in order, when the entry is sparse;
+    /// `None` when all of it is data.
+    fn data_extents(&mut self) -> Result<Option<Vec<(u64, u64)>>>;
+
+    /// Reads at `offset` into `buf`; returns the bytes read, 0 at the end.
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<usize>;
+
+    /// The size when opened.
+    fn size(&self) -> u64;
+
+    /// Called after reading: whether the entry changed since it was opened.
+    fn changed(&mut self) -> Result<bool>;
+}
+
+/// Where backup data comes from.
+pub trait Source: Send + Sync {
+    /// What snapshots record about the source.
+    fn info(&self) -> SourceInfo;
+
+    /// The entry at the top of the backup (a directory or a single file).
+    fn root(&self) -> Result<SourceEntry>;
+
+    /// The entries of a directory, sorted by name.
+    fn list(&self, dir: &SourceEntry) -> Result<Listing>;
+
+    /// The extended attributes of an entry, sorted by name.
+    fn xattrs(&self, entry: &SourceEntry) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Opens an entry's content.
+    fn open(&self, entry: &SourceEntry) -> Result<Box<dyn ContentReader>>;
+}

@@ -1,0 +1,4 @@
+//! Integration tests of freezer-core: one binary, one module per capability.
+
+mod backup_restore;
+mod support;

@@ -1,0 +1,346 @@
+//! Helpers shared by the integration tests: trees to back up, and a comparison of two trees
+//! that checks everything a restore promises (content, kind, mode, owner, nanosecond mtimes,
+//! symlink targets, hard links, xattrs, empty folders, sparse holes).
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use freezer_core::repo::{Actor, InitOptions, Repository};
+use freezer_core::sink::{LocalSink, Sink};
+use freezer_core::{KdfParams, Passphrase};
+
+pub fn actor() -> Actor {
+    Actor {
+        hostname: "test-host".into(),
+        username: "tester".into(),
+    }
+}
+
+pub fn pass(s: &str) -> Passphrase {
+    Passphrase::new(s).unwrap()
+}
+
+pub fn local(p: &Path) -> Arc<dyn Sink> {
+    Arc::new(LocalSink::new(p))
+}
+
+pub async fn init(sinks: Vec<Arc<dyn Sink>>, passphrase: Option<&str>) {
+    let mut o = InitOptions::new(passphrase.map(pass), actor());
+    o.kdf = KdfParams::insecure_fast();
+    Repository::init(sinks, o).await.unwrap();
+}
+
+/// Runs the benchmark corpus generator into `out`.
+pub fn corpus(out: &Path, size_mb: u32, seed: u32) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/corpus.py");
+    assert!(
+        script.exists(),
+        "the corpus generator is missing: {}",
+        script.display()
+    );
+    let st = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["make", "--out"])
+        .arg(out)
+        .args([
+            "--size-mb",
+            &size_mb.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .status()
+        .expect("python3 runs");
+    assert!(st.success());
+}
+
+/// Runs `corpus.py mutate`.
+pub fn mutate(out: &Path, percent: u32, seed: u32) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/corpus.py");
+    let st = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["mutate", "--out"])
+        .arg(out)
+        .args([
+            "--percent",
+            &percent.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .status()
+        .expect("python3 runs");
+    assert!(st.success());
+}
+
+/// A small tree with every odd corner the fs source handles.
+pub fn odd_tree(root: &Path) {
+    use std::fs;
+    fs::create_dir_all(root.join("dir/sub")).unwrap();
+    fs::create_dir_all(root.join("empty-dir")).unwrap();
+    fs::write(root.join("dir/a.txt"), b"hello\n").unwrap();
+    fs::write(root.join("dir/sub/big.bin"), pseudo_random(3 << 20, 7)).unwrap();
+    fs::write(root.join("ünïcödé ✓.txt"), b"unicode\n").unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+    fs::write(root.join("script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(
+        root.join("script.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("script.sh", root.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    fs::hard_link(root.join("script.sh"), root.join("hardlink.sh")).unwrap();
+    let f = fs::File::create(root.join("sparse.img")).unwrap();
+    f.write_all_at(&pseudo_random(1 << 20, 3), 8 << 20).unwrap();
+    f.set_len(32 << 20).unwrap();
+    drop(f);
+    rustix::fs::setxattr(
+        root.join("dir/a.txt").as_path(),
+        "user.comment",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        root.join("fifo").as_path(),
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let old = filetime(1_000_000_000, 123_456_789);
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        root.join("dir/a.txt").as_path(),
+        &old,
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        root.join("link").as_path(),
+        &filetime(1_100_000_000, 5),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        root.join("empty-dir").as_path(),
+        &filetime(1_200_000_000, 0),
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+}
+
+fn filetime(s: i64, ns: i64) -> rustix::fs::Timestamps {
+    let t = rustix::fs::Timespec {
+        tv_sec: s,
+        tv_nsec: ns as _,
+    };
+    rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[derive(Debug, PartialEq)]
+struct Meta {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, i64),
+    size: u64,
+    target: Option<PathBuf>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    data_extents: Option<Vec<(u64, u64)>>,
+}
+
+fn data_extents(p: &Path, size: u64) -> Vec<(u64, u64)> {
+    let f = std::fs::File::open(p).unwrap();
+    let mut out = vec![];
+    let mut at = 0;
+    while at < size {
+        let Ok(d) = rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(at)) else {
+            break;
+        };
+        let h = rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(d))
+            .unwrap()
+            .min(size);
+        out.push((d, h - d));
+        at = h;
+    }
+    out
+}
+
+fn user_xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut names = vec![0u8; 4096];
+    let n = rustix::fs::llistxattr(p, &mut names[..]).unwrap_or(0);
+    let mut out = vec![];
+    for name in names[..n]
+        .split(|b| *b == 0)
+        .filter(|n| n.starts_with(b"user."))
+    {
+        let mut v = vec![0u8; 65536];
+        let k = rustix::fs::lgetxattr(
+            p,
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name),
+            &mut v[..],
+        )
+        .unwrap();
+        out.push((name.to_vec(), v[..k].to_vec()));
+    }
+    out.sort();
+    out
+}
+
+fn meta(p: &Path) -> Meta {
+    let md = std::fs::symlink_metadata(p).unwrap();
+    let ft = md.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    let kind = if ft.is_file() {
+        "file"
+    } else if ft.is_dir() {
+        "dir"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else {
+        "other"
+    };
+    let sparse = ft.is_file() && md.blocks() * 512 < md.len();
+    Meta {
+        kind,
+        mode: if ft.is_symlink() {
+            0
+        } else {
+            md.mode() & 0o7777
+        },
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime: (md.mtime(), md.mtime_nsec()),
+        size: if ft.is_file() { md.len() } else { 0 },
+        target: ft.is_symlink().then(|| std::fs::read_link(p).unwrap()),
+        xattrs: if ft.is_symlink() {
+            vec![]
+        } else {
+            user_xattrs(p)
+        },
+        data_extents: sparse.then(|| data_extents(p, md.len())),
+    }
+}
+
+fn walk(root: &Path) -> BTreeMap<PathBuf, PathBuf> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            out.insert(p.strip_prefix(root).unwrap().to_path_buf(), p.clone());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that `restored` is identical to `source` in everything a restore promises.
+/// `with_root` also compares the two top folders' own metadata.
+pub fn assert_same_tree(source: &Path, restored: &Path, with_root: bool) {
+    let a = walk(source);
+    let b = walk(restored);
+    let names_a: Vec<_> = a.keys().collect();
+    let names_b: Vec<_> = b.keys().collect();
+    assert_eq!(names_a, names_b, "the restored tree has other entries");
+    let mut links_a: HashMap<(u64, u64), Vec<&PathBuf>> = HashMap::new();
+    let mut links_b: HashMap<(u64, u64), Vec<&PathBuf>> = HashMap::new();
+    for (rel, pa) in &a {
+        let pb = &b[rel];
+        let (ma, mb) = (meta(pa), meta(pb));
+        assert_eq!(ma, mb, "metadata of {}", rel.display());
+        if ma.kind == "file" {
+            assert!(same_content(pa, pb), "content of {}", rel.display());
+            let (x, y) = (
+                std::fs::metadata(pa).unwrap(),
+                std::fs::metadata(pb).unwrap(),
+            );
+            if x.nlink() > 1 {
+                links_a.entry((x.dev(), x.ino())).or_default().push(rel);
+                links_b.entry((y.dev(), y.ino())).or_default().push(rel);
+            }
+        }
+    }
+    let mut ga: Vec<_> = links_a.into_values().collect();
+    let mut gb: Vec<_> = links_b.into_values().collect();
+    ga.sort();
+    gb.sort();
+    assert_eq!(ga, gb, "hard link groups differ");
+    if with_root {
+        assert_eq!(meta(source), meta(restored), "metadata of the top folder");
+    }
+}
+
+fn same_content(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = read_full(&mut fa, &mut ba);
+        let nb = read_full(&mut fb, &mut bb);
+        if na != nb || ba[..na] != bb[..nb] {
+            return false;
+        }
+        if na == 0 {
+            return true;
+        }
+    }
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..]).unwrap() {
+                0 => break,
+                k => n += k,
+            }
+        }
+        n
+    }
+}
+
+/// Every byte under `dir`, file by file.
+pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    walk(dir)
+        .into_values()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+/// Total size of the files under `dir`.
+pub fn du(dir: &Path) -> u64 {
+    walk(dir)
+        .into_values()
+        .filter(|p| p.is_file())
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
