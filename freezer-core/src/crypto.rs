@@ -201,6 +201,63 @@ impl Crypto {
         buf
     }
 
+    /// Seals `plain` into `out` (cleared first), encrypting straight from `plain`: one pass,
+    /// and `out` ends up exactly the sealed size.
+    pub fn seal_into(&self, plain: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        let Some(cipher) = &self.cipher else {
+            out.extend_from_slice(plain);
+            return;
+        };
+        out.reserve_exact(plain.len() + SEAL_OVERHEAD);
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce);
+        out.extend_from_slice(&nonce);
+        out.resize(NONCE_LEN + plain.len(), 0);
+        let buf = aes_gcm::aead::inout::InOutBuf::new(plain, &mut out[NONCE_LEN..])
+            .expect("equal lengths");
+        let tag = cipher
+            .encrypt_inout_detached(&Nonce::from(nonce), b"", buf)
+            .expect("AES-GCM encrypts messages up to 64 GiB");
+        out.extend_from_slice(tag.as_slice());
+    }
+
+    /// Opens `sealed` into `out` (cleared first), decrypting straight from `sealed`. Only for
+    /// encrypted repositories; `what` names the object for errors.
+    pub fn open_into(
+        &self,
+        sealed: &[u8],
+        out: &mut Vec<u8>,
+        what: &dyn fmt::Display,
+    ) -> Result<()> {
+        out.clear();
+        let Some(cipher) = &self.cipher else {
+            out.extend_from_slice(sealed);
+            return Ok(());
+        };
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(Error::corrupt(
+                what,
+                format!("{} bytes is too short for a sealed object", sealed.len()),
+            ));
+        }
+        let tag_at = sealed.len() - TAG_LEN;
+        let tag = Tag::try_from(&sealed[tag_at..]).expect("16-byte tag");
+        let nonce = Nonce::try_from(&sealed[..NONCE_LEN]).expect("12-byte nonce");
+        out.resize(tag_at - NONCE_LEN, 0);
+        let buf = aes_gcm::aead::inout::InOutBuf::new(&sealed[NONCE_LEN..tag_at], out)
+            .expect("equal lengths");
+        cipher
+            .decrypt_inout_detached(&nonce, b"", buf, &tag)
+            .map_err(|_| {
+                out.clear();
+                Error::corrupt(
+                    what,
+                    "authentication failed (damaged or not of this repository)",
+                )
+            })
+    }
+
     /// Opens a sealed buffer in place, leaving the plaintext. `what` names the object for errors.
     pub fn open_in_place(&self, buf: &mut Vec<u8>, what: &dyn fmt::Display) -> Result<()> {
         let Some(cipher) = &self.cipher else {
@@ -371,6 +428,14 @@ mod tests {
         assert!(err.to_string().contains("pack 1"), "{err}");
         let other = Crypto::new(&MasterKey::generate(true));
         assert!(other.open(&sealed, &"x").is_err());
+        let mut out = Vec::new();
+        c.seal_into(b"another", &mut out);
+        assert_eq!(out.len(), 7 + SEAL_OVERHEAD);
+        let mut back = Vec::new();
+        c.open_into(&out, &mut back, &"x").unwrap();
+        assert_eq!(back, b"another");
+        out[15] ^= 1;
+        assert!(c.open_into(&out, &mut back, &"x").is_err());
     }
 
     #[test]

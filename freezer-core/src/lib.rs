@@ -65,6 +65,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod buffer;
 mod chunker;
 mod crypto;
 pub mod engine;

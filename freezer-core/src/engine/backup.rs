@@ -714,19 +714,18 @@ fn read_file(
                     return Err(Error::Cancelled);
                 }
                 let want = ((end - pos) as usize).min(READ_BLOCK);
-                let mut buf = vec![0u8; want];
+                let mut buf = crate::buffer::IoBuf::zeroed(want);
                 let mut got = 0;
                 while got < want {
                     let n = reader
-                        .read_at(&mut buf[got..], pos + got as u64)
+                        .read_at(&mut buf.as_mut()[got..], pos + got as u64)
                         .map_err(|e| e.context(&what))?;
                     if n == 0 {
                         break;
                     }
                     got += n;
                 }
-                buf.truncate(got);
-                let block = Bytes::from(buf);
+                let block = buf.freeze(got);
                 let mut start = 0;
                 while let Some(cut) = chunker.next_cut(&mut state, &block[start..]) {
                     pending.push(block.slice(start..start + cut));

@@ -7,8 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use zstd::zstd_safe::DCtx;
-
 use crate::error::Result;
 use crate::id::Id;
 use crate::repo::snapshot::Snapshot;
@@ -175,7 +173,7 @@ pub async fn inspect(
         top = false;
     }
     if read_data {
-        let mut dctx = DCtx::create();
+        let mut dctx = pack::DecodeScratch::default();
         for (pack_pos, blobs) in to_read {
             let pack_id = index.pack(pack_pos).id;
             let data = match tee.get_bytes(&crate::repo::pack_key(&pack_id)).await {

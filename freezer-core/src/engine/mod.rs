@@ -46,9 +46,10 @@ pub enum Compression {
 }
 
 impl Default for Compression {
-    /// zstd level 3.
+    /// zstd level 1 (`auto`): as fast as the disks of a 2-core machine, 5% larger than level 3
+    /// on mixed data. Slow links to remote storage are better served by `zstd:3` or more.
     fn default() -> Self {
-        Compression::Zstd(3)
+        Compression::Zstd(1)
     }
 }
 
@@ -122,7 +123,7 @@ mod tests {
             "zstd:7".parse::<Compression>().unwrap(),
             Compression::Zstd(7)
         );
-        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Zstd(3));
+        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Zstd(1));
         assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
         assert!(
             "lz77"

@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps};
 use rustix::io::Errno;
-use zstd::zstd_safe::DCtx;
 
 use super::Progress;
 use super::inspect::Damage;
@@ -34,8 +33,15 @@ use crate::repo::tree::{Node, NodeKind, valid_name};
 use crate::repo::{BlobReader, Repository, pack, pack_key};
 use crate::sink::SinkExt;
 
-/// Runs of needed bytes closer than this are fetched in one request.
+/// Runs of needed bytes closer than this are fetched in one request...
 const MERGE_GAP: u64 = 1024 * 1024;
+/// ...as long as the run stays below this size (memory is runs in flight times this).
+const MAX_RUN: u64 = 8 * 1024 * 1024;
+
+thread_local! {
+    /// Decoding buffers of each worker thread, reused from blob to blob.
+    static SCRATCH: std::cell::RefCell<pack::DecodeScratch> = std::cell::RefCell::default();
+}
 
 /// Where and how to restore.
 #[derive(Clone, Debug)]
@@ -702,7 +708,7 @@ async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, Location)>) 
             u64::from(l.offset) + u64::from(l.length),
         );
         match runs.last_mut() {
-            Some(run) if start <= run.1 + MERGE_GAP => {
+            Some(run) if start <= run.1 + MERGE_GAP && end - run.0 <= MAX_RUN => {
                 run.1 = run.1.max(end);
                 run.2.push((id, l));
             }
@@ -731,18 +737,25 @@ async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, Location)>) 
                 let crypto = ctx.reader.crypto().clone();
                 let work = WriteWork::from(ctx);
                 tokio::task::spawn_blocking(move || {
-                    let mut dctx = DCtx::create();
-                    let mut retry = Vec::new();
-                    for (id, l) in blobs {
-                        let from = (u64::from(l.offset) - start) as usize;
-                        let stored = data.slice(from..from + l.length as usize);
-                        let what = format!("blob {} in pack {}", id.short(), pack.id);
-                        match pack::decode_blob(&crypto, &mut dctx, stored, &l.packed(id), &what) {
-                            Ok(plain) => work.write(id, &plain),
-                            Err(e) => retry.push((id, l, e)),
+                    SCRATCH.with_borrow_mut(|scratch| {
+                        let mut retry = Vec::new();
+                        for (id, l) in blobs {
+                            let from = (u64::from(l.offset) - start) as usize;
+                            let stored = &data[from..from + l.length as usize];
+                            let what = format!("blob {} in pack {}", id.short(), pack.id);
+                            match pack::decode_blob_with(
+                                &crypto,
+                                scratch,
+                                stored,
+                                &l.packed(id),
+                                &what,
+                            ) {
+                                Ok(plain) => work.write(id, plain),
+                                Err(e) => retry.push((id, l, e)),
+                            }
                         }
-                    }
-                    retry
+                        retry
+                    })
                 })
                 .await
                 .map(|v| {

@@ -242,7 +242,7 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                 opts.parent = Some(*id);
                 opts.level = s.level + 1;
             }
-            opts.compression = action.compression.as_deref().unwrap_or("zstd").parse()?;
+            opts.compression = action.compression.as_deref().unwrap_or("auto").parse()?;
             opts.dry_run = action.dry_run;
             opts.time = ctx.now;
             opts.excludes = action.exclude.clone();

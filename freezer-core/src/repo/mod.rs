@@ -8,7 +8,7 @@
 pub mod config;
 pub mod index;
 pub mod lock;
-pub(crate) mod object;
+pub mod object;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
@@ -17,7 +17,6 @@ mod wire;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use zstd::zstd_safe::DCtx;
 
 use self::config::{Config, DEFAULT_PACK_SIZE, Encryption, FORMAT_NAME, FORMAT_VERSION, KeyFile};
 use self::index::{Index, IndexFile};
@@ -667,7 +666,7 @@ impl BlobReader {
             return Err(Error::not_found(format!("blob {id} (in no index)")));
         }
         let mut first_err = None;
-        let mut dctx = DCtx::create();
+        let mut dctx = pack::DecodeScratch::default();
         for loc in locs {
             let pack = self.index.pack(loc.pack);
             let key = pack_key(&pack.id);

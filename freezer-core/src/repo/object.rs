@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 const MAX_OBJECT: u64 = 1 << 30;
 
 /// Compresses (when worth it) and seals a small object.
-pub(crate) fn encode(crypto: &Crypto, plain: &[u8]) -> Vec<u8> {
+pub fn encode(crypto: &Crypto, plain: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(plain.len() / 2 + 64);
     body.resize(crypto.prefix_len(), 0);
     let compressed = (plain.len() >= 128)
@@ -32,7 +32,7 @@ pub(crate) fn encode(crypto: &Crypto, plain: &[u8]) -> Vec<u8> {
 }
 
 /// Opens and decompresses a small object; `what` names it in errors.
-pub(crate) fn decode(crypto: &Crypto, stored: &[u8], what: &str) -> Result<Vec<u8>> {
+pub fn decode(crypto: &Crypto, stored: &[u8], what: &str) -> Result<Vec<u8>> {
     let mut buf = stored.to_vec();
     crypto.open_in_place(&mut buf, &what)?;
     match buf.first() {

@@ -78,11 +78,14 @@ pub struct PackedBlob {
     pub ulen: u32,
 }
 
-/// Compresses and seals blobs. One per worker thread: it keeps a zstd context.
+/// Compresses and seals blobs. One per worker thread: it keeps a zstd context and a scratch
+/// buffer, so encoding allocates only the stored blob itself, at its exact size.
 pub struct BlobEncoder {
     crypto: Crypto,
     level: Option<i32>,
     cctx: CCtx<'static>,
+    /// Compressed bytes before sealing; reused from blob to blob.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for BlobEncoder {
@@ -100,71 +103,51 @@ impl BlobEncoder {
             crypto,
             level,
             cctx: CCtx::create(),
+            scratch: Vec::new(),
         }
     }
 
     /// Encodes a blob whose plaintext is the concatenation of `parts`, with id `id`.
     pub fn encode(&mut self, id: Id, kind: BlobType, parts: &[Bytes]) -> EncodedBlob {
         let plain_len: usize = parts.iter().map(Bytes::len).sum();
-        let prefix = self.crypto.prefix_len();
+        let mut blob = EncodedBlob {
+            id,
+            kind,
+            data: Bytes::new(),
+            ulen: 0,
+            plain_len: plain_len as u32,
+        };
         if let Some(level) = self.level {
-            if let Some(buf) = self.compress(parts, plain_len, prefix, level) {
-                return self.finish(id, kind, buf, plain_len as u32, plain_len);
+            if self.compress(parts, plain_len, level).is_some() {
+                // Sealing copies the compressed bytes into a buffer of exactly their size.
+                let mut out = Vec::new();
+                self.crypto.seal_into(&self.scratch, &mut out);
+                blob.data = Bytes::from(out);
+                blob.ulen = plain_len as u32;
+                return blob;
             }
         }
         // Stored uncompressed. Without encryption a single part needs no copy at all.
-        if !self.crypto.is_encrypted() && parts.len() == 1 {
-            return EncodedBlob {
-                id,
-                kind,
-                data: parts[0].clone(),
-                ulen: 0,
-                plain_len: plain_len as u32,
-            };
-        }
-        let buf = self.crypto.seal_parts(parts);
-        EncodedBlob {
-            id,
-            kind,
-            data: Bytes::from(buf),
-            ulen: 0,
-            plain_len: plain_len as u32,
-        }
+        blob.data = if !self.crypto.is_encrypted() && parts.len() == 1 {
+            parts[0].clone()
+        } else {
+            Bytes::from(self.crypto.seal_parts(parts))
+        };
+        blob
     }
 
-    fn finish(
-        &self,
-        id: Id,
-        kind: BlobType,
-        mut buf: Vec<u8>,
-        ulen: u32,
-        plain_len: usize,
-    ) -> EncodedBlob {
-        self.crypto.seal_in_place(&mut buf);
-        EncodedBlob {
-            id,
-            kind,
-            data: Bytes::from(buf),
-            ulen,
-            plain_len: plain_len as u32,
-        }
-    }
-
-    /// Compresses into a buffer with `prefix` bytes of room; `None` when it would not save at
-    /// least 1/32 of the size (incompressible data is stored as it is).
-    fn compress(
-        &mut self,
-        parts: &[Bytes],
-        len: usize,
-        prefix: usize,
-        level: i32,
-    ) -> Option<Vec<u8>> {
+    /// Compresses into the scratch buffer; `None` when that would not save at least 1/32 of
+    /// the size (incompressible data is stored as it is).
+    fn compress(&mut self, parts: &[Bytes], len: usize, level: i32) -> Option<()> {
         if len < 64 {
             return None;
         }
         let limit = len - len / 32;
-        let mut buf: Vec<u8> = Vec::with_capacity(prefix + zstd_safe::compress_bound(len) + 16);
-        buf.resize(prefix, 0);
+        let bound = zstd_safe::compress_bound(len);
+        self.scratch.clear();
+        if self.scratch.capacity() < bound {
+            self.scratch.reserve_exact(bound);
+        }
         self.cctx
             .reset(zstd_safe::ResetDirective::SessionOnly)
             .ok()?;
@@ -172,7 +155,7 @@ impl BlobEncoder {
             .set_parameter(CParameter::CompressionLevel(level))
             .ok()?;
         self.cctx.set_pledged_src_size(Some(len as u64)).ok()?;
-        let mut out = OutBuffer::around_pos(&mut buf, prefix);
+        let mut out = OutBuffer::around(&mut self.scratch);
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
             let mut input = InBuffer::around(part);
@@ -193,48 +176,87 @@ impl BlobEncoder {
                 }
             }
         }
-        let written = out.pos();
-        if written - prefix > limit {
-            return None;
-        }
-        Some(buf)
+        (out.pos() <= limit).then_some(())
     }
 }
 
-/// Opens, decompresses and verifies one stored blob. `what` names it in errors.
-pub fn decode_blob(
+/// Reusable buffers for decoding blobs; keep one per worker thread.
+pub struct DecodeScratch {
+    opened: Vec<u8>,
+    plain: Vec<u8>,
+    dctx: DCtx<'static>,
+}
+
+impl std::fmt::Debug for DecodeScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecodeScratch")
+    }
+}
+
+impl Default for DecodeScratch {
+    fn default() -> Self {
+        DecodeScratch {
+            opened: Vec::new(),
+            plain: Vec::new(),
+            dctx: DCtx::create(),
+        }
+    }
+}
+
+/// Opens, decompresses and verifies one stored blob, using `scratch` for the intermediate
+/// and final bytes: no allocation once the scratch buffers have grown. `what` names the blob.
+pub fn decode_blob_with<'a>(
     crypto: &Crypto,
-    dctx: &mut DCtx<'static>,
-    stored: Bytes,
+    scratch: &'a mut DecodeScratch,
+    stored: &'a [u8],
     blob: &PackedBlob,
     what: &dyn std::fmt::Display,
-) -> Result<Bytes> {
-    let plain = if crypto.is_encrypted() {
-        let mut v = stored.to_vec();
-        crypto.open_in_place(&mut v, what)?;
-        Bytes::from(v)
+) -> Result<&'a [u8]> {
+    let opened: &[u8] = if crypto.is_encrypted() {
+        crypto.open_into(stored, &mut scratch.opened, what)?;
+        &scratch.opened
     } else {
         stored
     };
-    let plain = if blob.ulen > 0 {
-        let mut out = Vec::with_capacity(blob.ulen as usize);
-        let n = dctx.decompress(&mut out, &plain).map_err(|code| {
-            Error::corrupt(what, format!("zstd: {}", zstd_safe::get_error_name(code)))
-        })?;
+    let plain: &[u8] = if blob.ulen > 0 {
+        scratch.plain.clear();
+        scratch.plain.reserve(blob.ulen as usize);
+        let n = scratch
+            .dctx
+            .decompress(&mut scratch.plain, opened)
+            .map_err(|code| {
+                Error::corrupt(what, format!("zstd: {}", zstd_safe::get_error_name(code)))
+            })?;
         if n != blob.ulen as usize {
             return Err(Error::corrupt(
                 what,
                 format!("decompressed to {n} bytes, expected {}", blob.ulen),
             ));
         }
-        Bytes::from(out)
+        &scratch.plain
     } else {
-        plain
+        opened
     };
-    if crypto.blob_id(&[&plain]) != blob.id {
+    if crypto.blob_id(&[plain]) != blob.id {
         return Err(Error::corrupt(what, "content does not match its id"));
     }
     Ok(plain)
+}
+
+/// Opens, decompresses and verifies one stored blob into a buffer of its own (no copy for an
+/// uncompressed blob of an unencrypted repository).
+pub fn decode_blob(
+    crypto: &Crypto,
+    scratch: &mut DecodeScratch,
+    stored: Bytes,
+    blob: &PackedBlob,
+    what: &dyn std::fmt::Display,
+) -> Result<Bytes> {
+    if !crypto.is_encrypted() && blob.ulen == 0 {
+        decode_blob_with(crypto, scratch, &stored, blob, what)?;
+        return Ok(stored);
+    }
+    decode_blob_with(crypto, scratch, &stored, blob, what).map(Bytes::copy_from_slice)
 }
 
 /// Collects blobs into a pack.
@@ -404,7 +426,7 @@ mod tests {
         assert_eq!(Id::of_stored(&bytes), pack.id);
         let blobs = decode_header(&crypto, &bytes, bytes.len() as u64, "pack").unwrap();
         assert_eq!(blobs, pack.blobs);
-        let mut dctx = DCtx::create();
+        let mut dctx = DecodeScratch::default();
         for (blob, want) in blobs.iter().zip([&text, &noise]) {
             let stored = bytes.slice(blob.offset as usize..(blob.offset + blob.length) as usize);
             assert_eq!(

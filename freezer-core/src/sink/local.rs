@@ -150,10 +150,10 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>> {
 }
 
 fn read_at(file: &mut File, at: u64, len: u64, what: &str) -> Result<Bytes> {
-    let mut buf = vec![0u8; len as usize];
+    let mut buf = crate::buffer::IoBuf::zeroed(len as usize);
     file.seek(SeekFrom::Start(at)).ctx(what)?;
-    file.read_exact(&mut buf).ctx(what)?;
-    Ok(Bytes::from(buf))
+    file.read_exact(buf.as_mut()).ctx(what)?;
+    Ok(buf.freeze(len as usize))
 }
 
 #[async_trait]

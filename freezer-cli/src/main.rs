@@ -1,0 +1,415 @@
+//! `freezer`: the command line of freezer-rs.
+//!
+//! A thin front-end: it parses flags (upstream's option names, dashed), turns them into
+//! freezer-core's typed options, calls the library, and maps results to output and exit codes:
+//! 0 success, 1 failure, 2 bad usage, 3 done but incomplete (a storage failed, a file could
+//! not be read, a restored file is damaged). Errors are one line on stderr; `--json` puts one
+//! JSON document on stdout. It owns the terminal: a progress bar when stderr is one.
+
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use freezer_core::engine::inspect;
+use freezer_core::job::{self, FreezerAction, Job, RunContext, StorageSpec};
+use freezer_core::repo::snapshot::{SnapshotSelector, select};
+use freezer_core::repo::{Actor, InitOptions, Repository};
+use freezer_core::{Error, KdfParams, Passphrase};
+
+use crate::output::Out;
+
+/// Backup and restore, OpenStack Freezer style.
+#[derive(Parser, Debug)]
+#[command(name = "freezer", version, about, long_about = None)]
+struct Cli {
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct RepoArgs {
+    /// Repository: a folder or file:// URL. Repeat to use several copies of one repository.
+    #[arg(long = "repo", short = 'r', value_name = "PATH", required = true)]
+    repos: Vec<String>,
+    /// File whose first line is the passphrase (upstream's encrypt_pass_file).
+    #[arg(long, value_name = "FILE")]
+    encrypt_pass_file: Option<PathBuf>,
+}
+
+impl RepoArgs {
+    fn storages(&self) -> Vec<StorageSpec> {
+        self.repos
+            .iter()
+            .map(|r| StorageSpec {
+                storage: Some("local".into()),
+                container: Some(r.strip_prefix("file://").unwrap_or(r).to_string()),
+            })
+            .collect()
+    }
+
+    fn passphrase(&self) -> freezer_core::Result<Option<Passphrase>> {
+        self.encrypt_pass_file
+            .as_deref()
+            .map(Passphrase::from_file)
+            .transpose()
+    }
+
+    async fn open(&self) -> freezer_core::Result<Repository> {
+        let action = self.action();
+        Repository::open(job::sinks_of(&action)?, self.passphrase()?.as_ref()).await
+    }
+
+    fn action(&self) -> FreezerAction {
+        let mut s = self.storages().into_iter();
+        let first = s.next().unwrap_or_default();
+        FreezerAction {
+            storage: first.storage,
+            container: first.container,
+            storages: s.collect(),
+            encrypt_pass_file: self
+                .encrypt_pass_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            ..FreezerAction::default()
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a repository (in every --repo given; existing ones are copied to the others).
+    Init {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Back up a folder or file.
+    Backup(BackupArgs),
+    /// Restore a backup into a folder.
+    Restore(RestoreArgs),
+    /// List snapshots, or show one.
+    Snapshots {
+        #[command(subcommand)]
+        command: Option<SnapshotsCommand>,
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Only snapshots of this host.
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Only snapshots of this backup name.
+        #[arg(long)]
+        backup_name: Option<String>,
+    },
+    /// Manage the passphrases that open a repository.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Run a job document (upstream's job JSON).
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+struct BackupArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// What to back up: a folder or a file.
+    #[arg(long)]
+    path_to_backup: PathBuf,
+    /// The name of the backup series.
+    #[arg(long, short = 'N')]
+    backup_name: String,
+    /// The host the series belongs to (default: this host).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Leave out entries matching this glob (repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// zstd, zstd:N, none (upstream's gzip, bzip2, xz select zstd).
+    #[arg(long, visible_alias = "compress")]
+    compression: Option<String>,
+    /// Follow symlinks (soft), split hard links (hard), or both (all).
+    #[arg(long, value_parser = ["soft", "hard", "all"])]
+    dereference_symlink: Option<String>,
+    /// Do not go inside folders on other file systems.
+    #[arg(long)]
+    one_file_system: bool,
+    /// Read and hash everything, store nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// The folder to restore into (created if missing).
+    #[arg(long)]
+    restore_abs_path: PathBuf,
+    /// The backup series to restore from.
+    #[arg(long, short = 'N')]
+    backup_name: Option<String>,
+    /// The host of the series (default: this host).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Restore the newest snapshot at or before this date (YYYY-MM-DDThh:mm:ss, local time).
+    #[arg(long)]
+    restore_from_date: Option<String>,
+    /// Restore this snapshot (id or unique prefix).
+    #[arg(long)]
+    snapshot: Option<String>,
+    /// Restore only this path inside the backup.
+    #[arg(long)]
+    sub_path: Option<String>,
+    /// Restore into a folder that is not empty, replacing what is in the way.
+    #[arg(long)]
+    overwrite: bool,
+    /// Read and verify everything, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotsCommand {
+    /// List snapshots (the default).
+    List,
+    /// Show one snapshot and check that everything it needs is there.
+    Show {
+        /// Snapshot id or unique prefix.
+        id: String,
+        /// Also read and verify every chunk.
+        #[arg(long)]
+        read_data: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// List the keys.
+    List {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Add a passphrase.
+    Add {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// File whose first line is the new passphrase.
+        #[arg(long, value_name = "FILE")]
+        new_pass_file: PathBuf,
+    },
+    /// Remove a key (not the one in use, not the last one).
+    Remove {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Key id or unique prefix.
+        id: String,
+    },
+    /// Change the passphrase in use.
+    Passwd {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// File whose first line is the new passphrase.
+        #[arg(long, value_name = "FILE")]
+        new_pass_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCommand {
+    /// Run every action of a job file, in order.
+    Run {
+        /// The job document (JSON), or - for stdin.
+        file: PathBuf,
+    },
+}
+
+/// Exit codes.
+const EXIT_FAILURE: u8 = 1;
+const EXIT_INCOMPLETE: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "error",
+        1 => "warn",
+        2 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "freezer_core={level},freezer={level}"
+        )))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("freezer: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let out = Out::new(cli.json);
+    match runtime.block_on(run(cli.command, &out)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_INCOMPLETE),
+        Err(e) => {
+            out.clear_progress();
+            eprintln!("freezer: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn context(out: &Out) -> RunContext {
+    let mut ctx = RunContext::current();
+    ctx.progress = out.progress_bar();
+    ctx
+}
+
+/// Runs a command; `Ok(false)` means it finished but incompletely.
+async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
+    match command {
+        Command::Init { repo } => {
+            let pass = repo.passphrase()?;
+            let encrypted = pass.is_some();
+            let opts = InitOptions::new(pass, Actor::current());
+            let report = Repository::init(job::sinks_of(&repo.action())?, opts).await?;
+            out.init(&report, encrypted);
+            Ok(true)
+        }
+        Command::Backup(a) => {
+            let mut action = a.repo.action();
+            action.action = Some(job::Action::Backup);
+            action.path_to_backup = Some(a.path_to_backup.display().to_string());
+            action.backup_name = Some(a.backup_name);
+            action.hostname = a.hostname;
+            action.exclude = a.exclude;
+            action.compression = a.compression;
+            action.dereference_symlink = a
+                .dereference_symlink
+                .as_deref()
+                .map(|d| serde_json::from_value(d.into()))
+                .transpose()
+                .map_err(|e| Error::bad_input("dereference_symlink", e))?;
+            action.one_file_system = a.one_file_system;
+            action.dry_run = a.dry_run;
+            let outcome = job::run_action(&action, &context(out)).await?;
+            Ok(out.outcome(&outcome))
+        }
+        Command::Restore(a) => {
+            let mut action = a.repo.action();
+            action.action = Some(job::Action::Restore);
+            action.restore_abs_path = Some(a.restore_abs_path.display().to_string());
+            action.backup_name = a.backup_name;
+            action.hostname = a.hostname;
+            action.restore_from_date = a.restore_from_date;
+            action.snapshot_id = a.snapshot;
+            action.sub_path = a.sub_path;
+            action.overwrite = a.overwrite;
+            action.dry_run = a.dry_run;
+            let outcome = job::run_action(&action, &context(out)).await?;
+            Ok(out.outcome(&outcome))
+        }
+        Command::Snapshots {
+            command,
+            repo,
+            hostname,
+            backup_name,
+        } => {
+            let mut r = repo.open().await?;
+            let (mut snaps, bad) = r.snapshots().await?;
+            match command.unwrap_or(SnapshotsCommand::List) {
+                SnapshotsCommand::List => {
+                    snaps.retain(|(_, s)| {
+                        hostname.as_ref().is_none_or(|h| &s.hostname == h)
+                            && backup_name.as_ref().is_none_or(|n| &s.backup_name == n)
+                    });
+                    out.snapshots(&snaps, &bad);
+                    Ok(bad.is_empty())
+                }
+                SnapshotsCommand::Show { id, read_data } => {
+                    let (id, snap) = select(&snaps, &SnapshotSelector::Id(id))?.clone();
+                    r.load_index().await?;
+                    let found = inspect(&r, id, &snap, read_data).await?;
+                    out.show(&id, &snap, &found);
+                    Ok(found.damaged.is_empty())
+                }
+            }
+        }
+        Command::Key { command } => key(command, out).await,
+        Command::Job {
+            command: JobCommand::Run { file },
+        } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io("stdin", e))?
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| Error::io(file.display(), e))?
+            };
+            let job = Job::from_json(&text).map_err(|e| e.context(file.display()))?;
+            for a in &job.job_actions {
+                a.freezer_action.validate()?;
+            }
+            let reports = job::run_job(&job, &context(out)).await;
+            Ok(out.job(&reports))
+        }
+    }
+}
+
+async fn key(command: KeyCommand, out: &Out) -> freezer_core::Result<bool> {
+    let actor = Actor::current();
+    match command {
+        KeyCommand::List { repo } => {
+            let r = repo.open().await?;
+            out.keys(&r.keys().await?);
+        }
+        KeyCommand::Add {
+            repo,
+            new_pass_file,
+        } => {
+            let r = repo.open().await?;
+            let current = repo.passphrase()?.ok_or_else(|| {
+                Error::bad_input("encrypt_pass_file", "give the current passphrase")
+            })?;
+            let new = Passphrase::from_file(&new_pass_file)?;
+            let id = r
+                .add_key(&current, &new, KdfParams::default(), &actor)
+                .await?;
+            out.message("key added", &id);
+        }
+        KeyCommand::Remove { repo, id } => {
+            let r = repo.open().await?;
+            let id = r.remove_key(&id).await?;
+            out.message("key removed", &id);
+        }
+        KeyCommand::Passwd {
+            repo,
+            new_pass_file,
+        } => {
+            let r = repo.open().await?;
+            let current = repo.passphrase()?.ok_or_else(|| {
+                Error::bad_input("encrypt_pass_file", "give the current passphrase")
+            })?;
+            let new = Passphrase::from_file(&new_pass_file)?;
+            let id = r
+                .change_passphrase(&current, &new, KdfParams::default(), &actor)
+                .await?;
+            out.message("passphrase changed; new key", &id);
+        }
+    }
+    Ok(true)
+}

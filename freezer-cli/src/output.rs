@@ -1,0 +1,341 @@
+//! What the CLI prints: text for people, one JSON document for machines. Results go to
+//! stdout, warnings and damage reports to stderr.
+
+use std::sync::{Arc, Mutex};
+
+use freezer_core::engine::{BackupResult, Inspection, Progress, RestoreResult};
+use freezer_core::job::{ActionOutcome, ActionReport};
+use freezer_core::repo::InitReport;
+use freezer_core::repo::config::KeyFile;
+use freezer_core::repo::snapshot::Snapshot;
+use freezer_core::{Id, TimeZone, local_display};
+use indicatif::ProgressBar;
+use serde_json::json;
+
+/// The output of one command.
+#[derive(Debug)]
+pub struct Out {
+    json: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+/// `1.5 MiB` and friends.
+pub fn size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON serializes")
+    );
+}
+
+impl Out {
+    pub fn new(json: bool) -> Self {
+        Out {
+            json,
+            bar: Mutex::new(None),
+        }
+    }
+
+    /// A progress receiver (a bar on a terminal).
+    pub fn progress_bar(&self) -> Arc<dyn Progress> {
+        let (bar, progress) = crate::progress::make();
+        *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = bar;
+        progress
+    }
+
+    /// Removes the progress bar before printing.
+    pub fn clear_progress(&self) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            b.finish_and_clear();
+        }
+    }
+
+    pub fn init(&self, r: &InitReport, encrypted: bool) {
+        if self.json {
+            print_json(
+                &json!({"id": r.id, "created": r.created, "existing": r.existing, "encrypted": encrypted}),
+            );
+            return;
+        }
+        for s in &r.created {
+            println!(
+                "created repository {} at {s}{}",
+                r.id.short(),
+                if encrypted {
+                    " (encrypted)"
+                } else {
+                    " (not encrypted)"
+                }
+            );
+        }
+        for s in &r.existing {
+            println!("repository {} already at {s}", r.id.short());
+        }
+    }
+
+    /// Prints an action's outcome; returns whether it was complete.
+    pub fn outcome(&self, o: &ActionOutcome) -> bool {
+        self.clear_progress();
+        match o {
+            ActionOutcome::Backup(b) => self.backup(b),
+            ActionOutcome::Restore(r) => self.restore(r),
+        }
+        o.is_complete()
+    }
+
+    fn backup(&self, r: &BackupResult) {
+        let s = &r.snapshot.stats;
+        if self.json {
+            print_json(&backup_json(r));
+            return;
+        }
+        let id = r
+            .snapshot_id
+            .map(|i| i.short())
+            .unwrap_or_else(|| "(dry run)".into());
+        println!(
+            "snapshot {id} saved: level {}, {} files ({} new, {} changed, {} unchanged), {} read, {} added in {:.2} s",
+            r.snapshot.level,
+            s.files,
+            s.files_new,
+            s.files_changed,
+            s.files_unmodified,
+            size(s.bytes_read),
+            size(s.bytes_added),
+            s.duration_secs
+        );
+        if r.sinks.len() > 1 || r.sinks.iter().any(|x| !x.holds_snapshot) {
+            for sink in &r.sinks {
+                match (&sink.error, sink.holds_snapshot) {
+                    (None, true) => println!("  {}: holds the snapshot", sink.sink),
+                    (Some(e), _) => {
+                        eprintln!("  {}: FAILED, does not hold the snapshot: {e}", sink.sink)
+                    }
+                    (None, false) => eprintln!("  {}: does not hold the snapshot", sink.sink),
+                }
+            }
+        }
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+
+    fn restore(&self, r: &RestoreResult) {
+        if self.json {
+            let mut v = serde_json::to_value(r).expect("serializes");
+            v["complete"] = r.is_complete().into();
+            print_json(&v);
+            return;
+        }
+        println!(
+            "restored snapshot {}: {} files, {} folders, {} others, {}",
+            r.snapshot_id.short(),
+            r.files,
+            r.dirs,
+            r.others,
+            size(r.bytes)
+        );
+        for d in &r.damaged {
+            eprintln!("damaged: {}: {}", d.object, d.error);
+            for f in &d.files {
+                eprintln!("  incomplete: {f}");
+            }
+        }
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+
+    pub fn snapshots(&self, snaps: &[(Id, Snapshot)], bad: &[String]) {
+        if self.json {
+            let list: Vec<serde_json::Value> = snaps
+                .iter()
+                .map(|(id, s)| {
+                    let mut v = serde_json::to_value(s).expect("serializes");
+                    v["id"] = json!(id);
+                    v
+                })
+                .collect();
+            print_json(&json!({"snapshots": list, "unreadable": bad}));
+        } else {
+            let tz = TimeZone::system();
+            println!(
+                "{:<10} {:<19} {:<20} {:<24} {:>5} {:>8} {:>10}",
+                "ID", "TIME", "HOSTNAME", "BACKUP NAME", "LEVEL", "FILES", "SIZE"
+            );
+            for (id, s) in snaps {
+                println!(
+                    "{:<10} {:<19} {:<20} {:<24} {:>5} {:>8} {:>10}",
+                    id.short(),
+                    local_display(s.time, &tz),
+                    s.hostname,
+                    s.backup_name,
+                    s.level,
+                    s.stats.files,
+                    size(s.stats.bytes)
+                );
+            }
+        }
+        for b in bad {
+            eprintln!("unreadable snapshot: {b}");
+        }
+    }
+
+    pub fn show(&self, id: &Id, s: &Snapshot, found: &Inspection) {
+        if self.json {
+            print_json(&json!({"id": id, "snapshot": s, "inspection": found}));
+        } else {
+            let tz = TimeZone::system();
+            println!("snapshot    {id}");
+            println!("time        {} ({})", local_display(s.time, &tz), s.time);
+            println!("hostname    {}", s.hostname);
+            println!("backup name {}", s.backup_name);
+            println!("mode        {}", s.mode);
+            println!("level       {}", s.level);
+            println!(
+                "parent      {}",
+                s.parent
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into())
+            );
+            println!("path        {}", s.path_to_backup);
+            println!(
+                "files       {} ({}), {} folders",
+                found.files,
+                size(found.bytes),
+                found.dirs
+            );
+            println!("chunks      {}", found.blobs);
+            println!(
+                "health      {}",
+                if found.damaged.is_empty() {
+                    if found.read_data {
+                        "every chunk read and verified"
+                    } else {
+                        "every object present (use --read-data to verify contents)"
+                    }
+                } else {
+                    "DAMAGED"
+                }
+            );
+        }
+        for d in &found.damaged {
+            eprintln!("damaged: {}: {}", d.object, d.error);
+            for f in &d.files {
+                eprintln!("  affects: {f}");
+            }
+        }
+    }
+
+    pub fn keys(&self, keys: &[(Id, KeyFile, bool)]) {
+        if self.json {
+            let list: Vec<_> = keys
+                .iter()
+                .map(|(id, k, cur)| json!({"id": id, "current": cur, "created": k.created, "hostname": k.hostname, "username": k.username}))
+                .collect();
+            print_json(&json!({"keys": list}));
+            return;
+        }
+        println!("  {:<10} {:<32} {:<20} USER", "ID", "CREATED", "HOSTNAME");
+        for (id, k, cur) in keys {
+            println!(
+                "{} {:<10} {:<32} {:<20} {}",
+                if *cur { "*" } else { " " },
+                id.short(),
+                k.created,
+                k.hostname,
+                k.username
+            );
+        }
+    }
+
+    pub fn message(&self, what: &str, id: &Id) {
+        if self.json {
+            print_json(&json!({"result": what, "id": id}));
+        } else {
+            println!("{what}: {}", id.short());
+        }
+    }
+
+    /// Prints a job's reports; returns whether every action completed.
+    pub fn job(&self, reports: &[ActionReport]) -> bool {
+        self.clear_progress();
+        let ok = reports
+            .iter()
+            .all(|r| r.outcome.as_ref().is_ok_and(|o| o.is_complete()));
+        if self.json {
+            let list: Vec<serde_json::Value> = reports
+                .iter()
+                .map(|r| match &r.outcome {
+                    Ok(ActionOutcome::Backup(b)) => {
+                        let mut v = backup_json(b);
+                        v["action"] = "backup".into();
+                        v["attempts"] = r.attempts.into();
+                        v
+                    }
+                    Ok(o) => {
+                        let mut v = serde_json::to_value(o).expect("serializes");
+                        v["attempts"] = r.attempts.into();
+                        v
+                    }
+                    Err(e) => json!({"error": e, "attempts": r.attempts}),
+                })
+                .collect();
+            print_json(&json!({"actions": list, "complete": ok}));
+            return ok;
+        }
+        for (i, r) in reports.iter().enumerate() {
+            match &r.outcome {
+                Ok(o) => match o {
+                    ActionOutcome::Backup(b) => self.backup(b),
+                    ActionOutcome::Restore(x) => self.restore(x),
+                },
+                Err(e) => eprintln!(
+                    "action {}: failed after {} attempt(s): {e}",
+                    i + 1,
+                    r.attempts
+                ),
+            }
+        }
+        ok
+    }
+}
+
+fn backup_json(r: &BackupResult) -> serde_json::Value {
+    let s = &r.snapshot.stats;
+    json!({
+        "snapshot_id": r.snapshot_id,
+        "level": r.snapshot.level,
+        "files": s.files,
+        "bytes_read": s.bytes_read,
+        "bytes_added": s.bytes_added,
+        "complete": r.is_complete(),
+        "sinks": r.sinks,
+        "warnings": r.warnings,
+        "snapshot": r.snapshot,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(super::size(0), "0 B");
+        assert_eq!(super::size(1536), "1.5 KiB");
+        assert_eq!(super::size(5 << 30), "5.0 GiB");
+    }
+}
