@@ -1,0 +1,1 @@
+//! Benchmarks of freezer-rs: see `benches/` (criterion) and `compare.py` (peers).
