@@ -306,6 +306,13 @@ pub async fn restore(
 
     // Blobs that failed: name the object and the files.
     let failed = std::mem::take(&mut *failed.lock().unwrap_or_else(|e| e.into_inner()));
+    // The other names of a hard-linked file share its damage.
+    let mut links: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(first) = e.link_to {
+            links.entry(first).or_default().push(i as u32);
+        }
+    }
     let mut by_object: HashMap<String, Damage> = HashMap::new();
     for (id, err) in failed {
         let object = match reader.index().get(&id) {
@@ -318,9 +325,11 @@ pub async fn restore(
             files: vec![],
         });
         for (e, _) in targets.get(&id).into_iter().flatten() {
-            let path = lossy(&entries[*e as usize].rel);
-            if !d.files.contains(&path) {
-                d.files.push(path);
+            for i in std::iter::once(e).chain(links.get(e).into_iter().flatten()) {
+                let path = lossy(&entries[*i as usize].rel);
+                if !d.files.contains(&path) {
+                    d.files.push(path);
+                }
             }
         }
     }

@@ -344,3 +344,275 @@ pub fn du(dir: &Path) -> u64 {
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum()
 }
+
+/// A source that counts the bytes read through it, and can report chosen files as changed
+/// while read or unreadable.
+pub struct Counting {
+    pub inner: freezer_core::source::fs::FsSource,
+    pub bytes: Arc<std::sync::atomic::AtomicU64>,
+    pub changing: Vec<String>,
+    pub unreadable: Vec<String>,
+}
+
+struct CountingReader {
+    inner: Box<dyn freezer_core::source::ContentReader>,
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+    changing: bool,
+}
+
+impl freezer_core::source::ContentReader for CountingReader {
+    fn data_extents(&mut self) -> freezer_core::Result<Option<Vec<(u64, u64)>>> {
+        self.inner.data_extents()
+    }
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> freezer_core::Result<usize> {
+        let n = self.inner.read_at(buf, offset)?;
+        self.bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn changed(&mut self) -> freezer_core::Result<bool> {
+        Ok(self.changing || self.inner.changed()?)
+    }
+}
+
+impl Counting {
+    pub fn new(root: &Path) -> Self {
+        Counting {
+            inner: freezer_core::source::fs::FsSource::new(root, &Default::default()).unwrap(),
+            bytes: Arc::default(),
+            changing: vec![],
+            unreadable: vec![],
+        }
+    }
+}
+
+impl freezer_core::source::Source for Counting {
+    fn info(&self) -> freezer_core::source::SourceInfo {
+        self.inner.info()
+    }
+    fn root(&self) -> freezer_core::Result<freezer_core::source::SourceEntry> {
+        self.inner.root()
+    }
+    fn list(
+        &self,
+        dir: &freezer_core::source::SourceEntry,
+    ) -> freezer_core::Result<freezer_core::source::Listing> {
+        self.inner.list(dir)
+    }
+    fn xattrs(
+        &self,
+        e: &freezer_core::source::SourceEntry,
+    ) -> freezer_core::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.xattrs(e)
+    }
+    fn open(
+        &self,
+        e: &freezer_core::source::SourceEntry,
+    ) -> freezer_core::Result<Box<dyn freezer_core::source::ContentReader>> {
+        let name = e.node.name_lossy();
+        if self.unreadable.contains(&name) {
+            return Err(freezer_core::Error::io(
+                e.path.display(),
+                std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            ));
+        }
+        Ok(Box::new(CountingReader {
+            inner: self.inner.open(e)?,
+            bytes: self.bytes.clone(),
+            changing: self.changing.contains(&name),
+        }))
+    }
+}
+
+/// A sink that forwards to another and starts failing (every call, as a dropped connection
+/// would) after `puts_before_failing` puts, or when `down` is set.
+#[derive(Debug)]
+pub struct Flaky {
+    pub inner: Arc<dyn Sink>,
+    pub puts_before_failing: std::sync::atomic::AtomicI64,
+    pub down: std::sync::atomic::AtomicBool,
+}
+
+impl Flaky {
+    pub fn new(inner: Arc<dyn Sink>, puts_before_failing: i64) -> Arc<Self> {
+        Arc::new(Flaky {
+            inner,
+            puts_before_failing: puts_before_failing.into(),
+            down: false.into(),
+        })
+    }
+
+    fn check(&self) -> freezer_core::Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(freezer_core::Error::io(
+                self.inner.describe(),
+                std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for Flaky {
+    fn describe(&self) -> String {
+        format!("flaky:{}", self.inner.describe())
+    }
+    async fn put(
+        &self,
+        key: &str,
+        p: freezer_core::sink::Payload,
+        m: freezer_core::sink::PutMode,
+    ) -> freezer_core::Result<()> {
+        self.check()?;
+        if self
+            .puts_before_failing
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            <= 0
+        {
+            self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.check()?;
+        }
+        self.inner.put(key, p, m).await
+    }
+    async fn get(
+        &self,
+        key: &str,
+        r: Option<std::ops::Range<u64>>,
+    ) -> freezer_core::Result<freezer_core::sink::GetBody> {
+        self.check()?;
+        self.inner.get(key, r).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> freezer_core::Result<Vec<freezer_core::sink::ObjectMeta>> {
+        self.check()?;
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> freezer_core::Result<()> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+    async fn head(&self, key: &str) -> freezer_core::Result<freezer_core::sink::ObjectMeta> {
+        self.check()?;
+        self.inner.head(key).await
+    }
+}
+
+/// Backs up `data` as series `name` of `test-host`.
+pub async fn backup_dir(
+    repo: &mut Repository,
+    data: &Path,
+    name: &str,
+) -> freezer_core::engine::BackupResult {
+    backup_source(
+        repo,
+        Arc::new(freezer_core::source::fs::FsSource::new(data, &Default::default()).unwrap()),
+        name,
+        None,
+    )
+    .await
+}
+
+/// Backs up a source, trusting the latest snapshot of the series as parent.
+pub async fn backup_source(
+    repo: &mut Repository,
+    source: Arc<dyn freezer_core::source::Source>,
+    name: &str,
+    time: Option<freezer_core::Timestamp>,
+) -> freezer_core::engine::BackupResult {
+    use freezer_core::repo::snapshot::{SnapshotSelector, select};
+    let snaps = repo.snapshots().await.unwrap().0;
+    let mut o = freezer_core::engine::BackupOptions::new("test-host", name, actor());
+    if let Ok((id, s)) = select(
+        &snaps,
+        &SnapshotSelector::Latest {
+            hostname: "test-host".into(),
+            backup_name: name.into(),
+        },
+    ) {
+        o.parent = Some(*id);
+        o.level = s.level + 1;
+    }
+    o.time = time;
+    freezer_core::engine::backup(repo, source, &o, Arc::new(freezer_core::engine::NoProgress))
+        .await
+        .unwrap()
+}
+
+/// Restores snapshot `id` into `target`.
+pub async fn restore_id(
+    repo: &mut Repository,
+    id: freezer_core::Id,
+    target: &Path,
+) -> freezer_core::engine::RestoreResult {
+    restore_with(repo, id, freezer_core::engine::RestoreOptions::new(target)).await
+}
+
+pub async fn restore_with(
+    repo: &mut Repository,
+    id: freezer_core::Id,
+    opts: freezer_core::engine::RestoreOptions,
+) -> freezer_core::engine::RestoreResult {
+    let snaps = repo.snapshots().await.unwrap().0;
+    let snap = snaps
+        .iter()
+        .find(|(i, _)| *i == id)
+        .expect("snapshot listed")
+        .1
+        .clone();
+    repo.load_index().await.unwrap();
+    freezer_core::engine::restore(
+        repo,
+        id,
+        &snap,
+        &opts,
+        Arc::new(freezer_core::engine::NoProgress),
+    )
+    .await
+    .unwrap()
+}
+
+/// Opens the repository on `dirs`.
+pub async fn open(dirs: &[&Path], passphrase: Option<&str>) -> Repository {
+    Repository::open(
+        dirs.iter().map(|d| local(d)).collect(),
+        passphrase.map(pass).as_ref(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Files (paths relative to `root`) with their size and a hash of their content.
+pub fn fingerprint(root: &Path) -> BTreeMap<PathBuf, (u64, [u8; 32])> {
+    walk(root)
+        .into_iter()
+        .filter(|(_, p)| std::fs::symlink_metadata(p).unwrap().is_file())
+        .map(|(rel, p)| {
+            let data = std::fs::read(&p).unwrap();
+            (rel, (data.len() as u64, *blake3::hash(&data).as_bytes()))
+        })
+        .collect()
+}
+
+/// Creates a repository with 1 MiB packs (many packs from little data).
+pub async fn init_small_packs(sinks: Vec<Arc<dyn Sink>>, passphrase: Option<&str>) {
+    let mut o = InitOptions::new(passphrase.map(pass), actor());
+    o.kdf = KdfParams::insecure_fast();
+    o.pack_size = 1 << 20;
+    Repository::init(sinks, o).await.unwrap();
+}
+
+/// Every pack file under a local repository.
+pub fn pack_files(repo: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walk(&repo.join("data"))
+        .into_values()
+        .filter(|p| p.is_file())
+        .collect();
+    v.sort();
+    v
+}
