@@ -1,0 +1,41 @@
+/* Backs up a folder and restores it through the C ABI; exits non-zero on any failure. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "freezer.h"
+
+static int expect(FreezerResult got, FreezerResult want, char *doc, const char *what) {
+    if (got != want) {
+        fprintf(stderr, "%s: result %d, expected %d: %s\n", what, (int)got, (int)want, doc ? doc : "(null)");
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) { fprintf(stderr, "usage: smoke DATA REPO TARGET\n"); return 2; }
+    char opts[4096];
+    char *doc = NULL;
+    int bad = 0;
+    if (strlen(freezer_version()) == 0) return 3;
+
+    snprintf(opts, sizeof opts, "{\"action\":\"backup\",\"path_to_backup\":\"%s\",\"backup_name\":\"c\",\"container\":\"%s\"}", argv[1], argv[2]);
+    bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_OK, doc, "backup");
+    if (!strstr(doc, "\"snapshot_id\"")) { fprintf(stderr, "no snapshot id: %s\n", doc); bad = 1; }
+    freezer_string_free(doc);
+
+    snprintf(opts, sizeof opts, "{\"action\":\"restore\",\"backup_name\":\"c\",\"container\":\"%s\",\"restore_abs_path\":\"%s\"}", argv[2], argv[3]);
+    bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_OK, doc, "restore");
+    freezer_string_free(doc);
+
+    bad |= expect(freezer_run_action("{\"action\": ", &doc), FREEZER_RESULT_BAD_INPUT, doc, "malformed JSON");
+    if (!strstr(doc, "malformed JSON")) { fprintf(stderr, "unclear error: %s\n", doc); bad = 1; }
+    freezer_string_free(doc);
+
+    snprintf(opts, sizeof opts, "{\"action\":\"restore\",\"backup_name\":\"none\",\"container\":\"%s\",\"restore_abs_path\":\"%s/x\"}", argv[2], argv[3]);
+    bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_NOT_FOUND, doc, "missing snapshot");
+    freezer_string_free(doc);
+
+    bad |= expect(freezer_run_action(NULL, NULL), FREEZER_RESULT_INVALID_ARGUMENT, NULL, "null");
+    return bad;
+}

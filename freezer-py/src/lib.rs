@@ -1,0 +1,194 @@
+//! `import freezer_py`: freezer-rs for Python scripts and OpenStack tooling.
+//!
+//! Options are upstream's `freezer_action` names, as a dict (or a JSON string); results come
+//! back as dicts. The GIL is released while the library works. Errors are exceptions in one
+//! hierarchy under `FreezerError`; a missing thing is also a `FileNotFoundError`, a wrong key
+//! a `PermissionError`, bad input a `ValueError`.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+use freezer_core::job::{FreezerAction, RunContext, run_action};
+use freezer_core::repo::{Actor, InitOptions, Repository};
+use freezer_core::{Error, ErrorKind, Passphrase};
+
+/// The exception classes, made once per interpreter:
+/// `FreezerError(Exception)`, `NotFoundError(FreezerError, FileNotFoundError)`,
+/// `WrongKeyError(FreezerError, PermissionError)`, `CorruptError(FreezerError)`,
+/// `BadInputError(FreezerError, ValueError)`, `IncompleteError(FreezerError)`.
+struct Exceptions {
+    base: Py<PyType>,
+    not_found: Py<PyType>,
+    wrong_key: Py<PyType>,
+    corrupt: Py<PyType>,
+    bad_input: Py<PyType>,
+    incomplete: Py<PyType>,
+}
+
+static EXCEPTIONS: PyOnceLock<Exceptions> = PyOnceLock::new();
+
+fn exceptions(py: Python<'_>) -> PyResult<&Exceptions> {
+    EXCEPTIONS.get_or_try_init(py, || {
+        let builtins = py.import("builtins")?;
+        let make = |name: &str, bases: Vec<Bound<'_, PyAny>>, doc: &str| -> PyResult<Py<PyType>> {
+            let ns = PyDict::new(py);
+            ns.set_item("__doc__", doc)?;
+            ns.set_item("__module__", "freezer_py")?;
+            let t = builtins
+                .getattr("type")?
+                .call1((name, PyTuple::new(py, bases)?, ns))?;
+            Ok(t.cast_into::<PyType>()?.unbind())
+        };
+        let b = |n: &str| builtins.getattr(n);
+        let base = make(
+            "FreezerError",
+            vec![b("Exception")?],
+            "Base of every freezer_py error.",
+        )?;
+        let base_any = base.bind(py).clone().into_any();
+        Ok(Exceptions {
+            not_found: make(
+                "NotFoundError",
+                vec![base_any.clone(), b("FileNotFoundError")?],
+                "A repository, snapshot or path does not exist.",
+            )?,
+            wrong_key: make(
+                "WrongKeyError",
+                vec![base_any.clone(), b("PermissionError")?],
+                "No key of the repository opens with the passphrase.",
+            )?,
+            corrupt: make(
+                "CorruptError",
+                vec![base_any.clone()],
+                "Stored data is damaged.",
+            )?,
+            bad_input: make(
+                "BadInputError",
+                vec![base_any.clone(), b("ValueError")?],
+                "An option or document is invalid.",
+            )?,
+            incomplete: make(
+                "IncompleteError",
+                vec![base_any],
+                "The action ran but did not do everything; args[1] is the result.",
+            )?,
+            base,
+        })
+    })
+}
+
+fn to_py(e: Error) -> PyErr {
+    Python::attach(|py| {
+        let ex = match exceptions(py) {
+            Ok(ex) => ex,
+            Err(err) => return err,
+        };
+        let class = match e.kind() {
+            ErrorKind::NotFound => &ex.not_found,
+            ErrorKind::WrongKey | ErrorKind::Permission => &ex.wrong_key,
+            ErrorKind::Corrupt => &ex.corrupt,
+            ErrorKind::BadInput | ErrorKind::Unsupported => &ex.bad_input,
+            _ => &ex.base,
+        };
+        PyErr::from_type(class.bind(py).clone(), e.to_string())
+    })
+}
+
+fn runtime() -> PyResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| to_py(Error::io("the runtime", e)))
+}
+
+fn options_json(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(s) = options.extract::<String>() {
+        return Ok(s);
+    }
+    if options.is_instance_of::<PyDict>() {
+        return py
+            .import("json")?
+            .call_method1("dumps", (options,))?
+            .extract();
+    }
+    Err(PyValueError::new_err(
+        "options must be a dict of freezer_action options or a JSON string",
+    ))
+}
+
+/// Runs one action (`backup` or `restore`) given upstream's `freezer_action` options; returns
+/// the result as a dict. Raises `IncompleteError(message, result)` when the action ran but did
+/// not complete everything.
+#[pyfunction]
+fn run_action_py(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let text = options_json(py, options)?;
+    let action = FreezerAction::from_json(&text).map_err(to_py)?;
+    let outcome = py.detach(|| {
+        runtime()?
+            .block_on(run_action(&action, &RunContext::current()))
+            .map_err(to_py)
+    })?;
+    let doc = serde_json::to_string(&outcome).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let result = py.import("json")?.call_method1("loads", (doc,))?.unbind();
+    if !outcome.is_complete() {
+        let class = exceptions(py)?.incomplete.bind(py).clone();
+        return Err(PyErr::from_type(
+            class,
+            ("the action did not complete everything", result),
+        ));
+    }
+    Ok(result)
+}
+
+/// Creates a repository in `container` (a folder); encrypted when `encrypt_pass_file` names a
+/// file whose first line is the passphrase. Returns `{"id": ..., "created": [...]}`.
+#[pyfunction]
+#[pyo3(signature = (container, encrypt_pass_file = None))]
+fn init(
+    py: Python<'_>,
+    container: String,
+    encrypt_pass_file: Option<String>,
+) -> PyResult<Py<PyAny>> {
+    let report = py.detach(|| -> PyResult<_> {
+        let pass = encrypt_pass_file
+            .map(|p| Passphrase::from_file(std::path::Path::new(&p)))
+            .transpose()
+            .map_err(to_py)?;
+        let sinks: Vec<std::sync::Arc<dyn freezer_core::sink::Sink>> = vec![std::sync::Arc::new(
+            freezer_core::sink::LocalSink::new(container),
+        )];
+        runtime()?
+            .block_on(Repository::init(
+                sinks,
+                InitOptions::new(pass, Actor::current()),
+            ))
+            .map_err(to_py)
+    })?;
+    let doc = serde_json::to_string(&report).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(py.import("json")?.call_method1("loads", (doc,))?.unbind())
+}
+
+/// The version of freezer-rs.
+#[pyfunction]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[pymodule]
+fn freezer_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(init, m)?)?;
+    let run = wrap_pyfunction!(run_action_py, m)?;
+    m.add("run_action", run)?;
+    let ex = exceptions(py)?;
+    m.add("FreezerError", ex.base.clone_ref(py))?;
+    m.add("NotFoundError", ex.not_found.clone_ref(py))?;
+    m.add("WrongKeyError", ex.wrong_key.clone_ref(py))?;
+    m.add("CorruptError", ex.corrupt.clone_ref(py))?;
+    m.add("BadInputError", ex.bad_input.clone_ref(py))?;
+    m.add("IncompleteError", ex.incomplete.clone_ref(py))?;
+    Ok(())
+}

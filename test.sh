@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this). On a fresh Debian 12 machine with
+# the Rust toolchain it installs what the tests need, then checks formatting, lints, docs,
+# the Rust tests (unit, integration, CLI, C ABI) and the Python tests.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "prerequisites"
+need_apt=()
+command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+command -v gcc >/dev/null || need_apt+=(gcc)
+command -v mount >/dev/null || need_apt+=(mount)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+[ -f ../shared/bench/corpus.py ] || { echo "../shared/bench/corpus.py is missing: the tests need the shared folder beside this checkout" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || echo "warning: not root: the full-disk test mounts a tmpfs and will fail" >&2
+
+step "format"
+cargo fmt --all --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "rust tests"
+cargo test --workspace --locked
+
+step "python tests"
+venv=target/pyenv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check 'maturin>=1.16,<2' pytest
+(cd freezer-py && VIRTUAL_ENV="$PWD/../$venv" "../$venv/bin/maturin" develop -q --locked)
+"$venv/bin/pytest" -q freezer-py/tests
+
+step "all tests passed"
