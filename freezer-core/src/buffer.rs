@@ -19,10 +19,10 @@ pub(crate) enum IoBuf {
 
 impl IoBuf {
     pub(crate) fn zeroed(len: usize) -> IoBuf {
-        if len >= MAP_FROM {
-            if let Ok(m) = memmap2::MmapOptions::new().len(len).map_anon() {
-                return IoBuf::Map(m);
-            }
+        if len >= MAP_FROM
+            && let Ok(m) = memmap2::MmapOptions::new().len(len).map_anon()
+        {
+            return IoBuf::Map(m);
         }
         IoBuf::Heap(vec![0u8; len])
     }

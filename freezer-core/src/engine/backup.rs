@@ -401,10 +401,10 @@ pub async fn backup(
             std::io::Error::other("no storage left"),
         ))
     };
-    if let Some(l) = lock {
-        if let Err(e) = l.release().await {
-            warnings.push(format!("could not remove the lock: {e}"));
-        }
+    if let Some(l) = lock
+        && let Err(e) = l.release().await
+    {
+        warnings.push(format!("could not remove the lock: {e}"));
     }
     let (id, holders) = match written {
         Ok(x) => x,
@@ -641,14 +641,14 @@ fn visit(
                 let key = (node.device, node.inode);
                 return send(items, Item::Leaf(node, Content::SameAs(key)));
             }
-            if let Some(p) = parent.filter(|p| unchanged(&node, p)) {
-                if p.content.iter().all(|id| shared.everywhere(id)) {
-                    add(&c.files_unmodified, 1);
-                    shared.progress.add_bytes(node.size);
-                    node.content = p.content.clone();
-                    node.extents = p.extents.clone();
-                    return send(items, Item::Leaf(node, Content::Ready));
-                }
+            if let Some(p) = parent.filter(|p| unchanged(&node, p))
+                && p.content.iter().all(|id| shared.everywhere(id))
+            {
+                add(&c.files_unmodified, 1);
+                shared.progress.add_bytes(node.size);
+                node.content = p.content.clone();
+                node.extents = p.extents.clone();
+                return send(items, Item::Leaf(node, Content::Ready));
             }
             add(
                 if parent.is_some() {
@@ -789,7 +789,8 @@ fn build_trees(
 ) -> Result<Id> {
     let c = &shared.counters;
     let mut stack: Vec<(Option<Node>, Vec<Node>)> = vec![(None, Vec::new())];
-    let mut linked: HashMap<(u64, u64), (Vec<Id>, Vec<(u64, u64)>, u64)> = HashMap::new();
+    // The first node of each hard-linked inode, whose content the other names share.
+    let mut linked: HashMap<(u64, u64), Node> = HashMap::new();
     for item in items {
         match item {
             Item::DirStart(node) => stack.push((Some(node), Vec::new())),
@@ -827,10 +828,10 @@ fn build_trees(
                         }
                     }
                     Content::SameAs(key) => match linked.get(&key) {
-                        Some((content, extents, size)) => {
-                            node.content = content.clone();
-                            node.extents = extents.clone();
-                            node.size = *size;
+                        Some(first) => {
+                            node.content = first.content.clone();
+                            node.extents = first.extents.clone();
+                            node.size = first.size;
                         }
                         None => {
                             // The first link could not be read: neither can this one.
@@ -842,7 +843,7 @@ fn build_trees(
                 if node.kind() == NodeKind::File && node.links > 1 {
                     linked
                         .entry((node.device, node.inode))
-                        .or_insert_with(|| (node.content.clone(), node.extents.clone(), node.size));
+                        .or_insert_with(|| node.clone());
                 }
                 stack.last_mut().expect("a parent").1.push(node);
             }

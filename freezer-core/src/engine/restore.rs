@@ -560,22 +560,21 @@ impl Planner<'_> {
             link_to,
             created,
         });
-        if kind == NodeKind::Dir && created {
-            if let Some(id) = subtree {
-                match dir_fd {
-                    Some(fd) => match rustix::fs::openat(
-                        fd,
-                        &name,
-                        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
-                        Mode::empty(),
-                    ) {
-                        Ok(child) => self.dir(Some(&child), rel, &id)?,
-                        Err(e) => {
-                            self.warn(&rel, format!("not entered: {}", std::io::Error::from(e)))
-                        }
-                    },
-                    None => self.dir(None, rel, &id)?,
-                }
+        if kind == NodeKind::Dir
+            && created
+            && let Some(id) = subtree
+        {
+            match dir_fd {
+                Some(fd) => match rustix::fs::openat(
+                    fd,
+                    &name,
+                    OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
+                    Mode::empty(),
+                ) {
+                    Ok(child) => self.dir(Some(&child), rel, &id)?,
+                    Err(e) => self.warn(&rel, format!("not entered: {}", std::io::Error::from(e))),
+                },
+                None => self.dir(None, rel, &id)?,
             }
         }
         Ok(())
@@ -710,22 +709,31 @@ async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, Location)>) 
     let pack = *ctx.reader.index().pack(pack_pos);
     let key = pack_key(&pack.id);
     // Merge neighbouring blobs into runs fetched with one request each.
-    let mut runs: Vec<(u64, u64, Vec<(Id, Location)>)> = Vec::new();
+    struct Run {
+        start: u64,
+        end: u64,
+        blobs: Vec<(Id, Location)>,
+    }
+    let mut runs: Vec<Run> = Vec::new();
     for (id, l) in blobs {
         let (start, end) = (
             u64::from(l.offset),
             u64::from(l.offset) + u64::from(l.length),
         );
         match runs.last_mut() {
-            Some(run) if start <= run.1 + MERGE_GAP && end - run.0 <= MAX_RUN => {
-                run.1 = run.1.max(end);
-                run.2.push((id, l));
+            Some(run) if start <= run.end + MERGE_GAP && end - run.start <= MAX_RUN => {
+                run.end = run.end.max(end);
+                run.blobs.push((id, l));
             }
-            _ => runs.push((start, end, vec![(id, l)])),
+            _ => runs.push(Run {
+                start,
+                end,
+                blobs: vec![(id, l)],
+            }),
         }
     }
     let tee = ctx.reader.tee().clone();
-    for (start, end, blobs) in runs {
+    for Run { start, end, blobs } in runs {
         let mut data: Option<Bytes> = None;
         let mut fetch_err = None;
         for i in 0..tee.len() {
@@ -873,7 +881,7 @@ fn finish_entries(root: &OwnedFd, entries: &[Entry], owners: bool) -> Vec<String
     let parent = |rel: &[u8], dirs: &mut HashMap<Vec<u8>, OwnedFd>| -> std::io::Result<OwnedFd> {
         let (p, _) = parent_and_name(rel);
         if let Some(fd) = dirs.get(p) {
-            return Ok(fd.try_clone()?);
+            return fd.try_clone();
         }
         if dirs.len() > 256 {
             dirs.clear();

@@ -55,12 +55,12 @@ impl Config {
         // Check the version before the rest, so a newer repository gets a clear message.
         let probe: serde_json::Value = serde_json::from_slice(data)
             .map_err(|e| Error::corrupt(what, format!("not JSON: {e}")))?;
-        if let Some(v) = probe.get("version").and_then(|v| v.as_u64()) {
-            if v > u64::from(FORMAT_VERSION) {
-                return Err(Error::unsupported(format!(
-                    "{what}: repository format version {v} (this build reads up to {FORMAT_VERSION}); upgrade freezer"
-                )));
-            }
+        if let Some(v) = probe.get("version").and_then(|v| v.as_u64())
+            && v > u64::from(FORMAT_VERSION)
+        {
+            return Err(Error::unsupported(format!(
+                "{what}: repository format version {v} (this build reads up to {FORMAT_VERSION}); upgrade freezer"
+            )));
         }
         let c: Config = serde_json::from_value(probe)
             .map_err(|e| Error::corrupt(what, format!("invalid config: {e}")))?;

@@ -482,7 +482,7 @@ impl Repository {
                 Err(e) => bad.push(e.to_string()),
             }
         }
-        good.sort_by(|a, b| (a.1.time, a.0).cmp(&(b.1.time, b.0)));
+        good.sort_by_key(|a| (a.1.time, a.0));
         Ok((good, bad))
     }
 

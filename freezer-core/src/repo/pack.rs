@@ -117,15 +117,15 @@ impl BlobEncoder {
             ulen: 0,
             plain_len: plain_len as u32,
         };
-        if let Some(level) = self.level {
-            if self.compress(parts, plain_len, level).is_some() {
-                // Sealing copies the compressed bytes into a buffer of exactly their size.
-                let mut out = Vec::new();
-                self.crypto.seal_into(&self.scratch, &mut out);
-                blob.data = Bytes::from(out);
-                blob.ulen = plain_len as u32;
-                return blob;
-            }
+        if let Some(level) = self.level
+            && self.compress(parts, plain_len, level).is_some()
+        {
+            // Sealing copies the compressed bytes into a buffer of exactly their size.
+            let mut out = Vec::new();
+            self.crypto.seal_into(&self.scratch, &mut out);
+            blob.data = Bytes::from(out);
+            blob.ulen = plain_len as u32;
+            return blob;
         }
         // Stored uncompressed. Without encryption a single part needs no copy at all.
         blob.data = if !self.crypto.is_encrypted() && parts.len() == 1 {
@@ -413,7 +413,11 @@ mod tests {
             BlobType::Data,
             &[text.slice(..7000), text.slice(7000..)],
         );
-        let b = enc.encode(crypto.blob_id(&[&noise]), BlobType::Tree, &[noise.clone()]);
+        let b = enc.encode(
+            crypto.blob_id(&[&noise]),
+            BlobType::Tree,
+            std::slice::from_ref(&noise),
+        );
         if level.is_some() {
             assert!(a.ulen > 0 && a.data.len() < 1000, "text compresses");
         }
@@ -457,7 +461,11 @@ mod tests {
         let mut w = PackWriter::default();
         let mut enc = BlobEncoder::new(crypto.clone(), Some(1));
         let data = Bytes::from_static(b"some data");
-        w.add(&enc.encode(crypto.blob_id(&[&data]), BlobType::Data, &[data.clone()]));
+        w.add(&enc.encode(
+            crypto.blob_id(&[&data]),
+            BlobType::Data,
+            std::slice::from_ref(&data),
+        ));
         let bytes = w.finish(&crypto).payload.to_bytes().to_vec();
         let n = bytes.len();
         let mut bad = bytes.clone();

@@ -201,13 +201,13 @@ impl Tree {
                     String::from_utf8_lossy(&name)
                 )));
             }
-            if let Some(prev) = nodes.last() {
-                if prev.name >= name {
-                    return Err(r.err(format!(
-                        "entry {:?} is out of order or repeated",
-                        String::from_utf8_lossy(&name)
-                    )));
-                }
+            if let Some(prev) = nodes.last()
+                && prev.name >= name
+            {
+                return Err(r.err(format!(
+                    "entry {:?} is out of order or repeated",
+                    String::from_utf8_lossy(&name)
+                )));
             }
             let code = r.u8()?;
             let kind = NodeKind::from_code(code)

@@ -9,7 +9,7 @@
 //!   When `put` returns `Ok`, the object is durable. [`PutMode::Create`] fails with
 //!   `AlreadyExists` instead of replacing an existing object.
 //! * [`Sink::get`] returns the whole object or a byte range of it; a missing object is
-//!   [`Error::NotFound`](crate::Error::NotFound).
+//!   [`crate::Error::NotFound`].
 //! * [`Sink::list`] returns every complete object under a prefix, never a temporary one.
 //! * [`Sink::delete`] removes an object; deleting a missing object is not an error.
 //!
