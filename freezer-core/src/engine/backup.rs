@@ -247,13 +247,12 @@ pub async fn backup(
     };
     repo.load_index().await?;
     let parent_root = match opts.parent {
-        Some(id) => {
-            let snaps = repo.snapshots().await?.0;
-            match snaps.iter().find(|(i, _)| *i == id) {
-                Some((_, s)) => Some(s.tree),
-                None => return Err(Error::not_found(format!("parent snapshot {id}"))),
-            }
-        }
+        Some(id) => Some(
+            repo.read_snapshot(&id)
+                .await
+                .map_err(|e| e.context("parent snapshot"))?
+                .tree,
+        ),
         None => None,
     };
     let cores = std::thread::available_parallelism()

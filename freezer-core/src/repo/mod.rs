@@ -464,6 +464,13 @@ impl Repository {
             .0
     }
 
+    /// Reads one snapshot by id.
+    pub async fn read_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let key = format!("snapshots/{id}");
+        let plain = self.read_object(&key, self.tee.all()).await?;
+        Snapshot::decode(&plain, &key)
+    }
+
     /// Every snapshot of every live storage. A snapshot that cannot be read is reported in the
     /// second list, with the reason, instead of failing the listing.
     pub async fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<String>)> {
