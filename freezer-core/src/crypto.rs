@@ -327,11 +327,11 @@ impl KdfParams {
 
     /// Refuses parameters that would take absurd memory or time to open (a hostile key file).
     pub(crate) fn check(&self) -> Result<()> {
-        if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 64 || self.parallelism > 64 {
+        if self.memory_kib > 1024 * 1024 || self.iterations > 32 || self.parallelism > 16 {
             return Err(Error::bad_input(
                 "key file kdf",
                 format!(
-                    "Argon2id parameters {self:?} exceed the limits (4 GiB, 64 passes, 64 lanes)"
+                    "Argon2id parameters {self:?} exceed the limits (1 GiB, 32 passes, 16 lanes)"
                 ),
             ));
         }

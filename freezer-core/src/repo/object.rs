@@ -1,13 +1,14 @@
 //! How small objects (index files, snapshots, locks) are stored:
 //! `sealed(u8 compression || body)`, where compression 0 means the body is the plaintext and
-//! 1 means it is one zstd frame of it. Decoding refuses frames that claim more than 1 GiB.
+//! 1 means it is one zstd frame of it. Decoding refuses frames that claim more than 256 MiB.
 
 use zstd::zstd_safe;
 
 use crate::crypto::Crypto;
 use crate::error::{Error, Result};
 
-const MAX_OBJECT: u64 = 1 << 30;
+/// Index files of 200 000 blobs take about 10 MiB; nothing small is anywhere near this.
+const MAX_OBJECT: u64 = 256 << 20;
 
 /// Compresses (when worth it) and seals a small object.
 pub fn encode(crypto: &Crypto, plain: &[u8]) -> Vec<u8> {
@@ -77,5 +78,13 @@ mod tests {
             }
             assert!(decode(&c, &[7], "x").is_err() || enc);
         }
+        // A frame header claiming 300 MiB is refused without decompressing anything.
+        let c = Crypto::new(&MasterKey::generate(false));
+        let mut claim = vec![1u8, 0x28, 0xb5, 0x2f, 0xfd, 0xe0];
+        claim.extend_from_slice(&(300u64 << 20).to_le_bytes());
+        claim.extend_from_slice(&[0x03, 0x00, 0x00, 0x00]);
+        let e = decode(&c, &claim, "index/x").unwrap_err();
+        assert!(e.to_string().contains("claims"), "{e}");
+        {}
     }
 }

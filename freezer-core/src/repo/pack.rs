@@ -219,6 +219,17 @@ pub fn decode_blob_with<'a>(
         stored
     };
     let plain: &[u8] = if blob.ulen > 0 {
+        // Check the frame's own size before reserving what the index claims.
+        match zstd_safe::get_frame_content_size(opened) {
+            Ok(Some(n)) if n == u64::from(blob.ulen) => {}
+            Ok(other) => {
+                return Err(Error::corrupt(
+                    what,
+                    format!("zstd frame of {other:?} bytes, expected {}", blob.ulen),
+                ));
+            }
+            Err(_) => return Err(Error::corrupt(what, "not a zstd frame")),
+        }
         scratch.plain.clear();
         scratch.plain.reserve(blob.ulen as usize);
         let n = scratch
@@ -354,6 +365,12 @@ pub fn decode_header(
     let mut blobs = Vec::with_capacity(n);
     let mut offset: u64 = 0;
     let data_end = pack_size - 4 - hlen as u64;
+    if data_end > u64::from(u32::MAX) {
+        return Err(Error::corrupt(
+            what,
+            format!("{data_end} bytes of blobs: packs hold at most 4 GiB"),
+        ));
+    }
     for _ in 0..n {
         let kind = r.u8()?;
         let kind =
@@ -453,6 +470,52 @@ mod tests {
         roundtrip(false, Some(3));
         roundtrip(true, None);
         roundtrip(false, None);
+    }
+
+    /// Found by fuzzing: offsets past 4 GiB used to wrap around silently.
+    #[test]
+    fn packs_over_4_gib_are_refused() {
+        let crypto = Crypto::new(&MasterKey::generate(false));
+        let mut header = b"FRZP\x01".to_vec();
+        header.put_uvar(3);
+        for _ in 0..3 {
+            header.put_u8(0);
+            header.put_uvar(1 << 31);
+            header.put_uvar(0);
+            header.put_id(&Id([7; 32]));
+        }
+        let mut tail = header.clone();
+        tail.put_u32le(header.len() as u32);
+        let size = 3 * (1u64 << 31) + tail.len() as u64;
+        let e = decode_header(&crypto, &tail, size, "pack big").unwrap_err();
+        assert!(e.to_string().contains("4 GiB"), "{e}");
+    }
+
+    #[test]
+    fn a_frame_that_disagrees_with_its_index_entry_is_refused_before_allocating() {
+        let crypto = Crypto::new(&MasterKey::generate(false));
+        let data = Bytes::from(vec![0u8; 4096]);
+        let mut enc = BlobEncoder::new(crypto.clone(), Some(1));
+        let blob = enc.encode(
+            crypto.blob_id(&[&data]),
+            BlobType::Data,
+            std::slice::from_ref(&data),
+        );
+        let mut lying = PackedBlob {
+            kind: BlobType::Data,
+            id: blob.id,
+            offset: 0,
+            length: blob.data.len() as u32,
+            ulen: u32::MAX,
+        };
+        let mut scratch = DecodeScratch::default();
+        let e = decode_blob(&crypto, &mut scratch, blob.data.clone(), &lying, &"blob").unwrap_err();
+        assert!(e.to_string().contains("expected"), "{e}");
+        lying.ulen = 4096;
+        assert_eq!(
+            decode_blob(&crypto, &mut scratch, blob.data, &lying, &"blob").unwrap(),
+            data
+        );
     }
 
     #[test]

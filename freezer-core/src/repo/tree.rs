@@ -192,7 +192,8 @@ impl Tree {
         let mut r = Reader::new(data, what);
         r.expect_magic(b"FRZT", 1)?;
         let count = r.count(16)?;
-        let mut nodes: Vec<Node> = Vec::with_capacity(count);
+        // A node takes at least 16 bytes encoded but ~240 in memory: do not trust the count.
+        let mut nodes: Vec<Node> = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
             let name = r.bytes()?.to_vec();
             if !valid_name(&name) {
@@ -261,6 +262,9 @@ impl Tree {
             for _ in 0..nx {
                 let k = r.bytes()?.to_vec();
                 let v = r.bytes()?.to_vec();
+                if n.xattrs.last().is_some_and(|(prev, _)| *prev >= k) {
+                    return Err(r.err("extended attributes out of order or repeated"));
+                }
                 n.xattrs.push((k, v));
             }
             nodes.push(n);
