@@ -31,6 +31,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "rust tests"
 cargo test --workspace --locked
 
+step "fuzz targets build"
+command -v c++ >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++; }
+cargo check --manifest-path fuzz/Cargo.toml --all-targets --locked
+
 step "python tests"
 venv=target/pyenv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

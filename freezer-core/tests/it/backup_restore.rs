@@ -403,3 +403,186 @@ async fn excludes_and_single_files() {
     assert_eq!(std::fs::read(target.join("a.txt")).unwrap(), b"hello\n");
     let _ = Path::new("");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owners_are_restored_when_running_as_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test checks owner restore and needs root"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, repo_dir, target) = (
+        tmp.path().join("data"),
+        tmp.path().join("repo"),
+        tmp.path().join("out"),
+    );
+    odd_tree(&data);
+    let own = |p: &str, uid: u32, gid: u32| {
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            data.join(p).as_path(),
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap()
+    };
+    own("dir", 1001, 1002);
+    own("dir/a.txt", 1234, 5678);
+    own("link", 4321, 8765);
+    own("empty-dir", 65534, 65534);
+    // chown clears setuid: put it back so the restore has to get the order right.
+    std::fs::set_permissions(
+        data.join("script.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .unwrap();
+    own("script.sh", 1500, 1500);
+    std::fs::set_permissions(
+        data.join("script.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .unwrap();
+    init(vec![local(&repo_dir)], None).await;
+    let mut repo = open(&[&repo_dir], None).await;
+    let id = backup_dir(&mut repo, &data, "n").await.snapshot_id.unwrap();
+    let out = restore_id(&mut repo, id, &target).await;
+    assert!(out.is_complete(), "{out:?}");
+    assert_same_tree(&data, &target, true);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(target.join("dir/a.txt")).unwrap().uid(),
+        1234
+    );
+    // Without owners, every file belongs to whoever restores.
+    let mine = tmp.path().join("mine");
+    let mut o = RestoreOptions::new(&mine);
+    o.owners = Some(false);
+    restore_with(&mut repo, id, o).await;
+    assert_eq!(std::fs::metadata(mine.join("dir/a.txt")).unwrap().uid(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dereference_symlink_soft_hard_and_all() {
+    use freezer_core::source::fs::Dereference;
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, outside, repo_dir) = (
+        tmp.path().join("data"),
+        tmp.path().join("outside"),
+        tmp.path().join("repo"),
+    );
+    std::fs::create_dir_all(outside.join("d")).unwrap();
+    std::fs::write(outside.join("f.txt"), b"outside file\n").unwrap();
+    std::fs::write(outside.join("d/inner.txt"), b"inner\n").unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(outside.join("f.txt"), data.join("file-link")).unwrap();
+    std::os::unix::fs::symlink(outside.join("d"), data.join("dir-link")).unwrap();
+    std::os::unix::fs::symlink("/no/such/target", data.join("dangling")).unwrap();
+    std::os::unix::fs::symlink(".", data.join("loop")).unwrap();
+    std::fs::write(data.join("one"), b"linked\n").unwrap();
+    std::fs::hard_link(data.join("one"), data.join("two")).unwrap();
+    init(vec![local(&repo_dir)], None).await;
+    let mut repo = open(&[&repo_dir], None).await;
+    for mode in [
+        Dereference::None,
+        Dereference::Soft,
+        Dereference::Hard,
+        Dereference::All,
+    ] {
+        let name = format!("{mode:?}");
+        let src = FsSource::new(
+            &data,
+            &FsOptions {
+                dereference: mode,
+                ..FsOptions::default()
+            },
+        )
+        .unwrap();
+        let id = backup_source(&mut repo, Arc::new(src), &name, None)
+            .await
+            .snapshot_id
+            .unwrap();
+        let target = tmp.path().join(format!("out-{name}"));
+        let out = restore_id(&mut repo, id, &target).await;
+        assert!(out.is_complete(), "{mode:?}: {out:?}");
+        let soft = matches!(mode, Dereference::Soft | Dereference::All);
+        let hard = matches!(mode, Dereference::Hard | Dereference::All);
+        let fl = std::fs::symlink_metadata(target.join("file-link")).unwrap();
+        assert_eq!(fl.file_type().is_symlink(), !soft, "{mode:?}");
+        if soft {
+            assert_eq!(
+                std::fs::read(target.join("file-link")).unwrap(),
+                b"outside file\n"
+            );
+            assert_eq!(
+                std::fs::read(target.join("dir-link/inner.txt")).unwrap(),
+                b"inner\n"
+            );
+            // A loop is entered once, not forever; a dangling link stays a link.
+            assert!(
+                std::fs::symlink_metadata(target.join("dangling"))
+                    .unwrap()
+                    .file_type()
+                    .is_symlink()
+            );
+        }
+        let (a, b) = (
+            std::fs::metadata(target.join("one")).unwrap(),
+            std::fs::metadata(target.join("two")).unwrap(),
+        );
+        assert_eq!(
+            a.ino() == b.ino(),
+            !hard,
+            "{mode:?}: hard links kept unless dereferenced"
+        );
+        assert_eq!(std::fs::read(target.join("two")).unwrap(), b"linked\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_file_system_stays_on_one_file_system() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, repo_dir) = (tmp.path().join("data"), tmp.path().join("repo"));
+    std::fs::create_dir_all(data.join("mnt")).unwrap();
+    std::fs::write(data.join("here.txt"), b"here\n").unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(data.join("mnt"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "this test mounts a tmpfs and needs root");
+    std::fs::write(data.join("mnt/elsewhere.txt"), b"on another file system\n").unwrap();
+    init(vec![local(&repo_dir)], None).await;
+    let mut repo = open(&[&repo_dir], None).await;
+    let one = FsSource::new(
+        &data,
+        &FsOptions {
+            one_file_system: true,
+            ..FsOptions::default()
+        },
+    )
+    .unwrap();
+    let id1 = backup_source(&mut repo, Arc::new(one), "one", None)
+        .await
+        .snapshot_id
+        .unwrap();
+    let all = FsSource::new(&data, &FsOptions::default()).unwrap();
+    let id2 = backup_source(&mut repo, Arc::new(all), "all", None)
+        .await
+        .snapshot_id
+        .unwrap();
+    let _ = std::process::Command::new("umount")
+        .arg(data.join("mnt"))
+        .status();
+    let (t1, t2) = (tmp.path().join("t1"), tmp.path().join("t2"));
+    restore_id(&mut repo, id1, &t1).await;
+    restore_id(&mut repo, id2, &t2).await;
+    assert!(t1.join("mnt").is_dir(), "the mount point is kept");
+    assert!(!t1.join("mnt/elsewhere.txt").exists());
+    assert_eq!(
+        std::fs::read(t2.join("mnt/elsewhere.txt")).unwrap(),
+        b"on another file system\n"
+    );
+    assert_eq!(std::fs::read(t1.join("here.txt")).unwrap(), b"here\n");
+}
