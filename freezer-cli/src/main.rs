@@ -68,6 +68,18 @@ impl RepoArgs {
         Repository::open(job::sinks_of(&action)?, self.passphrase()?.as_ref()).await
     }
 
+    /// Opens the repository with the current passphrase and reads the new one.
+    async fn open_with_new(
+        &self,
+        new_pass_file: &std::path::Path,
+    ) -> freezer_core::Result<(Repository, Passphrase, Passphrase)> {
+        let current = self
+            .passphrase()?
+            .ok_or_else(|| Error::bad_input("encrypt_pass_file", "give the current passphrase"))?;
+        let new = Passphrase::from_file(new_pass_file)?;
+        Ok((self.open().await?, current, new))
+    }
+
     fn action(&self) -> FreezerAction {
         let mut s = self.storages().into_iter();
         let first = s.next().unwrap_or_default();
@@ -381,11 +393,7 @@ async fn key(command: KeyCommand, out: &Out) -> freezer_core::Result<bool> {
             repo,
             new_pass_file,
         } => {
-            let r = repo.open().await?;
-            let current = repo.passphrase()?.ok_or_else(|| {
-                Error::bad_input("encrypt_pass_file", "give the current passphrase")
-            })?;
-            let new = Passphrase::from_file(&new_pass_file)?;
+            let (r, current, new) = repo.open_with_new(&new_pass_file).await?;
             let id = r
                 .add_key(&current, &new, KdfParams::default(), &actor)
                 .await?;
@@ -400,11 +408,7 @@ async fn key(command: KeyCommand, out: &Out) -> freezer_core::Result<bool> {
             repo,
             new_pass_file,
         } => {
-            let r = repo.open().await?;
-            let current = repo.passphrase()?.ok_or_else(|| {
-                Error::bad_input("encrypt_pass_file", "give the current passphrase")
-            })?;
-            let new = Passphrase::from_file(&new_pass_file)?;
+            let (r, current, new) = repo.open_with_new(&new_pass_file).await?;
             let id = r
                 .change_passphrase(&current, &new, KdfParams::default(), &actor)
                 .await?;

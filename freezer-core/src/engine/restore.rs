@@ -628,17 +628,7 @@ impl Planner<'_> {
     ) -> rustix::io::Result<()> {
         match make(fd, name) {
             Err(Errno::EXIST) if self.overwrite => {
-                let st = rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
-                let dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-                rustix::fs::unlinkat(
-                    fd,
-                    name,
-                    if dir {
-                        AtFlags::REMOVEDIR
-                    } else {
-                        AtFlags::empty()
-                    },
-                )?;
+                remove_in_the_way(fd, name)?;
                 make(fd, name)
             }
             r => r,
@@ -666,23 +656,29 @@ impl Planner<'_> {
         let f = match open() {
             // A symlink (ELOOP) or something else in the way.
             Err(Errno::LOOP | Errno::ISDIR | Errno::NXIO | Errno::TXTBSY) if self.overwrite => {
-                let st = rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
-                let dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-                rustix::fs::unlinkat(
-                    fd,
-                    name,
-                    if dir {
-                        AtFlags::REMOVEDIR
-                    } else {
-                        AtFlags::empty()
-                    },
-                )?;
+                remove_in_the_way(fd, name)?;
                 open()?
             }
             r => r?,
         };
         rustix::fs::ftruncate(&f, size)
     }
+}
+
+/// Removes the entry `name` of `fd` (an empty folder included; a folder with content is
+/// refused by the system, and the entry is then reported as not restored).
+fn remove_in_the_way(fd: &OwnedFd, name: &OsStr) -> rustix::io::Result<()> {
+    let st = rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    let dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+    rustix::fs::unlinkat(
+        fd,
+        name,
+        if dir {
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        },
+    )
 }
 
 struct PackCtx {
