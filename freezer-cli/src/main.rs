@@ -102,6 +102,10 @@ enum Command {
     Init {
         #[command(flatten)]
         repo: RepoArgs,
+        /// Target size of pack files, in MiB (1 to 512): larger packs mean fewer objects on
+        /// remote storage, smaller ones less memory.
+        #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=512))]
+        pack_size: u32,
     },
     /// Back up a folder or file.
     Backup(BackupArgs),
@@ -296,10 +300,11 @@ fn context(out: &Out) -> RunContext {
 /// Runs a command; `Ok(false)` means it finished but incompletely.
 async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
     match command {
-        Command::Init { repo } => {
+        Command::Init { repo, pack_size } => {
             let pass = repo.passphrase()?;
             let encrypted = pass.is_some();
-            let opts = InitOptions::new(pass, Actor::current());
+            let mut opts = InitOptions::new(pass, Actor::current());
+            opts.pack_size = pack_size << 20;
             let report = Repository::init(job::sinks_of(&repo.action())?, opts).await?;
             out.init(&report, encrypted);
             Ok(true)

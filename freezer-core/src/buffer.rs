@@ -1,47 +1,123 @@
 //! Large I/O buffers.
 //!
-//! Buffers of a megabyte or more that live for a moment (a block read from a file, a range
-//! read from a pack) are anonymous memory maps of their own, not heap allocations: freeing
-//! one returns it to the system at once. With the heap, glibc raises its mmap threshold after
-//! the first such free and keeps later buffers in per-thread arenas, and a pipeline of a
-//! dozen threads then holds hundreds of megabytes it no longer uses.
+//! Buffers of a quarter megabyte or more that live for a moment (a block read from a file, a
+//! range read from a pack) are anonymous memory maps, not heap allocations. With the heap,
+//! glibc raises its mmap threshold after the first such free and keeps later buffers in
+//! per-thread arenas: a pipeline of a dozen threads then holds hundreds of megabytes it no
+//! longer uses. The common sizes ([`CLASSES`]: the blocks a backup reads, the runs a restore
+//! fetches) come from small pools and go back to them when the last `Bytes` slice of them is
+//! dropped, so their pages are faulted in and zeroed once, not once per buffer; each pool keeps
+//! at most [`POOL_MAX`] maps. Other buffers are maps or heap blocks of their own size, so a
+//! small file never pins a big map.
+
+use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 
 /// Buffers at least this large are mapped; smaller ones use the heap.
 const MAP_FROM: usize = 256 * 1024;
+/// The sizes of pooled maps: the blocks a backup reads files in, and the largest runs a
+/// restore fetches. A request of half a class up to the class takes a map of the class.
+pub(crate) const CLASSES: [usize; 2] = [1024 * 1024, 8 * 1024 * 1024];
+/// Free maps kept for reuse, per class.
+const POOL_MAX: usize = 8;
 
-/// A zeroed buffer of `len` bytes to fill, then to freeze into `Bytes`.
-pub(crate) enum IoBuf {
+struct Pool {
+    size: usize,
+    free: Mutex<Vec<memmap2::MmapMut>>,
+}
+
+fn pools() -> &'static [Pool; 2] {
+    static POOLS: OnceLock<[Pool; 2]> = OnceLock::new();
+    POOLS.get_or_init(|| {
+        CLASSES.map(|size| Pool {
+            size,
+            free: Mutex::default(),
+        })
+    })
+}
+
+fn pool_for(len: usize) -> Option<&'static Pool> {
+    pools()
+        .iter()
+        .find(|p| (p.size / 2..=p.size).contains(&len))
+}
+
+impl Pool {
+    fn take(&self) -> Option<memmap2::MmapMut> {
+        if let Some(m) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Some(m);
+        }
+        memmap2::MmapOptions::new().len(self.size).map_anon().ok()
+    }
+
+    fn give(&self, m: memmap2::MmapMut) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < POOL_MAX {
+            free.push(m);
+        }
+    }
+}
+
+/// A pooled map; returns to its pool when dropped.
+struct Pooled(Option<memmap2::MmapMut>, &'static Pool);
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            self.1.give(m);
+        }
+    }
+}
+
+/// A buffer of `len` bytes to fill, then to freeze into `Bytes`. Its content is unspecified
+/// until written (a pooled map holds what its last user left): fill it before reading it.
+pub(crate) struct IoBuf(Kind);
+
+enum Kind {
     Heap(Vec<u8>),
+    Pooled(Pooled, usize),
     Map(memmap2::MmapMut),
 }
 
 impl IoBuf {
-    pub(crate) fn zeroed(len: usize) -> IoBuf {
+    pub(crate) fn new(len: usize) -> IoBuf {
+        if let Some(pool) = pool_for(len)
+            && let Some(m) = pool.take()
+        {
+            return IoBuf(Kind::Pooled(Pooled(Some(m), pool), len));
+        }
         if len >= MAP_FROM
             && let Ok(m) = memmap2::MmapOptions::new().len(len).map_anon()
         {
-            return IoBuf::Map(m);
+            return IoBuf(Kind::Map(m));
         }
-        IoBuf::Heap(vec![0u8; len])
+        IoBuf(Kind::Heap(vec![0u8; len]))
     }
 
     pub(crate) fn as_mut(&mut self) -> &mut [u8] {
-        match self {
-            IoBuf::Heap(v) => v,
-            IoBuf::Map(m) => m,
+        match &mut self.0 {
+            Kind::Heap(v) => v,
+            Kind::Pooled(p, len) => &mut p.0.as_deref_mut().expect("a pooled map")[..*len],
+            Kind::Map(m) => m,
         }
     }
 
     /// The first `len` bytes, as `Bytes` that own the buffer.
     pub(crate) fn freeze(self, len: usize) -> Bytes {
-        match self {
-            IoBuf::Heap(mut v) => {
+        match self.0 {
+            Kind::Heap(mut v) => {
                 v.truncate(len);
                 Bytes::from(v)
             }
-            IoBuf::Map(m) => Bytes::from_owner(m).slice(..len),
+            Kind::Pooled(p, cap) => Bytes::from_owner(p).slice(..len.min(cap)),
+            Kind::Map(m) => Bytes::from_owner(m).slice(..len),
         }
     }
 }
@@ -51,12 +127,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn both_kinds_freeze_to_their_prefix() {
-        for n in [10, 1 << 20] {
-            let mut b = IoBuf::zeroed(n);
+    fn every_kind_freezes_to_its_prefix_and_pooled_maps_come_back() {
+        for n in [10, 300 << 10, 1 << 20, CLASSES[1] / 2, CLASSES[1] + 1] {
+            let mut b = IoBuf::new(n);
+            assert_eq!(b.as_mut().len(), n);
             b.as_mut()[..3].copy_from_slice(b"abc");
+            b.as_mut()[3..5].fill(0);
             let f = b.freeze(5);
             assert_eq!(&f[..], b"abc\0\0");
         }
+        let b = IoBuf::new(CLASSES[1]).freeze(1);
+        let slice = b.slice(..);
+        drop(b);
+        let free = || pools()[1].free.lock().unwrap().len();
+        let before = free();
+        drop(slice);
+        assert!(free() >= before.min(POOL_MAX - 1) && free() >= 1);
     }
 }

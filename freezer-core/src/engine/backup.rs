@@ -35,8 +35,9 @@ use crate::repo::{Actor, BlobReader, Repository, pack_key};
 use crate::sink::{PutMode, SinkMask, Tee};
 use crate::source::{Source, SourceEntry};
 
-/// Bytes read from a file at a time.
-const READ_BLOCK: usize = 4 * 1024 * 1024;
+/// Bytes read from a file at a time (a pooled buffer size, see `buffer`). Small, so that a
+/// chunk waiting for its compressor pins little memory besides itself.
+const READ_BLOCK: usize = crate::buffer::CLASSES[0];
 /// Blobs listed in one index file at most.
 const INDEX_FLUSH_BLOBS: usize = 200_000;
 
@@ -59,7 +60,7 @@ pub struct BackupOptions {
     pub time: Option<Timestamp>,
     /// Files read at once; 0 picks from the number of cores.
     pub read_threads: usize,
-    /// Compression threads; 0 uses every core.
+    /// Compression threads; 0 picks one more than the number of cores.
     pub cpu_threads: usize,
     /// Exclusion patterns, recorded in the snapshot.
     pub excludes: Vec<String>,
@@ -246,6 +247,7 @@ pub async fn backup(
         Some(repo.lock(false, "backup", &opts.actor).await?)
     };
     repo.load_index().await?;
+    tracing::info!(elapsed = ?started.elapsed(), blobs = repo.index().blob_count(), "backup: index loaded");
     let parent_root = match opts.parent {
         Some(id) => Some(
             repo.read_snapshot(&id)
@@ -277,10 +279,11 @@ pub async fn backup(
     } else {
         cores.clamp(2, 8)
     };
+    // One compressor more than cores: one blocked on a full queue leaves no core idle.
     let cpu_threads = if opts.cpu_threads > 0 {
         opts.cpu_threads
     } else {
-        cores
+        cores + 1
     };
 
     let (upload_tx, upload_rx) = tokio::sync::mpsc::channel::<(FinishedPack, SinkMask)>(1);
@@ -383,6 +386,7 @@ pub async fn backup(
             .packs
             .push((*id, blobs.clone()));
     }
+    tracing::info!(elapsed = ?started.elapsed(), packs = packs.len(), "backup: data stored");
     for (mask, file) in by_mask {
         for part in split_index(file) {
             // A storage that fails here is dropped by the tee and gets no snapshot.
@@ -392,6 +396,7 @@ pub async fn backup(
     let live = repo.tee().live();
     snapshot.stats.duration_secs = started.elapsed().as_secs_f64();
     snapshot.warnings = warnings.clone();
+    tracing::info!(elapsed = ?started.elapsed(), "backup: index written");
     let written = if live != 0 {
         repo.write_snapshot(&snapshot, live).await
     } else {
@@ -713,7 +718,7 @@ fn read_file(
                     return Err(Error::Cancelled);
                 }
                 let want = ((end - pos) as usize).min(READ_BLOCK);
-                let mut buf = crate::buffer::IoBuf::zeroed(want);
+                let mut buf = crate::buffer::IoBuf::new(want);
                 let mut got = 0;
                 while got < want {
                     let n = reader

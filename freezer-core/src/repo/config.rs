@@ -12,8 +12,10 @@ use crate::id::Id;
 pub const FORMAT_NAME: &str = "freezer-rs-repository";
 /// The repository format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
-/// The default pack size target: 16 MiB.
-pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+/// The default pack size target: 8 MiB. Three packs are in flight during a backup, so this
+/// sets most of its memory; `init` can choose up to 512 MiB for storages that prefer few
+/// large objects.
+pub const DEFAULT_PACK_SIZE: u32 = 8 * 1024 * 1024;
 
 /// How a repository protects its contents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

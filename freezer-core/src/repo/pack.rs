@@ -127,12 +127,10 @@ impl BlobEncoder {
             blob.ulen = plain_len as u32;
             return blob;
         }
-        // Stored uncompressed. Without encryption a single part needs no copy at all.
-        blob.data = if !self.crypto.is_encrypted() && parts.len() == 1 {
-            parts[0].clone()
-        } else {
-            Bytes::from(self.crypto.seal_parts(parts))
-        };
+        // Stored uncompressed: sealed (or, without encryption, copied) into a buffer of its
+        // own, so that the block it was read into goes back as soon as it is hashed and
+        // compressed, instead of waiting in a pack for the upload.
+        blob.data = Bytes::from(self.crypto.seal_parts(parts));
         blob
     }
 

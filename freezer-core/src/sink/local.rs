@@ -150,7 +150,7 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>> {
 }
 
 fn read_at(file: &mut File, at: u64, len: u64, what: &str) -> Result<Bytes> {
-    let mut buf = crate::buffer::IoBuf::zeroed(len as usize);
+    let mut buf = crate::buffer::IoBuf::new(len as usize);
     file.seek(SeekFrom::Start(at)).ctx(what)?;
     file.read_exact(buf.as_mut()).ctx(what)?;
     Ok(buf.freeze(len as usize))
