@@ -30,10 +30,14 @@ fn the_committed_header_is_current() {
     );
 }
 
-/// The folder holding the built cdylib (target/<profile>).
+/// The folder holding the cdylib that `cargo test` built with this test: target/<profile>/deps,
+/// beside the test binary (`cargo build` also copies it to target/<profile>).
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 #[test]
@@ -41,7 +45,7 @@ fn a_c_program_backs_up_and_restores() {
     let lib = lib_dir();
     assert!(
         lib.join("libfreezer_ffi.so").exists(),
-        "build the library first (cargo build -p freezer-ffi): {}",
+        "no libfreezer_ffi.so beside the test binary in {}",
         lib.display()
     );
     let tmp = tempfile::tempdir().unwrap();
