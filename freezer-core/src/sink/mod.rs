@@ -18,7 +18,9 @@
 
 mod local;
 mod memory;
+mod retry;
 mod tee;
+mod throttle;
 
 use std::fmt;
 use std::ops::Range;
@@ -33,7 +35,9 @@ use crate::error::{Error, Result};
 
 pub use local::LocalSink;
 pub use memory::MemorySink;
+pub use retry::{RetryPolicy, Retrying};
 pub use tee::{SinkMask, SinkStatus, Tee};
+pub use throttle::{Throttled, parse_rate};
 
 /// The body of a put: a list of buffers stored back to back. Cloning is cheap (reference
 /// counts only), which is how a tee hands one pack to several sinks.
