@@ -19,6 +19,13 @@ fi
 [ -f ../shared/bench/corpus.py ] || { echo "../shared/bench/corpus.py is missing: the tests need the shared folder beside this checkout" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || echo "warning: not root: the full-disk test mounts a tmpfs and will fail" >&2
 
+step "test servers"
+# Real servers on loopback, started by the tests that need them (freezer-core/tests/it/servers.rs).
+tools="$PWD/target/tools"
+if [ ! -x "$tools/bin/s3s-fs" ]; then
+  CARGO_INSTALL_ROOT="$tools" cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet
+fi
+
 step "format"
 cargo fmt --all --check
 

@@ -37,25 +37,24 @@ struct Cli {
 
 #[derive(Args, Debug, Clone)]
 struct RepoArgs {
-    /// Repository: a folder or file:// URL. Repeat to use several copies of one repository.
-    #[arg(long = "repo", short = 'r', value_name = "PATH", required = true)]
+    /// Repository: a folder, file://PATH, or s3://BUCKET/PREFIX?endpoint=URL&region=R (prefix
+    /// and parameters optional).
+    /// Repeat to use several copies of one repository. S3 credentials come from ACCESS_KEY and
+    /// SECRET_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), never from the URL.
+    #[arg(long = "repo", short = 'r', value_name = "URL", required = true)]
     repos: Vec<String>,
     /// File whose first line is the passphrase (upstream's encrypt_pass_file).
     #[arg(long, value_name = "FILE")]
     encrypt_pass_file: Option<PathBuf>,
+    /// Upload bandwidth limit, bytes per second (512, 10K, 1M).
+    #[arg(long, value_name = "RATE")]
+    upload_limit: Option<String>,
+    /// Download bandwidth limit, bytes per second (512, 10K, 1M).
+    #[arg(long, value_name = "RATE")]
+    download_limit: Option<String>,
 }
 
 impl RepoArgs {
-    fn storages(&self) -> Vec<StorageSpec> {
-        self.repos
-            .iter()
-            .map(|r| StorageSpec {
-                storage: Some("local".into()),
-                container: Some(r.strip_prefix("file://").unwrap_or(r).to_string()),
-            })
-            .collect()
-    }
-
     fn passphrase(&self) -> freezer_core::Result<Option<Passphrase>> {
         self.encrypt_pass_file
             .as_deref()
@@ -64,8 +63,11 @@ impl RepoArgs {
     }
 
     async fn open(&self) -> freezer_core::Result<Repository> {
-        let action = self.action();
-        Repository::open(job::sinks_of(&action)?, self.passphrase()?.as_ref()).await
+        Repository::open(self.sinks()?, self.passphrase()?.as_ref()).await
+    }
+
+    fn sinks(&self) -> freezer_core::Result<Vec<std::sync::Arc<dyn freezer_core::sink::Sink>>> {
+        job::sinks_of(&self.action()?, &environment())
     }
 
     /// Opens the repository with the current passphrase and reads the new one.
@@ -80,20 +82,30 @@ impl RepoArgs {
         Ok((self.open().await?, current, new))
     }
 
-    fn action(&self) -> FreezerAction {
-        let mut s = self.storages().into_iter();
-        let first = s.next().unwrap_or_default();
-        FreezerAction {
-            storage: first.storage,
-            container: first.container,
-            storages: s.collect(),
+    fn action(&self) -> freezer_core::Result<FreezerAction> {
+        Ok(FreezerAction {
+            storages: self
+                .repos
+                .iter()
+                .map(|r| StorageSpec::from_url(r))
+                .collect::<freezer_core::Result<_>>()?,
             encrypt_pass_file: self
                 .encrypt_pass_file
                 .as_ref()
                 .map(|p| p.display().to_string()),
+            upload_limit: self.upload_limit.clone(),
+            download_limit: self.download_limit.clone(),
             ..FreezerAction::default()
-        }
+        })
     }
+}
+
+/// The environment variables that may hold storage credentials, for the library.
+fn environment() -> job::Environment {
+    job::CREDENTIAL_VARIABLES
+        .iter()
+        .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
+        .collect()
 }
 
 #[derive(Subcommand, Debug)]
@@ -294,6 +306,7 @@ fn main() -> ExitCode {
 fn context(out: &Out) -> RunContext {
     let mut ctx = RunContext::current();
     ctx.progress = out.progress_bar();
+    ctx.env = environment();
     ctx
 }
 
@@ -305,12 +318,12 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             let encrypted = pass.is_some();
             let mut opts = InitOptions::new(pass, Actor::current());
             opts.pack_size = pack_size << 20;
-            let report = Repository::init(job::sinks_of(&repo.action())?, opts).await?;
+            let report = Repository::init(repo.sinks()?, opts).await?;
             out.init(&report, encrypted);
             Ok(true)
         }
         Command::Backup(a) => {
-            let mut action = a.repo.action();
+            let mut action = a.repo.action()?;
             action.action = Some(job::Action::Backup);
             action.path_to_backup = Some(a.path_to_backup.display().to_string());
             action.backup_name = Some(a.backup_name);
@@ -329,7 +342,7 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             Ok(out.outcome(&outcome))
         }
         Command::Restore(a) => {
-            let mut action = a.repo.action();
+            let mut action = a.repo.action()?;
             action.action = Some(job::Action::Restore);
             action.restore_abs_path = Some(a.restore_abs_path.display().to_string());
             action.backup_name = a.backup_name;

@@ -115,7 +115,7 @@ fn run_json(input: &str) -> (FreezerResult, String) {
             );
         }
     };
-    match rt.block_on(run_action(&action, &RunContext::current())) {
+    match rt.block_on(run_action(&action, &context())) {
         Ok(outcome) => {
             let code = if outcome.is_complete() {
                 FreezerResult::Ok
@@ -192,4 +192,14 @@ pub unsafe extern "C" fn freezer_string_free(s: *mut c_char) {
 #[unsafe(no_mangle)]
 pub extern "C" fn freezer_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// This process's context, with the credential variables of its environment.
+fn context() -> RunContext {
+    let mut ctx = RunContext::current();
+    ctx.env = freezer_core::job::CREDENTIAL_VARIABLES
+        .iter()
+        .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
+        .collect();
+    ctx
 }

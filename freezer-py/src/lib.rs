@@ -127,7 +127,7 @@ fn run_action_py(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Py<PyAn
     let action = FreezerAction::from_json(&text).map_err(to_py)?;
     let outcome = py.detach(|| {
         runtime()?
-            .block_on(run_action(&action, &RunContext::current()))
+            .block_on(run_action(&action, &context()))
             .map_err(to_py)
     })?;
     let doc = serde_json::to_string(&outcome).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -191,4 +191,14 @@ fn freezer_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BadInputError", ex.bad_input.clone_ref(py))?;
     m.add("IncompleteError", ex.incomplete.clone_ref(py))?;
     Ok(())
+}
+
+/// This process's context, with the credential variables of its environment.
+fn context() -> RunContext {
+    let mut ctx = RunContext::current();
+    ctx.env = freezer_core::job::CREDENTIAL_VARIABLES
+        .iter()
+        .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
+        .collect();
+    ctx
 }

@@ -2,6 +2,9 @@
 //! processes killed in the middle of a backup.
 
 #[allow(dead_code)]
+#[path = "../../../freezer-core/tests/it/servers.rs"]
+mod servers;
+#[allow(dead_code)]
 #[path = "../../../freezer-core/tests/it/support.rs"]
 mod support;
 
@@ -643,4 +646,100 @@ fn several_repositories_in_one_run() {
         ]);
         assert_same_tree(&e.path("data"), &e.path(&out), true);
     }
+}
+
+#[test]
+fn s3_repositories_by_url_with_credentials_from_the_environment() {
+    let e = Env::new();
+    odd_tree(&e.path("data"));
+    let server = servers::S3Server::start();
+    let p = e.pass();
+    let url = format!("s3://backups/node1?endpoint={}", server.endpoint);
+    let with_keys = |args: &[&str]| {
+        let mut c = e.cmd(args);
+        c.env("ACCESS_KEY", &server.access_key)
+            .env("SECRET_KEY", &server.secret_key);
+        c.output().unwrap()
+    };
+    // No credentials: a clear refusal.
+    let o = e.run(&["init", "--repo", &url, "--encrypt-pass-file", p]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("access_key"), "{}", stderr(&o));
+    // init creates the bucket; one run writes to a folder and to S3.
+    let o = with_keys(&[
+        "init",
+        "--repo",
+        "local",
+        "--repo",
+        &url,
+        "--encrypt-pass-file",
+        p,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = with_keys(&[
+        "-vvv",
+        "backup",
+        "--repo",
+        "local",
+        "--repo",
+        &url,
+        "--encrypt-pass-file",
+        p,
+        "--path-to-backup",
+        "data",
+        "-N",
+        "web",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        b["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["holds_snapshot"] == true)
+            .count(),
+        2,
+        "{b}"
+    );
+    for out in [&o.stdout, &o.stderr] {
+        assert!(
+            !String::from_utf8_lossy(out).contains(&server.secret_key),
+            "a secret was printed"
+        );
+    }
+    // S3 alone restores; a wrong key is named.
+    let o = with_keys(&[
+        "restore",
+        "--repo",
+        &url,
+        "--encrypt-pass-file",
+        p,
+        "-N",
+        "web",
+        "--restore-abs-path",
+        "out",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&e.path("data"), &e.path("out"), true);
+    let o = e
+        .cmd(&["snapshots", "--repo", &url, "--encrypt-pass-file", p])
+        .env("ACCESS_KEY", &server.access_key)
+        .env("SECRET_KEY", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("check access_key and secret_key"),
+        "{}",
+        stderr(&o)
+    );
+    let o = e.run(&["snapshots", "--repo", "s3://AK:SK@backups/node1"]);
+    assert!(
+        stderr(&o).contains("do not belong in a URL"),
+        "{}",
+        stderr(&o)
+    );
 }

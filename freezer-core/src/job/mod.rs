@@ -6,6 +6,7 @@
 //! snapshot to restore) are made here, once, for all of them.
 
 mod options;
+mod storage;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-pub use options::{Action, FreezerAction, StorageSpec};
+pub use options::{Action, FreezerAction};
+pub use storage::{CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec};
 
 use crate::crypto::Passphrase;
 use crate::engine::{
@@ -24,7 +26,7 @@ use crate::engine::{
 use crate::error::{Error, Result};
 use crate::repo::snapshot::{SnapshotSelector, select};
 use crate::repo::{Actor, Repository};
-use crate::sink::{LocalSink, Sink};
+use crate::sink::Sink;
 use crate::source::fs::{FsOptions, FsSource};
 
 /// One action of a job, with upstream's retry and `mandatory` settings.
@@ -133,6 +135,9 @@ pub struct RunContext {
     pub tz: TimeZone,
     /// The clock: `None` is now; tests inject times here.
     pub now: Option<Timestamp>,
+    /// Environment variables the front-end passes for storage credentials (`ACCESS_KEY`,
+    /// `SECRET_KEY`, `ENDPOINT`, `AWS_*`); the library reads no other environment.
+    pub env: Environment,
 }
 
 impl std::fmt::Debug for RunContext {
@@ -152,6 +157,7 @@ impl RunContext {
             actor: Actor::current(),
             tz: TimeZone::system(),
             now: None,
+            env: Environment::new(),
         }
     }
 }
@@ -176,18 +182,13 @@ impl ActionOutcome {
     }
 }
 
-/// The storages of an action, as sinks.
-pub fn sinks_of(action: &FreezerAction) -> Result<Vec<Arc<dyn Sink>>> {
+/// The storages of an action, as sinks (remote ones retry transient failures).
+pub fn sinks_of(action: &FreezerAction, env: &Environment) -> Result<Vec<Arc<dyn Sink>>> {
+    let limits = action.limits()?;
     action
         .all_storages()
-        .into_iter()
-        .map(|s| -> Result<Arc<dyn Sink>> {
-            let container = s.container.unwrap_or_default();
-            match s.storage.as_deref().unwrap_or("local") {
-                "local" => Ok(Arc::new(LocalSink::new(container))),
-                other => Err(Error::unsupported(format!("storage {other:?}"))),
-            }
-        })
+        .iter()
+        .map(|s| s.open(env, limits))
         .collect()
 }
 
@@ -204,7 +205,7 @@ pub fn passphrase_of(action: &FreezerAction) -> Result<Option<Passphrase>> {
 /// Runs one action.
 pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<ActionOutcome> {
     action.validate()?;
-    let sinks = sinks_of(action)?;
+    let sinks = sinks_of(action, &ctx.env)?;
     let pass = passphrase_of(action)?;
     let mut repo = Repository::open(sinks, pass.as_ref()).await?;
     let hostname = action

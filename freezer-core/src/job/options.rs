@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::storage::{Secret, StorageSpec};
 use crate::error::{Error, Result};
 use crate::source::fs::Dereference;
 
@@ -28,17 +29,6 @@ pub enum Action {
     Admin,
     /// Run a command.
     Exec,
-}
-
-/// One storage of an action: upstream's `storage` + `container` pair.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StorageSpec {
-    /// `local` (more storages come with later releases).
-    #[serde(default)]
-    pub storage: Option<String>,
-    /// Where in the storage: a folder for `local`.
-    #[serde(default)]
-    pub container: Option<String>,
 }
 
 /// Upstream's `freezer_action` options, those this release uses typed, the rest kept as-is.
@@ -62,9 +52,32 @@ pub struct FreezerAction {
     /// Where the repository is in the storage (a folder for `local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    /// The storage kind: `local`.
+    /// The storage kind: `local` or `s3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// S3: the access key (falls back to `ACCESS_KEY` or `AWS_ACCESS_KEY_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<Secret>,
+    /// S3: the secret key (falls back to `SECRET_KEY` or `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<Secret>,
+    /// S3: the endpoint URL (falls back to `ENDPOINT`, then AWS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Upload bandwidth limit in bytes per second (`512`, `10K`, `1M`; `-1`: none).
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub upload_limit: Option<String>,
+    /// Download bandwidth limit, like `upload_limit`.
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub download_limit: Option<String>,
     /// More storages written in the same run (upstream's `[storage:NAME]` sections).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub storages: Vec<StorageSpec>,
@@ -148,6 +161,19 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D:
     }
 }
 
+fn lenient_string<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => Ok(Some(s)),
+        serde_json::Value::Number(n) => Ok(Some(n.to_string())),
+        other => Err(serde::de::Error::custom(format!(
+            "{other} is not a number or a string"
+        ))),
+    }
+}
+
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -224,17 +250,27 @@ impl FreezerAction {
         self.mode.as_deref().unwrap_or("fs")
     }
 
-    /// Every storage of the action: `storage` + `container` first, then `storages`.
+    /// Every storage of the action: `storage` + `container` (with `endpoint`, `access_key`
+    /// and `secret_key`) first, then `storages`.
     pub fn all_storages(&self) -> Vec<StorageSpec> {
         let mut out = Vec::new();
         if self.container.is_some() || self.storage.is_some() {
             out.push(StorageSpec {
                 storage: self.storage.clone(),
                 container: self.container.clone(),
+                endpoint: self.endpoint.clone(),
+                access_key: self.access_key.clone(),
+                secret_key: self.secret_key.clone(),
+                ..StorageSpec::default()
             });
         }
         out.extend(self.storages.iter().cloned());
         out
+    }
+
+    /// `upload_limit` and `download_limit` in bytes per second.
+    pub fn limits(&self) -> Result<(Option<u64>, Option<u64>)> {
+        super::storage::limits(self.upload_limit.as_deref(), self.download_limit.as_deref())
     }
 
     /// Upstream option names given that this release neither uses nor knowingly ignores.
@@ -281,27 +317,19 @@ impl FreezerAction {
         if storages.is_empty() {
             return Err(Error::bad_input(
                 "container",
-                "no storage given: set container (a folder for storage local)",
+                "no storage given: set container (a folder for storage local, bucket[/prefix] for s3)",
             ));
         }
+        let offset = usize::from(self.container.is_some() || self.storage.is_some());
         for (i, s) in storages.iter().enumerate() {
-            let field = if i == 0 && (self.container.is_some() || self.storage.is_some()) {
+            let field = if i < offset {
                 "container".to_string()
             } else {
-                format!("storages[{}]", i)
+                format!("storages[{}]", i - offset)
             };
-            match s.storage.as_deref().unwrap_or("local") {
-                "local" => {}
-                other => {
-                    return Err(Error::unsupported(format!(
-                        "storage {other:?} in this release (only local)"
-                    )));
-                }
-            }
-            if s.container.as_deref().is_none_or(str::is_empty) {
-                return Err(Error::bad_input(field, "the storage needs a container"));
-            }
+            s.validate(&field)?;
         }
+        self.limits()?;
         if let Some(c) = &self.compression {
             c.parse::<crate::engine::Compression>()?;
         }

@@ -137,7 +137,13 @@ impl Repository {
         let mut existing: Vec<(usize, Config)> = Vec::new();
         for i in 0..tee.len() {
             let member = tee.member(i);
-            if member.exists("config").await? {
+            // A bucket that does not exist yet holds no repository.
+            let exists = match member.exists("config").await {
+                Ok(e) => e,
+                Err(Error::NotFound { .. }) => false,
+                Err(e) => return Err(e),
+            };
+            if exists {
                 existing.push((i, read_config(member.as_ref()).await?));
             }
         }
@@ -215,6 +221,7 @@ impl Repository {
                 continue;
             }
             let member = tee.member(i);
+            member.prepare().await?;
             for k in &keys {
                 let key = format!("keys/{}", Id::of_stored(k));
                 member

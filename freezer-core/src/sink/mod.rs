@@ -12,6 +12,7 @@
 //!   [`crate::Error::NotFound`].
 //! * [`Sink::list`] returns every complete object under a prefix, never a temporary one.
 //! * [`Sink::delete`] removes an object; deleting a missing object is not an error.
+//! * [`Sink::prepare`] creates the bucket or container the sink lives in, when missing.
 //!
 //! A sink never interprets the bytes it stores; a sink never retries on its own (that is what a
 //! `Retrying` wrapper is for) and never logs object contents.
@@ -19,6 +20,7 @@
 mod local;
 mod memory;
 mod retry;
+mod s3;
 mod tee;
 mod throttle;
 
@@ -36,6 +38,7 @@ use crate::error::{Error, Result};
 pub use local::LocalSink;
 pub use memory::MemorySink;
 pub use retry::{RetryPolicy, Retrying};
+pub use s3::{S3Options, S3Sink};
 pub use tee::{SinkMask, SinkStatus, Tee};
 pub use throttle::{Throttled, parse_rate};
 
@@ -176,6 +179,12 @@ pub trait Sink: Send + Sync + fmt::Debug + 'static {
 
     /// Size of an object, or `NotFound`.
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
+
+    /// Creates what must exist before the first object (a bucket, a container), if missing.
+    /// `freezer init` calls it; most sinks need nothing.
+    async fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Conveniences on every sink.
@@ -222,6 +231,9 @@ impl<T: Sink + ?Sized> Sink for Arc<T> {
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         (**self).head(key).await
+    }
+    async fn prepare(&self) -> Result<()> {
+        (**self).prepare().await
     }
 }
 

@@ -133,6 +133,10 @@ impl<S: Sink> Sink for Retrying<S> {
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.run("head", || self.inner.head(key)).await
     }
+
+    async fn prepare(&self) -> Result<()> {
+        self.run("prepare", || self.inner.prepare()).await
+    }
 }
 
 #[cfg(test)]

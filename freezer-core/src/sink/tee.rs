@@ -243,6 +243,13 @@ impl Sink for Tee {
         }
         Err(first_err.unwrap_or_else(|| self.none_live()))
     }
+
+    async fn prepare(&self) -> Result<()> {
+        for i in self.members(self.live()).collect::<Vec<_>>() {
+            self.sinks[i].prepare().await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -150,6 +150,10 @@ impl<S: Sink> Sink for Throttled<S> {
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.inner.head(key).await
     }
+
+    async fn prepare(&self) -> Result<()> {
+        self.inner.prepare().await
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! Integration tests of freezer-core: one binary, one module per capability.
 
 mod backup_restore;
+mod conformance;
 mod damage;
 mod hostile;
+mod s3;
+mod servers;
 mod support;
 mod tee;
