@@ -21,6 +21,7 @@ mod local;
 mod memory;
 mod retry;
 mod s3;
+mod ssh;
 mod tee;
 mod throttle;
 
@@ -39,6 +40,7 @@ pub use local::LocalSink;
 pub use memory::MemorySink;
 pub use retry::{RetryPolicy, Retrying};
 pub use s3::{S3Options, S3Sink};
+pub use ssh::{SshOptions, SshSink};
 pub use tee::{SinkMask, SinkStatus, Tee};
 pub use throttle::{Throttled, parse_rate};
 

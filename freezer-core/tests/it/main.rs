@@ -6,5 +6,6 @@ mod damage;
 mod hostile;
 mod s3;
 mod servers;
+mod ssh;
 mod support;
 mod tee;

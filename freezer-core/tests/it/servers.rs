@@ -138,3 +138,196 @@ impl Drop for S3Server {
         self.kill();
     }
 }
+
+/// Debian's sshd on loopback with its own host key; root logs in with a generated key, and
+/// `freezer-sftp-test` (created when missing) with a password.
+pub struct SshServer {
+    pub port: u16,
+    pub client_key: PathBuf,
+    pub known_hosts: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl SshServer {
+    pub fn start() -> SshServer {
+        let sshd = find_tool(
+            "sshd",
+            "FREEZER_TEST_SSHD",
+            "apt-get install openssh-server",
+        );
+        let _ = sshd;
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        for key in ["host_key", "client_key"] {
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", ""])
+                .arg("-f")
+                .arg(p(key)));
+        }
+        std::fs::copy(p("client_key.pub"), p("authorized_keys")).unwrap();
+        let port = free_port();
+        std::fs::write(
+            p("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+                 UsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication yes\nKbdInteractiveAuthentication no\nLogLevel ERROR\nMaxStartups 100\n",
+                p("host_key").display(),
+                p("sshd.pid").display(),
+                p("authorized_keys").display()
+            ),
+        )
+        .unwrap();
+        let host_pub = std::fs::read_to_string(p("host_key.pub")).unwrap();
+        let mut parts = host_pub.split_whitespace();
+        std::fs::write(
+            p("known_hosts"),
+            format!(
+                "[127.0.0.1]:{port} {} {}\n",
+                parts.next().unwrap(),
+                parts.next().unwrap()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let mut s = SshServer {
+            port,
+            client_key: p("client_key"),
+            known_hosts: p("known_hosts"),
+            config: p("sshd_config"),
+            child: None,
+            dir,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&self.config)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd starts");
+        wait_for(self.port, &mut child, "sshd");
+        self.child = Some(child);
+    }
+
+    /// Kills the server and every session it serves: connections drop. sshd moves each
+    /// session into a process group of its own, so the whole process tree is killed.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pids = descendants(c.id());
+            let _ = c.kill();
+            for pid in pids {
+                let _ = Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            let _ = c.wait();
+        }
+    }
+
+    /// A user who logs in with a password (created once per machine, its home owned by it):
+    /// `(name, password)`.
+    pub fn password_user() -> (String, String) {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        let (user, password) = ("freezer-sftp-test", "sftp-test-password-do-not-log");
+        ONCE.call_once(|| {
+            let home = format!("/home/{user}");
+            if !Command::new("id")
+                .arg(user)
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                run(Command::new("useradd").args(["-M", "-d", &home, "-s", "/bin/sh", user]));
+            }
+            std::fs::create_dir_all(&home).unwrap();
+            run(Command::new("chown").args(["-R", &format!("{user}:{user}"), &home]));
+            let mut chpasswd = Command::new("chpasswd")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("chpasswd runs");
+            use std::io::Write;
+            chpasswd
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{user}:{password}\n").as_bytes())
+                .unwrap();
+            assert!(chpasswd.wait().unwrap().success());
+        });
+        (user.into(), password.into())
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Options to reach `path` as root with the key.
+    pub fn options(&self, path: &str) -> freezer_core::sink::SshOptions {
+        freezer_core::sink::SshOptions {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            username: "root".into(),
+            key_file: Some(self.client_key.clone()),
+            password: None,
+            path: path.into(),
+            known_hosts: self.known_hosts.clone(),
+            accept_new_host_key: false,
+        }
+    }
+}
+
+/// Every process below `root`.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+        if let Some(ppid) = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parent.push((pid, ppid));
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
