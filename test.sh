@@ -13,6 +13,8 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v gcc >/dev/null || need_apt+=(gcc)
 command -v mount >/dev/null || need_apt+=(mount)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v c++ >/dev/null || need_apt+=(g++)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
@@ -25,6 +27,10 @@ tools="$PWD/target/tools"
 if [ ! -x "$tools/bin/s3s-fs" ]; then
   CARGO_INSTALL_ROOT="$tools" cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet
 fi
+
+# Both lock files are current (a stale one fails here, not after the long test run).
+cargo metadata --locked --format-version 1 >/dev/null
+cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
 
 step "format"
 cargo fmt --all --check
@@ -39,7 +45,6 @@ step "rust tests"
 cargo test --workspace --locked
 
 step "fuzz targets build"
-command -v c++ >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++; }
 cargo check --manifest-path fuzz/Cargo.toml --all-targets --locked
 
 step "python tests"

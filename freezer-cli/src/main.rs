@@ -37,8 +37,8 @@ struct Cli {
 
 #[derive(Args, Debug, Clone)]
 struct RepoArgs {
-    /// Repository: a folder, file://PATH, or s3://BUCKET/PREFIX?endpoint=URL&region=R (prefix
-    /// and parameters optional).
+    /// Repository: a folder, file://PATH, s3://BUCKET/PREFIX?endpoint=URL&region=R (prefix
+    /// and parameters optional), or ssh://USER@HOST:PORT/PATH (/~/PATH: in the login folder).
     /// Repeat to use several copies of one repository. S3 credentials come from ACCESS_KEY and
     /// SECRET_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), never from the URL.
     #[arg(long = "repo", short = 'r', value_name = "URL", required = true)]
@@ -52,6 +52,18 @@ struct RepoArgs {
     /// Download bandwidth limit, bytes per second (512, 10K, 1M).
     #[arg(long, value_name = "RATE")]
     download_limit: Option<String>,
+    /// SSH: the private key (default ~/.ssh/id_rsa, id_ecdsa or id_ed25519).
+    #[arg(long, value_name = "FILE")]
+    ssh_key: Option<PathBuf>,
+    /// SSH: a file whose first line is the password (or FREEZER_SSH_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    ssh_password_file: Option<PathBuf>,
+    /// SSH: the known_hosts file (default ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    ssh_known_hosts: Option<PathBuf>,
+    /// SSH: learn the key of a host known_hosts does not hold (a changed key is always refused).
+    #[arg(long)]
+    accept_new_host_key: bool,
 }
 
 impl RepoArgs {
@@ -83,11 +95,28 @@ impl RepoArgs {
     }
 
     fn action(&self) -> freezer_core::Result<FreezerAction> {
+        let ssh_password = self
+            .ssh_password_file
+            .as_deref()
+            .map(|f| job::read_secret_file(f, "ssh_password_file"))
+            .transpose()?;
+        let with_ssh = |mut s: StorageSpec| {
+            if s.kind() == "ssh" {
+                s.ssh_key = self.ssh_key.as_ref().map(|p| p.display().to_string());
+                s.ssh_password = ssh_password.clone();
+                s.ssh_known_hosts = self
+                    .ssh_known_hosts
+                    .as_ref()
+                    .map(|p| p.display().to_string());
+                s.ssh_accept_new_host_key = self.accept_new_host_key;
+            }
+            s
+        };
         Ok(FreezerAction {
             storages: self
                 .repos
                 .iter()
-                .map(|r| StorageSpec::from_url(r))
+                .map(|r| StorageSpec::from_url(r).map(with_ssh))
                 .collect::<freezer_core::Result<_>>()?,
             encrypt_pass_file: self
                 .encrypt_pass_file

@@ -743,3 +743,91 @@ fn s3_repositories_by_url_with_credentials_from_the_environment() {
         stderr(&o)
     );
 }
+
+#[test]
+fn ssh_repositories_by_url_with_host_keys_checked() {
+    let e = Env::new();
+    odd_tree(&e.path("data"));
+    let server = servers::SshServer::start();
+    let p = e.pass();
+    let remote = server.dir.path().join("remote/repo");
+    let url = format!("ssh://root@127.0.0.1:{}{}", server.port, remote.display());
+    let key = server.client_key.to_str().unwrap();
+    let known = e.path("known_hosts");
+    let known = known.to_str().unwrap();
+    let ssh = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--repo", &url, "--ssh-key", key, "--ssh-known-hosts", known]);
+        e.run(&a)
+    };
+    // An unknown host is refused, saying how to accept it; nothing is written.
+    let o = ssh(&["init", "--encrypt-pass-file", p]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--accept-new-host-key"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!remote.exists());
+    // Accepted once when asked, then remembered.
+    let o = ssh(&["init", "--encrypt-pass-file", p, "--accept-new-host-key"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read_to_string(known)
+            .unwrap()
+            .contains("127.0.0.1")
+    );
+    let o = ssh(&[
+        "backup",
+        "--encrypt-pass-file",
+        p,
+        "--path-to-backup",
+        "data",
+        "-N",
+        "web",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ssh(&[
+        "restore",
+        "--encrypt-pass-file",
+        p,
+        "-N",
+        "web",
+        "--restore-abs-path",
+        "out",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&e.path("data"), &e.path("out"), true);
+    // A job document with upstream's ssh options restores the same backup.
+    let job = serde_json::json!({
+        "job_actions": [{"freezer_action": {
+            "action": "restore", "storage": "ssh", "container": remote,
+            "ssh_host": "127.0.0.1", "ssh_port": server.port.to_string(),
+            "ssh_username": "root", "ssh_key": key, "ssh_known_hosts": known,
+            "backup_name": "web", "restore_abs_path": e.path("out2"),
+            "encrypt_pass_file": p,
+        }}]
+    });
+    std::fs::write(e.path("job.json"), job.to_string()).unwrap();
+    let o = e.run(&["job", "run", "job.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&e.path("data"), &e.path("out2"), true);
+    // Passwords never come from the URL; a missing key file is named.
+    let o = e.run(&["snapshots", "--repo", "ssh://root:pw@127.0.0.1/x"]);
+    assert!(
+        stderr(&o).contains("do not belong in a URL"),
+        "{}",
+        stderr(&o)
+    );
+    let o = e.run(&[
+        "snapshots",
+        "--repo",
+        &url,
+        "--ssh-known-hosts",
+        known,
+        "--ssh-key",
+        "/no/such/key",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("ssh_key"), "{}", stderr(&o));
+}

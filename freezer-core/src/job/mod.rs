@@ -17,7 +17,7 @@ use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 pub use options::{Action, FreezerAction};
-pub use storage::{CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec};
+pub use storage::{CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec, read_secret_file};
 
 use crate::crypto::Passphrase;
 use crate::engine::{
@@ -186,7 +186,7 @@ impl ActionOutcome {
 pub fn sinks_of(action: &FreezerAction, env: &Environment) -> Result<Vec<Arc<dyn Sink>>> {
     let limits = action.limits()?;
     action
-        .all_storages()
+        .all_storages()?
         .iter()
         .map(|s| s.open(env, limits))
         .collect()

@@ -143,7 +143,7 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+pub(crate) fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
     use serde::de::Error as _;
     let v = serde_json::Value::deserialize(d)?;
     match &v {
@@ -171,6 +171,18 @@ fn lenient_string<'de, D: Deserializer<'de>>(
         other => Err(serde::de::Error::custom(format!(
             "{other} is not a number or a string"
         ))),
+    }
+}
+
+pub(crate) fn lenient_port<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<u16>, D::Error> {
+    match lenient_string(d)? {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => s.trim().parse::<u16>().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("{s:?} is not a port number (1 to 65535)"))
+        }),
     }
 }
 
@@ -250,22 +262,31 @@ impl FreezerAction {
         self.mode.as_deref().unwrap_or("fs")
     }
 
-    /// Every storage of the action: `storage` + `container` (with `endpoint`, `access_key`
-    /// and `secret_key`) first, then `storages`.
-    pub fn all_storages(&self) -> Vec<StorageSpec> {
+    /// Every storage of the action: `storage` + `container` with the options of its kind
+    /// (`endpoint`, `access_key`, `secret_key`, `ssh_*`, ...) first, then `storages`.
+    /// Storage options other than the typed fields are read from [`FreezerAction::other`];
+    /// an option of the wrong type is named.
+    pub fn all_storages(&self) -> Result<Vec<StorageSpec>> {
         let mut out = Vec::new();
         if self.container.is_some() || self.storage.is_some() {
+            let map: serde_json::Map<String, serde_json::Value> = self
+                .other
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let text = serde_json::Value::Object(map).to_string();
+            let rest: StorageSpec = parse_json(&text, "")?;
             out.push(StorageSpec {
                 storage: self.storage.clone(),
                 container: self.container.clone(),
                 endpoint: self.endpoint.clone(),
                 access_key: self.access_key.clone(),
                 secret_key: self.secret_key.clone(),
-                ..StorageSpec::default()
+                ..rest
             });
         }
         out.extend(self.storages.iter().cloned());
-        out
+        Ok(out)
     }
 
     /// `upload_limit` and `download_limit` in bytes per second.
@@ -275,9 +296,17 @@ impl FreezerAction {
 
     /// Upstream option names given that this release neither uses nor knowingly ignores.
     pub fn unknown_options(&self) -> Vec<String> {
+        // Storage options (ssh_*, ...) live in `other` and are read by `all_storages`.
+        let storage_options: Vec<String> = self
+            .all_storages()
+            .ok()
+            .and_then(|s| s.into_iter().next())
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|v| v.as_object().map(|m| m.keys().cloned().collect()))
+            .unwrap_or_default();
         self.other
             .keys()
-            .filter(|k| !ACCEPTED_UPSTREAM.contains(&k.as_str()))
+            .filter(|k| !ACCEPTED_UPSTREAM.contains(&k.as_str()) && !storage_options.contains(k))
             .cloned()
             .collect()
     }
@@ -313,7 +342,7 @@ impl FreezerAction {
                 )));
             }
         }
-        let storages = self.all_storages();
+        let storages = self.all_storages()?;
         if storages.is_empty() {
             return Err(Error::bad_input(
                 "container",

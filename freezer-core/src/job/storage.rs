@@ -7,13 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::sink::{
-    LocalSink, RetryPolicy, Retrying, S3Options, S3Sink, Sink, Throttled, parse_rate,
+    LocalSink, RetryPolicy, Retrying, S3Options, S3Sink, Sink, SshOptions, SshSink, Throttled,
+    parse_rate,
 };
 
 /// Environment variables, as a front-end chooses to pass them (the library never reads the
@@ -21,7 +23,8 @@ use crate::sink::{
 pub type Environment = BTreeMap<String, String>;
 
 /// The variables storages read credentials and endpoints from: upstream's `ACCESS_KEY`,
-/// `SECRET_KEY` and `ENDPOINT`, then the usual AWS ones. Front-ends pass these through
+/// `SECRET_KEY` and `ENDPOINT`, then the usual AWS ones; `FREEZER_SSH_PASSWORD`; `HOME` (for
+/// `~/.ssh`) and `USER` (the default SSH user). Front-ends pass these through
 /// [`RunContext::env`](super::RunContext::env).
 pub const CREDENTIAL_VARIABLES: &[&str] = &[
     "ACCESS_KEY",
@@ -34,6 +37,9 @@ pub const CREDENTIAL_VARIABLES: &[&str] = &[
     "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
+    "FREEZER_SSH_PASSWORD",
+    "HOME",
+    "USER",
 ];
 
 /// A secret value: serialized as itself, never shown by `Debug`.
@@ -45,6 +51,20 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+/// Reads a secret from the first line of a file; `field` names the option in errors.
+pub fn read_secret_file(path: &Path, field: &str) -> Result<Secret> {
+    use crate::error::IoContext as _;
+    let text = std::fs::read_to_string(path).ctx(format!("{field} {}", path.display()))?;
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(Error::bad_input(
+            field,
+            format!("{}: the first line is empty", path.display()),
+        ));
+    }
+    Ok(Secret(line.to_string()))
 }
 
 /// One storage: upstream's `storage` and `container`, and how to reach it.
@@ -71,11 +91,44 @@ pub struct StorageSpec {
     /// S3: upstream's `secret_key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<Secret>,
+    /// SSH: upstream's `ssh_host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host: Option<String>,
+    /// SSH: upstream's `ssh_port` (22).
+    #[serde(
+        default,
+        deserialize_with = "super::options::lenient_port",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ssh_port: Option<u16>,
+    /// SSH: upstream's `ssh_username` (default `USER`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_username: Option<String>,
+    /// SSH: upstream's `ssh_key`, a private key file (default the first of `~/.ssh/id_rsa`,
+    /// `id_ecdsa`, `id_ed25519` that exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<String>,
+    /// SSH: upstream's `ssh_password` (falls back to `FREEZER_SSH_PASSWORD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_password: Option<Secret>,
+    /// SSH: the known_hosts file (an extension; default `~/.ssh/known_hosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_known_hosts: Option<String>,
+    /// SSH: learn the key of a host known_hosts does not hold yet (an extension; a changed
+    /// key is always refused). Upstream accepts every key silently.
+    #[serde(
+        default,
+        deserialize_with = "super::options::lenient_bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub ssh_accept_new_host_key: bool,
 }
 
 impl StorageSpec {
-    /// Reads a storage URL: a path or `file://PATH`, or
-    /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&style=virtual]`.
+    /// Reads a storage URL: a path or `file://PATH`,
+    /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&style=virtual]`, or
+    /// `ssh://[USER@]HOST[:PORT]/PATH` (`sftp://` too; `/~/PATH` is relative to the login
+    /// folder).
     pub fn from_url(url: &str) -> Result<StorageSpec> {
         let bad = |why: &str| Error::bad_input("repository", format!("{url:?}: {why}"));
         let Some((scheme, rest)) = url.split_once("://") else {
@@ -127,7 +180,59 @@ impl StorageSpec {
                 }
                 Ok(spec)
             }
-            "swift" | "ssh" | "sftp" | "ftp" | "ftps" => Err(Error::unsupported(format!(
+            "ssh" | "sftp" => {
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let (user, hostport) = match authority.rsplit_once('@') {
+                    Some((u, _)) if u.contains(':') => {
+                        return Err(bad(
+                            "passwords do not belong in a URL: use a key (--ssh-key), or ssh_password in a job, or FREEZER_SSH_PASSWORD",
+                        ));
+                    }
+                    Some((u, h)) => (Some(percent_decode(u)), h),
+                    None => (None, authority),
+                };
+                let (host, port) = match hostport.strip_prefix('[') {
+                    // [v6]:port
+                    Some(v6) => {
+                        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+                        (h, after.strip_prefix(':'))
+                    }
+                    None => match hostport.split_once(':') {
+                        Some((h, p)) => (h, Some(p)),
+                        None => (hostport, None),
+                    },
+                };
+                if host.is_empty() {
+                    return Err(bad("no host"));
+                }
+                let port = port
+                    .map(|p| {
+                        p.parse::<u16>()
+                            .map_err(|_| bad("the port is not a number"))
+                    })
+                    .transpose()?;
+                let path = percent_decode(path);
+                let path = match path.strip_prefix("~/") {
+                    Some(rel) => rel.to_string(),
+                    None if path == "~" => String::new(),
+                    None => format!("/{path}"),
+                };
+                let path = path.trim_end_matches('/').to_string();
+                if path.is_empty() || path == "/" {
+                    return Err(bad(
+                        "no folder: ssh://HOST/PATH, or ssh://HOST/~/PATH for a folder in the login folder",
+                    ));
+                }
+                Ok(StorageSpec {
+                    storage: Some("ssh".into()),
+                    container: Some(path),
+                    ssh_host: Some(host.to_string()),
+                    ssh_port: port,
+                    ssh_username: user,
+                    ..Default::default()
+                })
+            }
+            "swift" | "ftp" | "ftps" => Err(Error::unsupported(format!(
                 "{scheme}:// storages in this release"
             ))),
             other => Err(bad(&format!("unknown scheme {other}://"))),
@@ -146,8 +251,12 @@ impl StorageSpec {
         }
         match self.kind() {
             "local" | "s3" => Ok(()),
+            "ssh" if self.ssh_host.as_deref().is_none_or(str::is_empty) => {
+                Err(Error::bad_input(field, "an ssh storage needs ssh_host"))
+            }
+            "ssh" => Ok(()),
             other => Err(Error::unsupported(format!(
-                "storage {other:?} in this release (local, s3)"
+                "storage {other:?} in this release (local, s3, ssh)"
             ))),
         }
     }
@@ -201,12 +310,83 @@ impl StorageSpec {
                 };
                 Arc::new(S3Sink::new(opts)?)
             }
+            "ssh" => Arc::new(SshSink::new(self.ssh_options(env)?)?),
             other => return Err(Error::unsupported(format!("storage {other:?}"))),
         };
         let sink = Retrying::new(sink, RetryPolicy::default());
         Ok(match limits {
             (None, None) => Arc::new(sink),
             (up, down) => Arc::new(Throttled::new(sink, up, down)),
+        })
+    }
+}
+
+impl StorageSpec {
+    /// The SSH options, with upstream's defaults resolved against `env` (`HOME`, `USER`,
+    /// `FREEZER_SSH_PASSWORD`).
+    fn ssh_options(&self, env: &Environment) -> Result<SshOptions> {
+        let home = env.get("HOME").filter(|h| !h.is_empty());
+        let expand = |p: &str| -> PathBuf {
+            match (p.strip_prefix("~/"), home) {
+                (Some(rest), Some(h)) => Path::new(h).join(rest),
+                _ => PathBuf::from(p),
+            }
+        };
+        let host = self
+            .ssh_host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| Error::bad_input("ssh_host", "an ssh storage needs ssh_host"))?;
+        let username = self
+            .ssh_username
+            .clone()
+            .filter(|u| !u.is_empty())
+            .or_else(|| env.get("USER").filter(|u| !u.is_empty()).cloned())
+            .ok_or_else(|| {
+                Error::bad_input("ssh_username", "no ssh_username given and USER is not set")
+            })?;
+        let password = self
+            .ssh_password
+            .as_ref()
+            .map(|s| s.0.clone())
+            .or_else(|| env.get("FREEZER_SSH_PASSWORD").cloned())
+            .filter(|p| !p.is_empty());
+        let key_file = match self.ssh_key.as_deref().filter(|k| !k.is_empty()) {
+            Some(k) => Some(expand(k)),
+            // Upstream's default is ~/.ssh/id_rsa; newer keys are as likely.
+            None if password.is_none() => {
+                let candidates: Vec<PathBuf> = ["id_rsa", "id_ecdsa", "id_ed25519"]
+                    .iter()
+                    .map(|n| expand(&format!("~/.ssh/{n}")))
+                    .collect();
+                Some(
+                    candidates
+                        .iter()
+                        .find(|p| p.is_file())
+                        .cloned()
+                        .ok_or_else(|| {
+                            Error::bad_input(
+                                "ssh_key",
+                                "no key given (ssh_key, --ssh-key) and none of ~/.ssh/id_rsa, id_ecdsa, id_ed25519 exists; or give ssh_password",
+                            )
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let known_hosts = match self.ssh_known_hosts.as_deref().filter(|k| !k.is_empty()) {
+            Some(k) => expand(k),
+            None => expand("~/.ssh/known_hosts"),
+        };
+        Ok(SshOptions {
+            host,
+            port: self.ssh_port.unwrap_or(22),
+            username,
+            key_file,
+            password,
+            path: self.container.clone().unwrap_or_default(),
+            known_hosts,
+            accept_new_host_key: self.ssh_accept_new_host_key,
         })
     }
 }
@@ -280,6 +460,64 @@ mod tests {
             StorageSpec::from_url("swift://c"),
             Err(Error::Unsupported { .. })
         ));
+    }
+
+    #[test]
+    fn ssh_urls_and_defaults() {
+        let s = StorageSpec::from_url("ssh://backup@db1.example:2222/srv/freezer/").unwrap();
+        assert_eq!(s.kind(), "ssh");
+        assert_eq!(s.ssh_host.as_deref(), Some("db1.example"));
+        assert_eq!(s.ssh_port, Some(2222));
+        assert_eq!(s.ssh_username.as_deref(), Some("backup"));
+        assert_eq!(s.container.as_deref(), Some("/srv/freezer"));
+        let s = StorageSpec::from_url("sftp://[::1]/~/bk").unwrap();
+        assert_eq!((s.ssh_host.as_deref(), s.ssh_port), (Some("::1"), None));
+        assert_eq!(s.container.as_deref(), Some("bk"));
+        for bad in [
+            "ssh://u:pw@h/x",
+            "ssh://h",
+            "ssh://h/",
+            "ssh:///x",
+            "ssh://h:port/x",
+        ] {
+            assert!(StorageSpec::from_url(bad).is_err(), "{bad}");
+        }
+        let home = tempfile::tempdir().unwrap();
+        let env: Environment = [
+            ("HOME", home.path().to_str().unwrap()),
+            ("USER", "operator"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let spec = StorageSpec::from_url("ssh://h/~/bk").unwrap();
+        // No key, no password: named, with what to do.
+        let e = spec.ssh_options(&env).unwrap_err();
+        assert!(e.to_string().starts_with("ssh_key:"), "{e}");
+        std::fs::create_dir(home.path().join(".ssh")).unwrap();
+        std::fs::write(home.path().join(".ssh/id_ed25519"), "k").unwrap();
+        let o = spec.ssh_options(&env).unwrap();
+        assert_eq!(o.username, "operator");
+        assert_eq!(o.port, 22);
+        assert_eq!(o.key_file, Some(home.path().join(".ssh/id_ed25519")));
+        assert_eq!(o.known_hosts, home.path().join(".ssh/known_hosts"));
+        assert!(!o.accept_new_host_key);
+        // A password alone needs no key.
+        let mut env2 = env.clone();
+        env2.insert("FREEZER_SSH_PASSWORD".into(), "pw".into());
+        std::fs::remove_file(home.path().join(".ssh/id_ed25519")).unwrap();
+        let o = spec.ssh_options(&env2).unwrap();
+        assert_eq!((o.key_file, o.password.as_deref()), (None, Some("pw")));
+        // Upstream's options, as a job writes them.
+        let job: StorageSpec = serde_json::from_str(
+            r#"{"storage":"ssh","container":"/bk","ssh_host":"h","ssh_port":"2022",
+                "ssh_username":"u","ssh_key":"~/k","ssh_accept_new_host_key":"True"}"#,
+        )
+        .unwrap();
+        let o = job.ssh_options(&env).unwrap();
+        assert_eq!((o.port, o.path.as_str()), (2022, "/bk"));
+        assert_eq!(o.key_file, Some(home.path().join("k")));
+        assert!(o.accept_new_host_key);
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl client::Handler for Checker {
                 }
             }
             Ok(false) => refuse(format!(
-                "the host key of {}:{} is not in {} (add it, e.g. with ssh-keyscan, or allow accepting a new host key)",
+                "the host key of {}:{} is not in {} (add it, e.g. with ssh-keyscan, or accept it once with --accept-new-host-key or ssh_accept_new_host_key)",
                 self.host,
                 self.port,
                 self.known_hosts.display()
