@@ -199,3 +199,126 @@ async fn init_adds_a_replica_to_an_existing_repository() {
         "{err}"
     );
 }
+
+/// A retry policy short enough that a server that stays down fails the sink within a second.
+fn impatient(sink: Arc<dyn Sink>) -> Arc<dyn Sink> {
+    Arc::new(freezer_core::sink::Retrying::new(
+        sink,
+        freezer_core::sink::RetryPolicy {
+            max_retries: 2,
+            initial_delay: std::time::Duration::from_millis(50),
+            ..Default::default()
+        },
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tee_to_local_s3_and_ssh_survives_a_server_killed_mid_run() {
+    use crate::servers::{S3Server, SshServer};
+    use freezer_core::sink::{S3Sink, SshSink};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("corpus");
+    corpus(&data, 12, 11);
+    let mut s3 = S3Server::start();
+    let ssh = SshServer::start();
+    let remote = ssh.dir.path().join("remote/repo");
+    let local_dir = tmp.path().join("local");
+    let s3_opts = s3.options("tee", "node1");
+    let s3_sink =
+        || -> Arc<dyn Sink> { impatient(Arc::new(S3Sink::new(s3_opts.clone()).unwrap())) };
+    let ssh_opts = ssh.options(remote.to_str().unwrap());
+    let ssh_sink =
+        || -> Arc<dyn Sink> { impatient(Arc::new(SshSink::new(ssh_opts.clone()).unwrap())) };
+    s3_sink().prepare().await.unwrap();
+    init_small_packs(vec![local(&local_dir), s3_sink(), ssh_sink()], Some("pw")).await;
+
+    // sshd dies once a few packs have reached it.
+    let watched = remote.join("data");
+    let mut ssh = ssh;
+    let killer = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while walk_files(&watched) < 3 {
+            assert!(std::time::Instant::now() < deadline, "no pack reached sshd");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        ssh.kill();
+        ssh
+    });
+    let mut repo = Repository::open(
+        vec![local(&local_dir), s3_sink(), ssh_sink()],
+        Some(&pass("pw")),
+    )
+    .await
+    .unwrap();
+    let res = backup_dir(&mut repo, &data, "db").await;
+    let mut ssh = killer.join().unwrap();
+    let holds: Vec<bool> = res.sinks.iter().map(|s| s.holds_snapshot).collect();
+    assert_eq!(holds, [true, true, false], "{:?}", res.sinks);
+    assert!(!res.is_complete());
+    let id = res.snapshot_id.unwrap();
+
+    // The survivors restore alone; the killed one shows no snapshot.
+    for (name, sink) in [("local", local(&local_dir)), ("s3", s3_sink())] {
+        let mut alone = Repository::open(vec![sink], Some(&pass("pw")))
+            .await
+            .unwrap();
+        let target = tmp.path().join(format!("out-{name}"));
+        let out = restore_id(&mut alone, id, &target).await;
+        assert!(out.is_complete(), "{name}: {out:?}");
+        assert_same_tree(&data, &target, true);
+    }
+    ssh.restart();
+    let alone = Repository::open(vec![ssh_sink()], Some(&pass("pw")))
+        .await
+        .unwrap();
+    assert!(alone.snapshots().await.unwrap().0.is_empty());
+
+    // The next run catches the ssh storage up.
+    let mut repo = Repository::open(
+        vec![local(&local_dir), s3_sink(), ssh_sink()],
+        Some(&pass("pw")),
+    )
+    .await
+    .unwrap();
+    let next = backup_dir(&mut repo, &data, "db").await;
+    assert!(next.is_complete(), "{:?}", next.sinks);
+    let mut alone = Repository::open(vec![ssh_sink()], Some(&pass("pw")))
+        .await
+        .unwrap();
+    let snaps = alone.snapshots().await.unwrap().0;
+    assert_eq!(snaps.len(), 1, "only the complete snapshot");
+    let target = tmp.path().join("out-ssh");
+    let out = restore_id(&mut alone, snaps[0].0, &target).await;
+    assert!(out.is_complete(), "{out:?}");
+    assert_same_tree(&data, &target, true);
+
+    // With the first storage (s3) down, a restore reads from the others.
+    s3.kill();
+    let mut repo = Repository::open(
+        vec![s3_sink(), ssh_sink(), local(&local_dir)],
+        Some(&pass("pw")),
+    )
+    .await
+    .unwrap();
+    assert!(repo.status()[0].error.is_some());
+    let target = tmp.path().join("out-s3-down");
+    let out = restore_id(&mut repo, id, &target).await;
+    assert!(out.is_complete(), "{out:?}");
+    assert_same_tree(&data, &target, true);
+}
+
+fn walk_files(dir: &std::path::Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk_files(&e.path())
+            } else {
+                usize::from(!e.file_name().to_string_lossy().starts_with(".tmp"))
+            }
+        })
+        .sum()
+}
