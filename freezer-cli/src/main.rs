@@ -165,6 +165,8 @@ enum Command {
         #[arg(long)]
         backup_name: Option<String>,
     },
+    /// Copy snapshots into another repository, sending only what it lacks (repeatable safely).
+    Copy(CopyArgs),
     /// Manage the passphrases that open a repository.
     Key {
         #[command(subcommand)]
@@ -205,6 +207,28 @@ struct BackupArgs {
     /// Read and hash everything, store nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+struct CopyArgs {
+    /// The repository to copy from (--repo) and its passphrase (--encrypt-pass-file).
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// The repository to copy into, created with `freezer init` (repeat for its replicas).
+    #[arg(long = "to", value_name = "URL", required = true)]
+    to: Vec<String>,
+    /// The target's passphrase file (default: --encrypt-pass-file).
+    #[arg(long, value_name = "FILE")]
+    to_encrypt_pass_file: Option<PathBuf>,
+    /// Copy this snapshot (id or unique prefix; repeatable). Default: every snapshot.
+    #[arg(long)]
+    snapshot: Vec<String>,
+    /// Only snapshots of this host.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Only snapshots of this backup name.
+    #[arg(long, short = 'N')]
+    backup_name: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -409,6 +433,32 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
                     Ok(found.damaged.is_empty())
                 }
             }
+        }
+        Command::Copy(a) => {
+            let mut source = a.repo.open().await?;
+            let target_args = RepoArgs {
+                repos: a.to.clone(),
+                encrypt_pass_file: a
+                    .to_encrypt_pass_file
+                    .clone()
+                    .or_else(|| a.repo.encrypt_pass_file.clone()),
+                ..a.repo.clone()
+            };
+            let mut target = target_args.open().await?;
+            let mut opts = freezer_core::engine::CopyOptions::new(Actor::current());
+            if !a.snapshot.is_empty() {
+                let snaps = source.snapshots().await?.0;
+                for prefix in &a.snapshot {
+                    opts.snapshots
+                        .push(select(&snaps, &SnapshotSelector::Id(prefix.clone()))?.0);
+                }
+            }
+            opts.hostname = a.hostname;
+            opts.backup_name = a.backup_name;
+            let report =
+                freezer_core::engine::copy(&mut source, &mut target, &opts, out.progress_bar())
+                    .await?;
+            Ok(out.copy(&report))
         }
         Command::Key { command } => key(command, out).await,
         Command::Job {

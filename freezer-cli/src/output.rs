@@ -134,6 +134,37 @@ impl Out {
         }
     }
 
+    /// Prints what a copy did; returns whether it is complete.
+    pub fn copy(&self, r: &freezer_core::engine::CopyReport) -> bool {
+        self.clear_progress();
+        if self.json {
+            print_json(&serde_json::json!({
+                "copied": r.copied.iter().map(|c| {
+                    let mut v = backup_json(&c.result);
+                    v["source_snapshot_id"] = c.source.to_string().into();
+                    v
+                }).collect::<Vec<_>>(),
+                "skipped": r.skipped.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                "unreadable": r.unreadable,
+                "complete": r.is_complete(),
+            }));
+            return r.is_complete();
+        }
+        for c in &r.copied {
+            print!("{} -> ", c.source.short());
+            self.backup(&c.result);
+        }
+        println!(
+            "{} snapshot(s) copied, {} already there",
+            r.copied.len(),
+            r.skipped.len()
+        );
+        for u in &r.unreadable {
+            eprintln!("warning: not copied: {u}");
+        }
+        r.is_complete()
+    }
+
     fn restore(&self, r: &RestoreResult) {
         if self.json {
             let mut v = serde_json::to_value(r).expect("serializes");

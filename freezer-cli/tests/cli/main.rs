@@ -831,3 +831,98 @@ fn ssh_repositories_by_url_with_host_keys_checked() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("ssh_key"), "{}", stderr(&o));
 }
+
+#[test]
+fn copy_sends_snapshots_to_another_repository_once() {
+    let e = Env::new();
+    odd_tree(&e.path("data"));
+    let server = servers::S3Server::start();
+    let p = e.pass();
+    std::fs::write(e.path("pass-b"), "another passphrase\n").unwrap();
+    let url = format!("s3://copies/b?endpoint={}", server.endpoint);
+    let with_keys = |args: &[&str]| {
+        let mut c = e.cmd(args);
+        c.env("ACCESS_KEY", &server.access_key)
+            .env("SECRET_KEY", &server.secret_key);
+        c.output().unwrap()
+    };
+    assert!(
+        e.run(&["init", "--repo", "a", "--encrypt-pass-file", p])
+            .status
+            .success()
+    );
+    for _ in 0..2 {
+        let o = e.run(&[
+            "backup",
+            "--repo",
+            "a",
+            "--encrypt-pass-file",
+            p,
+            "--path-to-backup",
+            "data",
+            "-N",
+            "web",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    // The target must exist: the error says how to make it.
+    let copy = [
+        "copy",
+        "--repo",
+        "a",
+        "--encrypt-pass-file",
+        p,
+        "--to",
+        &url,
+        "--to-encrypt-pass-file",
+        "pass-b",
+        "--json",
+    ];
+    let o = with_keys(&copy);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = with_keys(&["init", "--repo", &url, "--encrypt-pass-file", "pass-b"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = with_keys(&copy);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["copied"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["complete"], true);
+    let o = with_keys(&copy);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            v["copied"].as_array().unwrap().len(),
+            v["skipped"].as_array().unwrap().len()
+        ),
+        (0, 2),
+        "{v}"
+    );
+    let o = with_keys(&[
+        "restore",
+        "--repo",
+        &url,
+        "--encrypt-pass-file",
+        "pass-b",
+        "-N",
+        "web",
+        "--restore-abs-path",
+        "out",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&e.path("data"), &e.path("out"), true);
+    // A wrong target passphrase is refused.
+    std::fs::write(e.path("wrong"), "wrong\n").unwrap();
+    let o = with_keys(&[
+        "copy",
+        "--repo",
+        "a",
+        "--encrypt-pass-file",
+        p,
+        "--to",
+        &url,
+        "--to-encrypt-pass-file",
+        "wrong",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("passphrase"), "{}", stderr(&o));
+}

@@ -182,12 +182,27 @@ struct Shared {
     warnings: Mutex<Vec<String>>,
     progress: Arc<dyn Progress>,
     rt: tokio::runtime::Handle,
+    /// The parent's trees, fetched ahead (each taken out when its folder is visited).
+    parent_trees: Mutex<HashMap<Id, crate::repo::tree::Tree>>,
     level: Option<i32>,
     pack_size: usize,
     dry_run: bool,
 }
 
 impl Shared {
+    /// A tree of the parent snapshot: fetched ahead, or read now.
+    fn parent_tree(&self, id: &Id) -> Result<crate::repo::tree::Tree> {
+        let cached = self
+            .parent_trees
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        match cached {
+            Some(t) => Ok(t),
+            None => self.rt.block_on(self.reader.read_tree(id)),
+        }
+    }
+
     /// The storages that lack blob `id` and are not being sent it already; marks it as sent.
     fn need(&self, id: &Id) -> SinkMask {
         let live = self.tee.live();
@@ -260,7 +275,14 @@ pub async fn backup(
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
+    // The parent's trees, fetched many at a time: one per folder in turn would cost the
+    // storage's latency for every folder of an unchanged tree.
+    let parent_trees = match parent_root {
+        Some(id) => super::prefetch_trees(&repo.reader(), id).await,
+        None => HashMap::new(),
+    };
     let shared = Arc::new(Shared {
+        parent_trees: Mutex::new(parent_trees),
         source: source.clone(),
         reader: repo.reader(),
         tee: repo.tee().clone(),
@@ -549,18 +571,15 @@ fn walk(
 ) -> Result<()> {
     let root = shared.source.root()?;
     // The parent's top tree holds one node: the parent's root.
-    let parent =
-        parent_root.and_then(
-            |id| match shared.rt.block_on(shared.reader.read_tree(&id)) {
-                Ok(t) => t.nodes.into_iter().next(),
-                Err(e) => {
-                    shared.warn(format!(
-                        "parent snapshot unreadable, reading every file: {e}"
-                    ));
-                    None
-                }
-            },
-        );
+    let parent = parent_root.and_then(|id| match shared.parent_tree(&id) {
+        Ok(t) => t.nodes.into_iter().next(),
+        Err(e) => {
+            shared.warn(format!(
+                "parent snapshot unreadable, reading every file: {e}"
+            ));
+            None
+        }
+    });
     let mut hardlinks = HashMap::new();
     visit(shared, root, parent.as_ref(), items, reads, &mut hardlinks)
 }
@@ -604,8 +623,7 @@ fn visit(
             if entry.descend {
                 let parent_tree = parent.and_then(|p| p.subtree).and_then(|id| {
                     shared
-                        .rt
-                        .block_on(shared.reader.read_tree(&id))
+                        .parent_tree(&id)
                         .map_err(|e| {
                             shared.warn(format!(
                                 "{}: parent tree unreadable, reading again: {e}",

@@ -7,6 +7,7 @@
 //! it reports through [`Progress`] and its results.
 
 mod backup;
+mod copy;
 mod inspect;
 mod restore;
 
@@ -14,6 +15,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use backup::{BackupOptions, BackupResult, SinkResult, backup};
+pub use copy::{CopiedSnapshot, CopyOptions, CopyReport, copy};
 pub use inspect::{Damage, Inspection, inspect};
 pub use restore::{RestoreOptions, RestoreResult, restore};
 
@@ -111,6 +113,46 @@ impl FromStr for Compression {
             },
         }
     }
+}
+
+/// Trees fetched at once in [`prefetch_trees`].
+const TREES_IN_FLIGHT: usize = 32;
+
+/// Reads the tree `root` and every tree below it, a level at a time with many requests in
+/// flight. Trees that cannot be read are left out (the planner reads them again and records
+/// the damage); a tree shared by several folders is read once.
+pub(crate) async fn prefetch_trees(
+    reader: &crate::repo::BlobReader,
+    root: crate::id::Id,
+) -> std::collections::HashMap<crate::id::Id, crate::repo::tree::Tree> {
+    use futures::StreamExt as _;
+    let mut cache = std::collections::HashMap::new();
+    let mut level = vec![root];
+    while !level.is_empty() {
+        let fetched: Vec<(crate::id::Id, Result<crate::repo::tree::Tree>)> =
+            futures::stream::iter(level)
+                .map(|id| async move { (id, reader.read_tree(&id).await) })
+                .buffer_unordered(TREES_IN_FLIGHT)
+                .collect()
+                .await;
+        let mut next = std::collections::HashSet::new();
+        for (id, tree) in fetched {
+            let Ok(tree) = tree else { continue };
+            for n in &tree.nodes {
+                if let (crate::repo::tree::NodeKind::Dir, Some(sub)) = (n.kind(), n.subtree)
+                    && !cache.contains_key(&sub)
+                {
+                    next.insert(sub);
+                }
+            }
+            cache.insert(id, tree);
+        }
+        level = next
+            .into_iter()
+            .filter(|id| !cache.contains_key(id))
+            .collect();
+    }
+    cache
 }
 
 #[cfg(test)]

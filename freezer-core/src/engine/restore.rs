@@ -427,6 +427,16 @@ fn make_plan(
                 .ok_or_else(|| Error::not_found(format!("{sub} in the snapshot")))?;
         }
     }
+    // Every tree below, fetched many at a time: one request after another would make the
+    // plan as slow as the storage's latency times the number of folders.
+    let cache = std::cell::RefCell::new(match node.subtree {
+        Some(id) if node.kind() == NodeKind::Dir => rt.block_on(super::prefetch_trees(reader, id)),
+        _ => HashMap::new(),
+    });
+    let read_tree = |id: &Id| match cache.borrow_mut().remove(id) {
+        Some(t) => Ok(t),
+        None => read_tree(id),
+    };
     let mut planner = Planner {
         reader,
         read_tree: &read_tree,

@@ -11,6 +11,7 @@
 //! which also says, when done, whether the entry changed while it was read.
 
 pub mod fs;
+pub mod snapshot;
 
 use crate::error::Result;
 use crate::repo::tree::Node;

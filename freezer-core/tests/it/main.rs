@@ -2,6 +2,7 @@
 
 mod backup_restore;
 mod conformance;
+mod copy;
 mod damage;
 mod hostile;
 mod s3;
