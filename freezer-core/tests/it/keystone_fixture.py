@@ -140,7 +140,7 @@ def setup():
             "service_id": s["service"]["id"], "interface": interface,
             "region_id": region, "url": endpoint}}, t)
     with open(os.path.join(base, "ready.tmp"), "w") as f:
-        json.dump({"project_id": p["project"]["id"]}, f)
+        json.dump({"project_id": p["project"]["id"], "user_id": u["user"]["id"]}, f)
     os.rename(os.path.join(base, "ready.tmp"), os.path.join(base, "ready"))
 
 

@@ -484,7 +484,8 @@ pub enum ProxyAuth {
     /// live `expiring_token_life` seconds (memcached keeps one token per user, shared by every
     /// proxy of the run, so short-lived tokens get a user of their own).
     TempAuth { expiring_token_life: u32 },
-    /// Keystone's auth_token middleware and keystoneauth, against `keystone`.
+    /// Keystone's auth_token middleware and keystoneauth, against `keystone`; a validated
+    /// token is trusted for one second only, so a revoked token is refused soon after.
     Keystone {
         keystone: String,
         admin_password: String,
@@ -550,7 +551,7 @@ impl SwiftServer {
                      www_authenticate_uri = {keystone}\nauth_url = {keystone}\nauth_type = password\n\
                      username = admin\npassword = {admin_password}\nproject_name = admin\n\
                      user_domain_name = Default\nproject_domain_name = Default\n\
-                     delay_auth_decision = True\nmemcached_servers = 127.0.0.1:{}\n\
+                     delay_auth_decision = True\nmemcached_servers = 127.0.0.1:{}\ntoken_cache_time = 1\n\
                      [filter:keystoneauth]\nuse = egg:swift#keystoneauth\noperator_roles = admin, member\n",
                     backend.memcached
                 ),
@@ -695,6 +696,7 @@ pub struct KeystoneServer {
     pub admin_password: String,
     pub user_password: String,
     pub project_id: String,
+    pub user_id: String,
     dir: tempfile::TempDir,
     child: Child,
 }
@@ -728,6 +730,8 @@ impl KeystoneServer {
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
             .expect("python3 runs");
+        // Swift's backend starts while Keystone sets itself up.
+        swift_backend();
         let ready = dir.path().join("ready");
         let deadline = Instant::now() + Duration::from_secs(120);
         let doc = loop {
@@ -754,6 +758,7 @@ impl KeystoneServer {
             admin_password: admin_password.into(),
             user_password: user_password.into(),
             project_id: doc["project_id"].as_str().unwrap().to_string(),
+            user_id: doc["user_id"].as_str().unwrap().to_string(),
             dir,
             child,
         }
@@ -766,6 +771,37 @@ impl KeystoneServer {
             .lines()
             .filter(|l| *l == user)
             .count()
+    }
+
+    /// Enables or disables user `freezer`, as an administrator. Disabling revokes every token
+    /// the user holds.
+    pub async fn set_user_enabled(&self, enabled: bool) {
+        let client = reqwest::Client::new();
+        let auth = serde_json::json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": "admin", "domain": {"name": "Default"}, "password": self.admin_password}}},
+            "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}});
+        let answer = client
+            .post(format!("{}/auth/tokens", self.url))
+            .header("Content-Type", "application/json")
+            .body(auth.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
+        let token = answer.headers()["x-subject-token"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let answer = client
+            .patch(format!("{}/users/{}", self.url, self.user_id))
+            .header("Content-Type", "application/json")
+            .header("X-Auth-Token", token)
+            .body(serde_json::json!({"user": {"enabled": enabled}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
     }
 
     /// The `OS_*` variables of user `freezer` in project `freezer-test`, as an openrc sets them.

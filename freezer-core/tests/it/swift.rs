@@ -335,6 +335,15 @@ async fn keystone_v3_with_a_real_keystone() {
     }
     assert_eq!(keystone.token_requests("freezer"), 1);
     assert_eq!(s.list("many/").await.unwrap().len(), 16);
+    // Keystone revokes a user's tokens when the user is disabled: once the proxy's one-second
+    // token cache forgets it, Swift answers 401, and the sink authenticates again, once.
+    // (Fernet tokens carry whole seconds: one issued in the second of the revocation would
+    // count as revoked too.)
+    keystone.set_user_enabled(false).await;
+    keystone.set_user_enabled(true).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(s.list("many/").await.unwrap().len(), 16);
+    assert_eq!(keystone.token_requests("freezer"), 2);
     // Large objects, ranges, deletes under Keystone.
     let data = Payload::from(pseudo_random((5 << 20) / 2, 6));
     s.put("big", data.clone(), PutMode::Overwrite)
