@@ -645,10 +645,15 @@ impl SwiftSink {
         let what = what.to_string();
         match status.as_u16() {
             401 => Error::Permission {
-                what: format!(
-                    "{what}: the token was refused even after authenticating again ({})",
-                    self.credential_hint()
-                ),
+                what: match self.opts.auth {
+                    SwiftAuth::Token(_) => {
+                        format!("{what}: the token was refused ({})", self.credential_hint())
+                    }
+                    _ => format!(
+                        "{what}: the token was refused even after authenticating again ({})",
+                        self.credential_hint()
+                    ),
+                },
                 source,
             },
             403 => Error::Permission {

@@ -775,33 +775,25 @@ impl KeystoneServer {
 
     /// Enables or disables user `freezer`, as an administrator. Disabling revokes every token
     /// the user holds.
-    pub async fn set_user_enabled(&self, enabled: bool) {
-        let client = reqwest::Client::new();
-        let auth = serde_json::json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": "admin", "domain": {"name": "Default"}, "password": self.admin_password}}},
-            "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}});
-        let answer = client
-            .post(format!("{}/auth/tokens", self.url))
-            .header("Content-Type", "application/json")
-            .body(auth.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(answer.status().is_success(), "{}", answer.status());
-        let token = answer.headers()["x-subject-token"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let answer = client
-            .patch(format!("{}/users/{}", self.url, self.user_id))
-            .header("Content-Type", "application/json")
-            .header("X-Auth-Token", token)
-            .body(serde_json::json!({"user": {"enabled": enabled}}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(answer.status().is_success(), "{}", answer.status());
+    pub fn set_user_enabled(&self, enabled: bool) {
+        let script = r#"
+import json, sys, urllib.request
+url, password, user, enabled = sys.argv[1:5]
+def call(method, path, body, token=None):
+    req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode())
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("X-Auth-Token", token)
+    return urllib.request.urlopen(req)
+token = call("POST", "/auth/tokens", {"auth": {
+    "identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "domain": {"name": "Default"}, "password": password}}},
+    "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}).headers["X-Subject-Token"]
+call("PATCH", "/users/" + user, {"user": {"enabled": enabled == "true"}}, token)
+"#;
+        run(Command::new("/usr/bin/python3")
+            .args(["-c", script, &self.url, &self.admin_password, &self.user_id])
+            .arg(enabled.to_string()));
     }
 
     /// The `OS_*` variables of user `freezer` in project `freezer-test`, as an openrc sets them.

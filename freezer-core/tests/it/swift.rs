@@ -339,8 +339,8 @@ async fn keystone_v3_with_a_real_keystone() {
     // token cache forgets it, Swift answers 401, and the sink authenticates again, once.
     // (Fernet tokens carry whole seconds: one issued in the second of the revocation would
     // count as revoked too.)
-    keystone.set_user_enabled(false).await;
-    keystone.set_user_enabled(true).await;
+    keystone.set_user_enabled(false);
+    keystone.set_user_enabled(true);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(s.list("many/").await.unwrap().len(), 16);
     assert_eq!(keystone.token_requests("freezer"), 2);
