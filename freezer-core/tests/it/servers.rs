@@ -388,6 +388,12 @@ fn reap_at_exit(pid: u32, dir: Option<&Path>) {
         .expect("sh runs");
 }
 
+/// A program of Swift's packages: `FREEZER_TEST_<NAME>` (`FREEZER_TEST_SWIFT_PROXY_SERVER`), or PATH.
+fn swift_tool(name: &str) -> PathBuf {
+    let var = format!("FREEZER_TEST_{}", name.to_uppercase().replace('-', "_"));
+    find_tool(name, &var, SWIFT_INSTALL)
+}
+
 /// Swift's storage side, shared by every proxy of the test run: memcached, one ring of one
 /// device per server kind, and the account, container and object servers.
 struct SwiftBackend {
@@ -398,15 +404,7 @@ struct SwiftBackend {
 fn swift_backend() -> &'static SwiftBackend {
     static BACKEND: std::sync::OnceLock<SwiftBackend> = std::sync::OnceLock::new();
     BACKEND.get_or_init(|| {
-        for tool in [
-            "swift-proxy-server",
-            "swift-object-server",
-            "swift-container-server",
-            "swift-account-server",
-            "memcached",
-        ] {
-            find_tool(tool, "FREEZER_TEST_SWIFT_BIN_DIR", SWIFT_INSTALL);
-        }
+        swift_tool("swift-proxy-server");
         assert!(
             Path::new("/etc/swift/swift.conf").exists(),
             "/etc/swift/swift.conf is missing; install Swift with: {SWIFT_INSTALL}"
@@ -417,7 +415,7 @@ fn swift_backend() -> &'static SwiftBackend {
         std::fs::create_dir_all(dir.join("srv/d1")).unwrap();
         let user = current_user();
         let memcached = free_port();
-        let mut mc = Command::new("memcached")
+        let mut mc = Command::new(swift_tool("memcached"))
             .args(["-l", "127.0.0.1", "-U", "0", "-u", &user, "-p"])
             .arg(memcached.to_string())
             .stdout(Stdio::null())
@@ -461,7 +459,7 @@ fn swift_backend() -> &'static SwiftBackend {
             )
             .unwrap();
             let log = dir.join(format!("{kind}.log"));
-            let child = Command::new(format!("swift-{kind}-server"))
+            let child = Command::new(swift_tool(&format!("swift-{kind}-server")))
                 .arg(&conf)
                 .stdout(std::fs::File::create(&log).unwrap())
                 .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
@@ -611,7 +609,7 @@ impl SwiftServer {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut child = Command::new("swift-proxy-server")
+        let mut child = Command::new(swift_tool("swift-proxy-server"))
             .arg(&self.config)
             .arg("--verbose")
             .stdout(log.try_clone().unwrap())
