@@ -27,6 +27,19 @@ tools="$PWD/target/tools"
 if [ ! -x "$tools/bin/s3s-fs" ]; then
   CARGO_INSTALL_ROOT="$tools" cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet
 fi
+# Swift (proxy with tempauth, s3api and SLO; account, container and object servers; memcached)
+# and a real Keystone with keystonemiddleware, for the swift tests (Debian's own packages).
+swift_apt=()
+command -v swift-proxy-server >/dev/null || swift_apt+=(swift swift-proxy python3-swiftclient)
+command -v swift-account-server >/dev/null || swift_apt+=(swift-account)
+command -v swift-container-server >/dev/null || swift_apt+=(swift-container)
+command -v swift-object-server >/dev/null || swift_apt+=(swift-object)
+command -v memcached >/dev/null || swift_apt+=(memcached)
+command -v keystone-manage >/dev/null || swift_apt+=(keystone)
+/usr/bin/python3 -c 'import keystonemiddleware' 2>/dev/null || swift_apt+=(python3-keystonemiddleware)
+if [ ${#swift_apt[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${swift_apt[@]}"
+fi
 
 # Both lock files are current (a stale one fails here, not after the long test run).
 cargo metadata --locked --format-version 1 >/dev/null

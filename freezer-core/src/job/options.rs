@@ -52,7 +52,7 @@ pub struct FreezerAction {
     /// Where the repository is in the storage (a folder for `local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    /// The storage kind: `local` or `s3`.
+    /// The storage kind: `local`, `s3` or `swift`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     /// S3: the access key (falls back to `ACCESS_KEY` or `AWS_ACCESS_KEY_ID`).

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::sink::{
-    LocalSink, RetryPolicy, Retrying, S3Options, S3Sink, Sink, SshOptions, SshSink, Throttled,
-    parse_rate,
+    KeystoneAuth, LocalSink, RetryPolicy, Retrying, S3Options, S3Sink, Sink, SshOptions, SshSink,
+    SwiftAuth, SwiftOptions, SwiftSink, Throttled, parse_rate,
 };
 
 /// Environment variables, as a front-end chooses to pass them (the library never reads the
@@ -23,8 +23,9 @@ use crate::sink::{
 pub type Environment = BTreeMap<String, String>;
 
 /// The variables storages read credentials and endpoints from: upstream's `ACCESS_KEY`,
-/// `SECRET_KEY` and `ENDPOINT`, then the usual AWS ones; `FREEZER_SSH_PASSWORD`; `HOME` (for
-/// `~/.ssh`) and `USER` (the default SSH user). Front-ends pass these through
+/// `SECRET_KEY` and `ENDPOINT`, then the usual AWS ones; for Swift, upstream's `OS_*`
+/// (Keystone v3) and python-swiftclient's `ST_*` (TempAuth); `FREEZER_SSH_PASSWORD`; `HOME`
+/// (for `~/.ssh`) and `USER` (the default SSH user). Front-ends pass these through
 /// [`RunContext::env`](super::RunContext::env).
 pub const CREDENTIAL_VARIABLES: &[&str] = &[
     "ACCESS_KEY",
@@ -40,6 +41,28 @@ pub const CREDENTIAL_VARIABLES: &[&str] = &[
     "FREEZER_SSH_PASSWORD",
     "HOME",
     "USER",
+    "OS_AUTH_URL",
+    "OS_USERNAME",
+    "OS_USER_ID",
+    "OS_PASSWORD",
+    "OS_AUTH_TOKEN",
+    "OS_PROJECT_NAME",
+    "OS_PROJECT_ID",
+    "OS_TENANT_NAME",
+    "OS_TENANT_ID",
+    "OS_USER_DOMAIN_NAME",
+    "OS_USER_DOMAIN_ID",
+    "OS_PROJECT_DOMAIN_NAME",
+    "OS_PROJECT_DOMAIN_ID",
+    "OS_REGION_NAME",
+    "OS_INTERFACE",
+    "OS_ENDPOINT_TYPE",
+    "OS_STORAGE_URL",
+    "OS_AUTH_VERSION",
+    "OS_IDENTITY_API_VERSION",
+    "ST_AUTH",
+    "ST_USER",
+    "ST_KEY",
 ];
 
 /// A secret value: serialized as itself, never shown by `Debug`.
@@ -70,16 +93,18 @@ pub fn read_secret_file(path: &Path, field: &str) -> Result<Secret> {
 /// One storage: upstream's `storage` and `container`, and how to reach it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageSpec {
-    /// `local` or `s3` (more storages come with later releases).
+    /// `local`, `s3` or `swift` (more storages come with later releases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
-    /// Where in the storage: a folder for `local`, `bucket[/prefix]` for `s3`.
+    /// Where in the storage: a folder for `local`, `bucket[/prefix]` for `s3`,
+    /// `container[/prefix]` for `swift`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// S3: the endpoint URL (upstream's `endpoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// S3: the region (an extension; default `us-east-1`).
+    /// S3: the region (an extension; default `us-east-1`). Swift: the catalog's region
+    /// (falls back to `OS_REGION_NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// S3: virtual-hosted addressing instead of path-style (an extension).
@@ -122,11 +147,20 @@ pub struct StorageSpec {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub ssh_accept_new_host_key: bool,
+    /// Swift: the account's URL, replacing the catalog's (an extension; falls back to
+    /// `OS_STORAGE_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_url: Option<String>,
+    /// Swift: objects larger than this many bytes are uploaded as segments of this size
+    /// (an extension; default 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_size: Option<u64>,
 }
 
 impl StorageSpec {
     /// Reads a storage URL: a path or `file://PATH`,
     /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&style=virtual]`, or
+    /// `swift://CONTAINER[/PREFIX][?region=R&storage_url=URL&segment_size=BYTES]`, or
     /// `ssh://[USER@]HOST[:PORT]/PATH` (`sftp://` too; `/~/PATH` is relative to the login
     /// folder).
     pub fn from_url(url: &str) -> Result<StorageSpec> {
@@ -232,7 +266,8 @@ impl StorageSpec {
                     ..Default::default()
                 })
             }
-            "swift" | "ftp" | "ftps" => Err(Error::unsupported(format!(
+            "swift" => swift_url(rest).map_err(|why| bad(&why)),
+            "ftp" | "ftps" => Err(Error::unsupported(format!(
                 "{scheme}:// storages in this release"
             ))),
             other => Err(bad(&format!("unknown scheme {other}://"))),
@@ -250,13 +285,13 @@ impl StorageSpec {
             return Err(Error::bad_input(field, "the storage needs a container"));
         }
         match self.kind() {
-            "local" | "s3" => Ok(()),
+            "local" | "s3" | "swift" => Ok(()),
             "ssh" if self.ssh_host.as_deref().is_none_or(str::is_empty) => {
                 Err(Error::bad_input(field, "an ssh storage needs ssh_host"))
             }
             "ssh" => Ok(()),
             other => Err(Error::unsupported(format!(
-                "storage {other:?} in this release (local, s3, ssh)"
+                "storage {other:?} in this release (local, s3, swift, ssh)"
             ))),
         }
     }
@@ -311,6 +346,7 @@ impl StorageSpec {
                 Arc::new(S3Sink::new(opts)?)
             }
             "ssh" => Arc::new(SshSink::new(self.ssh_options(env)?)?),
+            "swift" => Arc::new(SwiftSink::new(self.swift_options(env)?)?),
             other => return Err(Error::unsupported(format!("storage {other:?}"))),
         };
         let sink = Retrying::new(sink, RetryPolicy::default());
@@ -391,6 +427,120 @@ impl StorageSpec {
     }
 }
 
+impl StorageSpec {
+    /// Swift options from the spec and, for credentials, the environment: Keystone v3 when
+    /// `OS_AUTH_URL` is set with `OS_PASSWORD` or `OS_AUTH_TOKEN` (TempAuth when it names
+    /// version 1), else TempAuth from `ST_AUTH`, `ST_USER`, `ST_KEY`, else a token given
+    /// outright (`OS_AUTH_TOKEN` with `OS_STORAGE_URL`).
+    pub fn swift_options(&self, env: &Environment) -> Result<SwiftOptions> {
+        let var = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+        let storage_url = self.storage_url.clone().or_else(|| var("OS_STORAGE_URL"));
+        let version_1 = ["OS_AUTH_VERSION", "OS_IDENTITY_API_VERSION"]
+            .iter()
+            .any(|n| matches!(var(n).as_deref(), Some("1" | "1.0")));
+        let auth = match (var("OS_AUTH_URL"), var("ST_AUTH")) {
+            (Some(url), _) if version_1 || url.trim_end_matches('/').ends_with("/auth/v1.0") => {
+                SwiftAuth::TempAuth {
+                    url,
+                    user: var("OS_USERNAME").ok_or_else(|| {
+                        Error::bad_input("OS_USERNAME", "TempAuth needs the user (account:user)")
+                    })?,
+                    key: var("OS_PASSWORD").ok_or_else(|| {
+                        Error::bad_input("OS_PASSWORD", "TempAuth needs the user's key")
+                    })?,
+                }
+            }
+            (Some(url), _) if var("OS_PASSWORD").is_some() || var("OS_AUTH_TOKEN").is_some() => {
+                SwiftAuth::Keystone(Box::new(KeystoneAuth {
+                    auth_url: url,
+                    username: var("OS_USERNAME"),
+                    user_id: var("OS_USER_ID"),
+                    password: var("OS_PASSWORD"),
+                    token: var("OS_AUTH_TOKEN"),
+                    user_domain_name: var("OS_USER_DOMAIN_NAME"),
+                    user_domain_id: var("OS_USER_DOMAIN_ID"),
+                    project_name: var("OS_PROJECT_NAME").or_else(|| var("OS_TENANT_NAME")),
+                    project_id: var("OS_PROJECT_ID").or_else(|| var("OS_TENANT_ID")),
+                    project_domain_name: var("OS_PROJECT_DOMAIN_NAME"),
+                    project_domain_id: var("OS_PROJECT_DOMAIN_ID"),
+                    region: self.region.clone().or_else(|| var("OS_REGION_NAME")),
+                    interface: var("OS_INTERFACE").or_else(|| var("OS_ENDPOINT_TYPE")),
+                }))
+            }
+            (_, Some(url)) => SwiftAuth::TempAuth {
+                url,
+                user: var("ST_USER").ok_or_else(|| {
+                    Error::bad_input("ST_USER", "TempAuth (ST_AUTH) needs ST_USER")
+                })?,
+                key: var("ST_KEY")
+                    .ok_or_else(|| Error::bad_input("ST_KEY", "TempAuth (ST_AUTH) needs ST_KEY"))?,
+            },
+            (_, None) if var("OS_AUTH_TOKEN").is_some() && storage_url.is_some() => {
+                SwiftAuth::Token(var("OS_AUTH_TOKEN").unwrap_or_default())
+            }
+            _ => {
+                return Err(Error::bad_input(
+                    "OS_AUTH_URL",
+                    "a swift storage needs credentials: OS_AUTH_URL, OS_USERNAME, OS_PASSWORD and \
+                     OS_PROJECT_NAME (Keystone v3), or ST_AUTH, ST_USER and ST_KEY (TempAuth), or \
+                     OS_AUTH_TOKEN with OS_STORAGE_URL",
+                ));
+            }
+        };
+        let mut opts = SwiftOptions::new(self.container.as_deref().unwrap_or_default(), auth);
+        opts.storage_url = storage_url;
+        if let Some(n) = self.segment_size {
+            opts.segment_size = usize::try_from(n)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| Error::bad_input("segment_size", format!("{n} is out of range")))?;
+        }
+        Ok(opts)
+    }
+}
+
+/// The part of a `swift://` URL after the scheme.
+fn swift_url(rest: &str) -> std::result::Result<StorageSpec, String> {
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.contains('@') {
+        return Err("credentials do not belong in a URL: use OS_USERNAME/OS_PASSWORD (Keystone) or ST_USER/ST_KEY (TempAuth)".into());
+    }
+    let path = path.trim_matches('/');
+    if path.is_empty() || path.starts_with('/') {
+        return Err("no container".into());
+    }
+    let mut spec = StorageSpec {
+        storage: Some("swift".into()),
+        container: Some(path.to_string()),
+        ..Default::default()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        match k {
+            "region" => spec.region = Some(v),
+            "storage_url" => spec.storage_url = Some(v),
+            "segment_size" => {
+                let n = parse_rate(&v, "segment_size")
+                    .ok()
+                    .flatten()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("segment_size {v:?} is not a size in bytes"))?;
+                spec.segment_size = Some(n);
+            }
+            "password" | "key" | "token" | "secret_key" | "access_key" => {
+                return Err("credentials do not belong in a URL".into());
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?} (region, storage_url, segment_size)"
+                ));
+            }
+        }
+    }
+    Ok(spec)
+}
+
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -457,9 +607,106 @@ mod tests {
             assert!(StorageSpec::from_url(bad).is_err(), "{bad}");
         }
         assert!(matches!(
-            StorageSpec::from_url("swift://c"),
+            StorageSpec::from_url("ftp://h/c"),
             Err(Error::Unsupported { .. })
         ));
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Environment {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn swift_urls_read_as_storages() {
+        let s = StorageSpec::from_url(
+            "swift://backups/node1/db?region=RegionTwo&storage_url=http%3A%2F%2Fp%3A8080%2Fv1%2FAUTH_x&segment_size=8M",
+        )
+        .unwrap();
+        assert_eq!(s.kind(), "swift");
+        s.validate("repository").unwrap();
+        assert_eq!(s.container.as_deref(), Some("backups/node1/db"));
+        assert_eq!(s.region.as_deref(), Some("RegionTwo"));
+        assert_eq!(s.storage_url.as_deref(), Some("http://p:8080/v1/AUTH_x"));
+        assert_eq!(s.segment_size, Some(8 << 20));
+        let plain = StorageSpec::from_url("swift://c").unwrap();
+        assert_eq!(plain.container.as_deref(), Some("c"));
+        for bad in [
+            "swift://",
+            "swift:///",
+            "swift://u:pw@c/p",
+            "swift://c?password=x",
+            "swift://c?token=x",
+            "swift://c?colour=red",
+            "swift://c?segment_size=lots",
+            "swift://c?segment_size=0",
+        ] {
+            assert!(StorageSpec::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn swift_credentials_come_from_the_environment() {
+        let spec = StorageSpec::from_url("swift://c/p?segment_size=2M").unwrap();
+        let keystone = env(&[
+            ("OS_AUTH_URL", "http://k:5000/v3"),
+            ("OS_USERNAME", "u"),
+            ("OS_PASSWORD", "hunter2"),
+            ("OS_PROJECT_NAME", "proj"),
+            ("OS_REGION_NAME", "R1"),
+            ("OS_INTERFACE", "internal"),
+            ("ST_AUTH", "http://ignored/auth/v1.0"),
+        ]);
+        let o = spec.swift_options(&keystone).unwrap();
+        assert_eq!((o.container.as_str(), o.prefix.as_str()), ("c", "p"));
+        assert_eq!(o.segment_size, 2 << 20);
+        let SwiftAuth::Keystone(k) = &o.auth else {
+            panic!("{o:?}")
+        };
+        assert_eq!(k.project_name.as_deref(), Some("proj"));
+        assert_eq!(k.region.as_deref(), Some("R1"));
+        assert_eq!(k.interface.as_deref(), Some("internal"));
+        assert!(!format!("{o:?}").contains("hunter2"));
+        let sink = spec.open(&keystone, (None, None)).unwrap();
+        assert!(!format!("{sink:?} {}", sink.describe()).contains("hunter2"));
+
+        let tempauth = env(&[
+            ("ST_AUTH", "http://s:8080/auth/v1.0"),
+            ("ST_USER", "test:tester"),
+            ("ST_KEY", "testing"),
+            ("OS_STORAGE_URL", "http://s:8080/v1/AUTH_test"),
+        ]);
+        let o = spec.swift_options(&tempauth).unwrap();
+        assert!(matches!(&o.auth, SwiftAuth::TempAuth { user, .. } if user == "test:tester"));
+        assert_eq!(o.storage_url.as_deref(), Some("http://s:8080/v1/AUTH_test"));
+        let v1 = env(&[
+            ("OS_AUTH_URL", "http://s:8080/auth/v1.0"),
+            ("OS_USERNAME", "a:u"),
+            ("OS_PASSWORD", "k"),
+        ]);
+        assert!(matches!(
+            spec.swift_options(&v1).unwrap().auth,
+            SwiftAuth::TempAuth { .. }
+        ));
+        let token = env(&[
+            ("OS_AUTH_TOKEN", "t"),
+            ("OS_STORAGE_URL", "http://s/v1/AUTH_a"),
+        ]);
+        assert!(matches!(
+            spec.swift_options(&token).unwrap().auth,
+            SwiftAuth::Token(_)
+        ));
+        let e = spec.swift_options(&Environment::new()).unwrap_err();
+        assert!(e.to_string().contains("ST_AUTH"), "{e}");
+        let half = env(&[("ST_AUTH", "http://s:8080/auth/v1.0"), ("ST_USER", "a:u")]);
+        assert!(
+            spec.swift_options(&half)
+                .unwrap_err()
+                .to_string()
+                .contains("ST_KEY")
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod memory;
 mod retry;
 mod s3;
 mod ssh;
+mod swift;
 mod tee;
 mod throttle;
 
@@ -41,6 +42,7 @@ pub use memory::MemorySink;
 pub use retry::{RetryPolicy, Retrying};
 pub use s3::{S3Options, S3Sink};
 pub use ssh::{SshOptions, SshSink};
+pub use swift::{KeystoneAuth, SwiftAuth, SwiftOptions, SwiftSink};
 pub use tee::{SinkMask, SinkStatus, Tee};
 pub use throttle::{Throttled, parse_rate};
 

@@ -269,7 +269,7 @@ fn map_err(e: object_store::Error, what: &str) -> Error {
             if lower.contains("signaturedoesnotmatch")
                 || lower.contains("invalidaccesskeyid")
                 || lower.contains("accessdenied")
-                || lower.contains("403")
+                || lower.contains("403 forbidden")
             {
                 Error::Permission {
                     what: format!("{what} (check access_key and secret_key)"),
@@ -285,7 +285,7 @@ fn map_err(e: object_store::Error, what: &str) -> Error {
                 || lower.contains("connection")
                 || lower.contains("error sending request")
                 || lower.contains("server error")
-                || lower.contains(" 50")
+                || lower.contains("status code: 5")
             {
                 Error::Transient { what, source }
             } else {
@@ -473,5 +473,40 @@ impl Sink for S3Sink {
 
     async fn prepare(&self) -> Result<()> {
         self.create_bucket().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(text: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: text.into(),
+        }
+    }
+
+    #[test]
+    fn status_codes_are_read_from_the_status_not_from_ports() {
+        // A port that holds "403" or "50" must not make a missing bucket a permission
+        // problem or a transient one.
+        let e = map_err(
+            generic(
+                "Error performing GET http://127.0.0.1:40357/b?list-type=2 in 50.1ms - Server returned non-2xx status code: 404 Not Found: <Error><Code>NoSuchBucket</Code></Error>",
+            ),
+            "bucket b",
+        );
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+        let e = map_err(
+            generic("Server returned non-2xx status code: 403 Forbidden: AccessDenied"),
+            "x",
+        );
+        assert!(matches!(e, Error::Permission { .. }), "{e}");
+        let e = map_err(
+            generic("Server returned non-2xx status code: 503 Service Unavailable: SlowDown"),
+            "x",
+        );
+        assert!(e.is_transient(), "{e}");
     }
 }

@@ -9,4 +9,5 @@ mod s3;
 mod servers;
 mod ssh;
 mod support;
+mod swift;
 mod tee;

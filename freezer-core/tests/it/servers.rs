@@ -331,3 +331,491 @@ impl Drop for SshServer {
         self.kill();
     }
 }
+
+/// What installs Swift's servers (Debian 12).
+const SWIFT_INSTALL: &str = "apt-get install -y --no-install-recommends swift swift-proxy swift-object swift-account swift-container python3-swiftclient memcached";
+
+/// The user the Swift servers run as: whoever runs the tests.
+fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until `port` accepts connections and, when `health` is given, answers it with 200.
+fn wait_ready(port: u16, health: Option<&str>, child: &mut Child, what: &str, log: &Path) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "{what} exited early: {st}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let Some(path) = health else { return };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let mut answer = String::new();
+            if s.write_all(req.as_bytes()).is_ok()
+                && s.read_to_string(&mut answer).is_ok()
+                && answer.starts_with("HTTP/1.1 200")
+            {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} was not ready on port {port} within 90 s");
+}
+
+/// Kills `pid` (and removes `dir`) when this test process ends, for servers shared by every
+/// test of the run, which no `Drop` stops.
+fn reap_at_exit(pid: u32, dir: Option<&Path>) {
+    let rm = dir
+        .map(|d| format!("; rm -rf '{}'", d.display()))
+        .unwrap_or_default();
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "(while kill -0 {} 2>/dev/null; do sleep 1; done; kill -9 {pid} 2>/dev/null{rm}) &",
+            std::process::id()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sh runs");
+}
+
+/// A program of Swift's packages: `FREEZER_TEST_<NAME>` (`FREEZER_TEST_SWIFT_PROXY_SERVER`), or PATH.
+fn swift_tool(name: &str) -> PathBuf {
+    let var = format!("FREEZER_TEST_{}", name.to_uppercase().replace('-', "_"));
+    find_tool(name, &var, SWIFT_INSTALL)
+}
+
+/// Swift's storage side, shared by every proxy of the test run: memcached, one ring of one
+/// device per server kind, and the account, container and object servers.
+struct SwiftBackend {
+    dir: PathBuf,
+    memcached: u16,
+}
+
+fn swift_backend() -> &'static SwiftBackend {
+    static BACKEND: std::sync::OnceLock<SwiftBackend> = std::sync::OnceLock::new();
+    BACKEND.get_or_init(|| {
+        swift_tool("swift-proxy-server");
+        assert!(
+            Path::new("/etc/swift/swift.conf").exists(),
+            "/etc/swift/swift.conf is missing; install Swift with: {SWIFT_INSTALL}"
+        );
+        let dir = tempfile::tempdir().unwrap().keep();
+        let etc = dir.join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::create_dir_all(dir.join("srv/d1")).unwrap();
+        let user = current_user();
+        let memcached = free_port();
+        let mut mc = Command::new(swift_tool("memcached"))
+            .args(["-l", "127.0.0.1", "-U", "0", "-u", &user, "-p"])
+            .arg(memcached.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("memcached starts");
+        reap_at_exit(mc.id(), None);
+        let ports = [
+            ("account", free_port()),
+            ("container", free_port()),
+            ("object", free_port()),
+        ];
+        // One interpreter builds the three rings (swift-ring-builder takes a second each).
+        let script = ports
+            .iter()
+            .map(|(kind, port)| {
+                format!(
+                    "b = RingBuilder(10, 1, 1)\n\
+                     b.add_dev({{'id': 0, 'region': 1, 'zone': 1, 'ip': '127.0.0.1', 'port': {port}, 'device': 'd1', 'weight': 1}})\n\
+                     b.rebalance()\n\
+                     b.get_ring().save('{}/{kind}.ring.gz')\n",
+                    etc.display()
+                )
+            })
+            .collect::<String>();
+        run(Command::new("/usr/bin/python3").arg("-c").arg(format!(
+            "from swift.common.ring import RingBuilder\n{script}"
+        )));
+        let mut children = Vec::new();
+        for (kind, port) in ports {
+            let conf = etc.join(format!("{kind}-server.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "[DEFAULT]\nbind_ip = 127.0.0.1\nbind_port = {port}\nworkers = 0\nmount_check = false\n\
+                     devices = {}\nswift_dir = {}\nuser = {user}\n\
+                     [pipeline:main]\npipeline = {kind}-server\n[app:{kind}-server]\nuse = egg:swift#{kind}\n",
+                    dir.join("srv").display(),
+                    etc.display()
+                ),
+            )
+            .unwrap();
+            let log = dir.join(format!("{kind}.log"));
+            let child = Command::new(swift_tool(&format!("swift-{kind}-server")))
+                .arg(&conf)
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+                .spawn()
+                .unwrap_or_else(|e| panic!("swift-{kind}-server: {e}"));
+            reap_at_exit(child.id(), Some(&dir));
+            children.push((kind, port, child, log));
+        }
+        wait_ready(memcached, None, &mut mc, "memcached", Path::new("/dev/null"));
+        for (kind, port, child, log) in &mut children {
+            wait_ready(*port, None, child, &format!("swift-{kind}-server"), log);
+        }
+        SwiftBackend { dir, memcached }
+    })
+}
+
+/// How a Swift proxy authenticates.
+pub enum ProxyAuth {
+    /// TempAuth: `test:tester` / `testing`, plus `test:expiring` / `expiring`, whose tokens
+    /// live `expiring_token_life` seconds (memcached keeps one token per user, shared by every
+    /// proxy of the run, so short-lived tokens get a user of their own).
+    TempAuth { expiring_token_life: u32 },
+    /// Keystone's auth_token middleware and keystoneauth, against `keystone`; a validated
+    /// token is trusted for one second only, so a revoked token is refused soon after.
+    Keystone {
+        keystone: String,
+        admin_password: String,
+    },
+}
+
+/// Debian's Swift proxy (2.30) on loopback, in front of the shared [`SwiftBackend`], with
+/// TempAuth (and s3api) or Keystone, SLO and DLO.
+pub struct SwiftServer {
+    pub port: u16,
+    pub url: String,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl SwiftServer {
+    /// A TempAuth proxy of its own.
+    pub fn start() -> SwiftServer {
+        SwiftServer::start_with(
+            free_port(),
+            ProxyAuth::TempAuth {
+                expiring_token_life: 3600,
+            },
+        )
+    }
+
+    /// One TempAuth proxy for every test that neither stops it nor changes its settings.
+    pub fn shared() -> &'static SwiftServer {
+        static SHARED: std::sync::OnceLock<SwiftServer> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let s = SwiftServer::start();
+            if let Some(c) = &s.child {
+                reap_at_exit(c.id(), Some(s._dir.path()));
+            }
+            s
+        })
+    }
+
+    /// A proxy on `port` authenticating with `auth`.
+    pub fn start_with(port: u16, auth: ProxyAuth) -> SwiftServer {
+        let backend = swift_backend();
+        let dir = tempfile::tempdir().unwrap();
+        let (auth_filters, auth_conf) = match auth {
+            ProxyAuth::TempAuth {
+                expiring_token_life,
+            } => (
+                "s3api tempauth",
+                format!(
+                    "[filter:s3api]\nuse = egg:swift#s3api\n\
+                     [filter:tempauth]\nuse = egg:swift#tempauth\nuser_test_tester = testing .admin\n\
+                     user_test_expiring = expiring .admin\ntoken_life = {expiring_token_life}\n"
+                ),
+            ),
+            ProxyAuth::Keystone {
+                keystone,
+                admin_password,
+            } => (
+                "authtoken keystoneauth",
+                format!(
+                    "[filter:authtoken]\npaste.filter_factory = keystonemiddleware.auth_token:filter_factory\n\
+                     www_authenticate_uri = {keystone}\nauth_url = {keystone}\nauth_type = password\n\
+                     username = admin\npassword = {admin_password}\nproject_name = admin\n\
+                     user_domain_name = Default\nproject_domain_name = Default\n\
+                     delay_auth_decision = True\nmemcached_servers = 127.0.0.1:{}\ntoken_cache_time = 1\n\
+                     [filter:keystoneauth]\nuse = egg:swift#keystoneauth\noperator_roles = admin, member\n",
+                    backend.memcached
+                ),
+            ),
+        };
+        let config = dir.path().join("proxy-server.conf");
+        let mut filters: String = [
+            "catch_errors",
+            "gatekeeper",
+            "healthcheck",
+            "listing_formats",
+            "bulk",
+            "tempurl",
+            "copy",
+            "slo",
+            "dlo",
+            "versioned_writes",
+            "symlink",
+        ]
+        .iter()
+        .map(|f| format!("[filter:{f}]\nuse = egg:swift#{f}\n"))
+        .collect();
+        filters += "[filter:proxy-logging]\nuse = egg:swift#proxy_logging\n";
+        filters += &format!(
+            "[filter:cache]\nuse = egg:swift#memcache\nmemcache_servers = 127.0.0.1:{}\n",
+            backend.memcached
+        );
+        std::fs::write(
+            &config,
+            format!(
+                "[DEFAULT]\nbind_ip = 127.0.0.1\nbind_port = {port}\nworkers = 0\nswift_dir = {}\nuser = {}\n\
+                 [pipeline:main]\npipeline = catch_errors gatekeeper healthcheck proxy-logging cache \
+                 listing_formats bulk tempurl {auth_filters} copy slo dlo versioned_writes symlink \
+                 proxy-logging proxy-server\n\
+                 [app:proxy-server]\nuse = egg:swift#proxy\naccount_autocreate = true\n\
+                 {filters}{auth_conf}",
+                backend.dir.join("etc").display(),
+                current_user(),
+            ),
+        )
+        .unwrap();
+        let mut s = SwiftServer {
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            config,
+            log: dir.path().join("proxy.log"),
+            child: None,
+            _dir: dir,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(swift_tool("swift-proxy-server"))
+            .arg(&self.config)
+            .arg("--verbose")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("swift-proxy-server starts");
+        wait_ready(
+            self.port,
+            Some("/healthcheck"),
+            &mut child,
+            "swift-proxy-server",
+            &self.log,
+        );
+        self.child = Some(child);
+    }
+
+    /// Kills the proxy (connections drop; the data stays in the backend).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// TempAuth's URL.
+    pub fn auth_url(&self) -> String {
+        format!("{}/auth/v1.0", self.url)
+    }
+
+    /// TempAuth credentials of `test:tester`.
+    pub fn tempauth(&self) -> freezer_core::sink::SwiftAuth {
+        freezer_core::sink::SwiftAuth::TempAuth {
+            url: self.auth_url(),
+            user: "test:tester".into(),
+            key: "testing".into(),
+        }
+    }
+
+    /// Options for `container` (`container/prefix`), as `test:tester`, with segments of
+    /// `segment_size` bytes.
+    pub fn options(
+        &self,
+        container: &str,
+        segment_size: usize,
+    ) -> freezer_core::sink::SwiftOptions {
+        let mut o = freezer_core::sink::SwiftOptions::new(container, self.tempauth());
+        o.segment_size = segment_size;
+        o
+    }
+
+    /// S3 options for a bucket of this proxy's s3api, as `test:tester`.
+    pub fn s3_options(&self, bucket: &str, prefix: &str) -> freezer_core::sink::S3Options {
+        freezer_core::sink::S3Options {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            endpoint: Some(self.url.clone()),
+            region: Some("us-east-1".into()),
+            access_key: Some("test:tester".into()),
+            secret_key: Some("testing".into()),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for SwiftServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real Keystone (Debian's `keystone`, SQLite, fernet tokens) on loopback, set up by
+/// `keystone_fixture.py`: project `freezer-test`, user `freezer` (role `member`), and an
+/// `object-store` catalog entry pointing at the Swift proxy on `swift_port`.
+pub struct KeystoneServer {
+    pub url: String,
+    pub admin_password: String,
+    pub user_password: String,
+    pub project_id: String,
+    pub user_id: String,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl KeystoneServer {
+    pub fn start(swift_port: u16) -> KeystoneServer {
+        find_tool(
+            "keystone-manage",
+            "FREEZER_TEST_KEYSTONE_MANAGE",
+            "apt-get install -y --no-install-recommends keystone python3-keystonemiddleware",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("keystone_fixture.py");
+        std::fs::write(&script, include_str!("keystone_fixture.py")).unwrap();
+        let port = free_port();
+        let (admin_password, user_password) = (
+            "keystone-admin-pw-do-not-log",
+            "keystone-user-pw-do-not-log",
+        );
+        let log = dir.path().join("keystone.log");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(dir.path())
+            .args([
+                &port.to_string(),
+                &swift_port.to_string(),
+                admin_password,
+                user_password,
+            ])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .expect("python3 runs");
+        // Swift's backend starts while Keystone sets itself up.
+        swift_backend();
+        let ready = dir.path().join("ready");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let doc = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                break text;
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "keystone exited early ({st}): {} {}",
+                    std::fs::read_to_string(dir.path().join("failed")).unwrap_or_default(),
+                    std::fs::read_to_string(dir.path().join("keystone-manage.log"))
+                        .unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "keystone was not ready within 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        KeystoneServer {
+            url: format!("http://127.0.0.1:{port}/v3"),
+            admin_password: admin_password.into(),
+            user_password: user_password.into(),
+            project_id: doc["project_id"].as_str().unwrap().to_string(),
+            user_id: doc["user_id"].as_str().unwrap().to_string(),
+            dir,
+            child,
+        }
+    }
+
+    /// How many tokens `user` asked for.
+    pub fn token_requests(&self, user: &str) -> usize {
+        std::fs::read_to_string(self.dir.path().join("token-requests.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == user)
+            .count()
+    }
+
+    /// Enables or disables user `freezer`, as an administrator. Disabling revokes every token
+    /// the user holds.
+    pub fn set_user_enabled(&self, enabled: bool) {
+        let script = r#"
+import json, sys, urllib.request
+url, password, user, enabled = sys.argv[1:5]
+def call(method, path, body, token=None):
+    req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode())
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("X-Auth-Token", token)
+    return urllib.request.urlopen(req)
+token = call("POST", "/auth/tokens", {"auth": {
+    "identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "domain": {"name": "Default"}, "password": password}}},
+    "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}).headers["X-Subject-Token"]
+call("PATCH", "/users/" + user, {"user": {"enabled": enabled == "true"}}, token)
+"#;
+        run(Command::new("/usr/bin/python3")
+            .args(["-c", script, &self.url, &self.admin_password, &self.user_id])
+            .arg(enabled.to_string()));
+    }
+
+    /// The `OS_*` variables of user `freezer` in project `freezer-test`, as an openrc sets them.
+    pub fn env(&self) -> freezer_core::job::Environment {
+        [
+            ("OS_AUTH_URL", self.url.as_str()),
+            ("OS_USERNAME", "freezer"),
+            ("OS_PASSWORD", self.user_password.as_str()),
+            ("OS_PROJECT_NAME", "freezer-test"),
+            ("OS_USER_DOMAIN_NAME", "Default"),
+            ("OS_PROJECT_DOMAIN_NAME", "Default"),
+            ("OS_REGION_NAME", "RegionOne"),
+            ("OS_INTERFACE", "public"),
+            ("OS_IDENTITY_API_VERSION", "3"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+impl Drop for KeystoneServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
