@@ -52,7 +52,7 @@ pub struct FreezerAction {
     /// Where the repository is in the storage (a folder for `local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    /// The storage kind: `local` or `s3`.
+    /// The storage kind: `local`, `s3`, `ftp` or `ftps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     /// S3: the access key (falls back to `ACCESS_KEY` or `AWS_ACCESS_KEY_ID`).
@@ -64,6 +64,31 @@ pub struct FreezerAction {
     /// S3: the endpoint URL (falls back to `ENDPOINT`, then AWS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// FTP: the server (upstream's `ftp_host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_host: Option<String>,
+    /// FTP: the port (upstream's `ftp_port`, 21).
+    #[serde(
+        default,
+        deserialize_with = "super::storage::lenient_port",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ftp_port: Option<u16>,
+    /// FTP: the user name (upstream's `ftp_username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_username: Option<String>,
+    /// FTP: the password (upstream's `ftp_password`; falls back to `FTP_PASSWORD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_password: Option<Secret>,
+    /// FTPS: a client certificate, PEM (upstream's `ftp_certfile`, which upstream ignores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_certfile: Option<String>,
+    /// FTPS: the client certificate's key, PEM (upstream's `ftp_keyfile`, which upstream ignores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_keyfile: Option<String>,
+    /// FTPS: CA certificates (PEM) to trust instead of the system's (an extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_ca_file: Option<String>,
     /// Upload bandwidth limit in bytes per second (`512`, `10K`, `1M`; `-1`: none).
     #[serde(
         default,
@@ -250,8 +275,8 @@ impl FreezerAction {
         self.mode.as_deref().unwrap_or("fs")
     }
 
-    /// Every storage of the action: `storage` + `container` (with `endpoint`, `access_key`
-    /// and `secret_key`) first, then `storages`.
+    /// Every storage of the action: `storage` + `container` (with `endpoint`, `access_key`,
+    /// `secret_key` and the `ftp_*` options) first, then `storages`.
     pub fn all_storages(&self) -> Vec<StorageSpec> {
         let mut out = Vec::new();
         if self.container.is_some() || self.storage.is_some() {
@@ -261,6 +286,13 @@ impl FreezerAction {
                 endpoint: self.endpoint.clone(),
                 access_key: self.access_key.clone(),
                 secret_key: self.secret_key.clone(),
+                ftp_host: self.ftp_host.clone(),
+                ftp_port: self.ftp_port,
+                ftp_username: self.ftp_username.clone(),
+                ftp_password: self.ftp_password.clone(),
+                ftp_certfile: self.ftp_certfile.clone(),
+                ftp_keyfile: self.ftp_keyfile.clone(),
+                ftp_ca_file: self.ftp_ca_file.clone(),
                 ..StorageSpec::default()
             });
         }
@@ -380,6 +412,33 @@ mod tests {
         assert_eq!(a.dereference_symlink, Some(Dereference::Soft));
         assert_eq!(a.unknown_options(), ["max_level"]);
         a.validate().unwrap();
+    }
+
+    #[test]
+    fn upstream_ftp_options_make_a_storage() {
+        let a = FreezerAction::from_json(
+            r#"{"action":"backup","path_to_backup":"/data","container":"/srv/bk","storage":"ftps",
+                "ftp_host":"ftp.example.org","ftp_port":"2121","ftp_username":"bk",
+                "ftp_password":"pw-do-not-show","ftp_certfile":"/etc/c.pem","ftp_keyfile":"/etc/k.pem"}"#,
+        )
+        .unwrap();
+        assert!(a.unknown_options().is_empty(), "{:?}", a.unknown_options());
+        a.validate().unwrap();
+        let s = &a.all_storages()[0];
+        assert_eq!(s.kind(), "ftps");
+        assert_eq!(s.ftp_port, Some(2121));
+        assert_eq!(s.ftp_host.as_deref(), Some("ftp.example.org"));
+        assert_eq!(s.ftp_certfile.as_deref(), Some("/etc/c.pem"));
+        assert!(!format!("{a:?} {s:?}").contains("pw-do-not-show"));
+        let e = FreezerAction::from_json(r#"{"ftp_port":"twenty-one"}"#).unwrap_err();
+        assert!(e.to_string().starts_with("freezer_action.ftp_port:"), "{e}");
+        let e = FreezerAction::from_json(
+            r#"{"action":"backup","path_to_backup":"/d","container":"/bk","storage":"ftp","ftp_username":"u"}"#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().starts_with("ftp_host:"), "{e}");
     }
 
     #[test]

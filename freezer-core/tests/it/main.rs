@@ -3,6 +3,7 @@
 mod backup_restore;
 mod conformance;
 mod damage;
+mod ftp;
 mod hostile;
 mod s3;
 mod servers;
