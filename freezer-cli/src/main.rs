@@ -39,8 +39,11 @@ struct Cli {
 struct RepoArgs {
     /// Repository: a folder, file://PATH, or s3://BUCKET/PREFIX?endpoint=URL&region=R (prefix
     /// and parameters optional).
+    /// Also ftp://USER@HOST:PORT/PATH and ftps://... (port optional; /~/PATH: relative to the
+    /// login folder; ?ca_file=PEM to trust a private CA).
     /// Repeat to use several copies of one repository. S3 credentials come from ACCESS_KEY and
-    /// SECRET_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), never from the URL.
+    /// SECRET_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), FTP passwords from
+    /// FTP_PASSWORD, never from the URL.
     #[arg(long = "repo", short = 'r', value_name = "URL", required = true)]
     repos: Vec<String>,
     /// File whose first line is the passphrase (upstream's encrypt_pass_file).

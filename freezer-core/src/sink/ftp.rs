@@ -21,8 +21,11 @@
 //!   never see a partial object, and listings skip `.tmp-` names.
 //! * Create-only puts: FTP has no atomic "create if absent". The sink checks that the target is
 //!   absent (`SIZE`) before the rename; two writers racing on the same new key may both
-//!   succeed, the last rename winning. The repository only creates content-addressed objects
-//!   (same key, same bytes) and per-run unique names this way, so the race cannot corrupt it.
+//!   succeed, the last rename winning. The repository puts create-only only `config` at
+//!   `init` (two `init`s racing on one folder could both succeed, as on S3) and randomly named
+//!   key files.
+//! * A put cut off by a dropped connection can leave its `.tmp-` file on the server (never
+//!   listed, never read; the connection that could remove it is gone).
 //! * Durability: FTP has no fsync; an object is as durable as the server makes it before
 //!   answering `226` to the upload.
 //! * Ranged gets: `REST` + `RETR` from the range's start. When at most 1 MiB follows the range,
@@ -38,24 +41,27 @@
 //!   command line (which is not traced) replaces.
 
 use std::fmt;
-use std::future::Future;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use suppaftp::list::ListParser;
-use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
-use suppaftp::types::FileType;
-use suppaftp::{Encoding, FtpError, Mode, Utf8Encoding};
+use suppaftp::FtpError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, check_key, clamp};
 use crate::error::{Error, Result};
 
+mod listing;
+mod pool;
+mod reply;
 mod tls;
+
+use listing::parse_listing;
+use pool::Conn;
+use reply::{ftp_err, is_550, reply_code, reply_text};
 
 /// How to reach a folder on an FTP server.
 #[derive(Clone)]
@@ -120,26 +126,6 @@ impl fmt::Debug for FtpOptions {
     }
 }
 
-type Ftp = AsyncRustlsFtpStream;
-
-/// One logged-in control connection.
-struct Conn {
-    ftp: Ftp,
-    /// The login folder (`PWD`), for relative paths.
-    home: String,
-    /// The server offers `MLSD`.
-    mlsd: bool,
-    idle_since: Instant,
-    /// Set when the connection is in an unknown state (a failed abort): never reused.
-    broken: bool,
-}
-
-/// A borrowed connection and its slot in the pool.
-struct Lease {
-    conn: Conn,
-    _permit: OwnedSemaphorePermit,
-}
-
 /// A repository in a folder on an FTP or FTPS server.
 pub struct FtpSink {
     opts: FtpOptions,
@@ -154,115 +140,9 @@ impl fmt::Debug for FtpSink {
     }
 }
 
-/// Sends the password in place of a placeholder, so that suppaftp's trace of the command
-/// line shows the placeholder only.
-struct LoginEncoding {
-    password: String,
-}
-
 /// A ranged read reads and drops at most this many bytes after its range to keep the
 /// connection; past it, the connection is closed instead.
 const DRAIN_UP_TO: u64 = 1 << 20;
-
-const PASS_LINE: &str = "PASS <password>\r\n";
-
-impl fmt::Debug for LoginEncoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LoginEncoding(<redacted>)")
-    }
-}
-
-impl Encoding for LoginEncoding {
-    fn decode(&self, bytes: &[u8]) -> String {
-        Utf8Encoding.decode(bytes)
-    }
-
-    fn encode(&self, text: &str) -> std::io::Result<Vec<u8>> {
-        if text == PASS_LINE {
-            Ok(format!("PASS {}\r\n", self.password).into_bytes())
-        } else {
-            Utf8Encoding.encode(text)
-        }
-    }
-}
-
-/// The reply code of a refused command (suppaftp maps codes it does not know to 0).
-fn reply_code(e: &FtpError) -> Option<u32> {
-    match e {
-        FtpError::UnexpectedResponse(r) => r
-            .body
-            .get(..3)
-            .and_then(|c| std::str::from_utf8(c).ok())
-            .and_then(|c| c.parse().ok())
-            .or(Some(r.status.code())),
-        _ => None,
-    }
-}
-
-fn reply_text(e: &FtpError) -> String {
-    match e {
-        FtpError::UnexpectedResponse(r) => String::from_utf8_lossy(&r.body).trim_end().to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// Sorts an FTP failure by what the caller does about it.
-fn ftp_err(e: FtpError, what: &str) -> Error {
-    let what = what.to_string();
-    let other = |text: String| std::io::Error::other(text);
-    match e {
-        FtpError::ConnectionError(io) if io.kind() == std::io::ErrorKind::InvalidInput => {
-            Error::bad_input("object key", format!("{what}: {io}"))
-        }
-        // TLS 1.3 reports a refused client certificate after the handshake, on the first read.
-        FtpError::ConnectionError(io) => match tls::certificate_problem(&io.to_string()) {
-            Some(why) => Error::Permission {
-                what,
-                source: other(why),
-            },
-            None => Error::Transient { what, source: io },
-        },
-        FtpError::SecureError(text) => match tls::certificate_problem(&text) {
-            Some(why) => Error::Permission {
-                what,
-                source: other(why),
-            },
-            None => Error::Transient {
-                what,
-                source: other(format!("TLS: {text}")),
-            },
-        },
-        ref e @ FtpError::UnexpectedResponse(_) => {
-            let text = reply_text(e);
-            match reply_code(e).unwrap_or(0) {
-                421 | 425 | 426 | 450 | 451 => Error::Transient {
-                    what,
-                    source: other(text),
-                },
-                452 | 552 => Error::NoSpace { what },
-                530 | 532 => Error::Permission {
-                    what,
-                    source: other(text),
-                },
-                500 | 502 | 504 => Error::Unsupported {
-                    what: format!("{what}: the server answered {text}"),
-                },
-                _ => Error::Io {
-                    what,
-                    source: other(text),
-                },
-            }
-        }
-        other_err => Error::Io {
-            what,
-            source: other(other_err.to_string()),
-        },
-    }
-}
-
-fn is_550(e: &FtpError) -> bool {
-    reply_code(e) == Some(550)
-}
 
 /// Joins folder and name with one `/`.
 fn join(dir: &str, name: &str) -> String {
@@ -330,20 +210,6 @@ impl FtpSink {
         format!("{}/{key}", self.describe())
     }
 
-    /// Runs one command under the timeout; running out of time is a dropped connection.
-    async fn t<T>(
-        &self,
-        fut: impl Future<Output = suppaftp::FtpResult<T>>,
-    ) -> suppaftp::FtpResult<T> {
-        match tokio::time::timeout(self.opts.timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(FtpError::ConnectionError(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {:?}", self.opts.timeout),
-            ))),
-        }
-    }
-
     /// The sink's folder on the server, absolute.
     fn root(&self, c: &Conn) -> String {
         let path = self.opts.path.trim_end_matches('/');
@@ -365,138 +231,6 @@ impl FtpSink {
             ));
         }
         Ok(())
-    }
-
-    async fn connect(&self) -> Result<Conn> {
-        let what = self.endpoint();
-        let addr = (self.opts.host.as_str(), self.opts.port);
-        let tcp =
-            match tokio::time::timeout(self.opts.timeout, tokio::net::TcpStream::connect(addr))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(Error::Transient { what, source: e }),
-                Err(_) => {
-                    return Err(Error::Transient {
-                        what,
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "connect timed out",
-                        ),
-                    });
-                }
-            };
-        let _ = tcp.set_nodelay(true);
-        let mut ftp = self
-            .t(Ftp::connect_with_stream(tcp))
-            .await
-            .map_err(|e| ftp_err(e, &what))?;
-        if let Some(tls) = &self.tls {
-            let connector = AsyncRustlsConnector::from(tls::connector(tls));
-            ftp = self
-                .t(ftp.into_secure(connector, &self.opts.host))
-                .await
-                .map_err(|e| match reply_code(&e) {
-                    Some(c) if c >= 500 => Error::Unsupported {
-                        what: format!(
-                            "{what}: the server refused TLS ({}); is it an ftp:// server?",
-                            reply_text(&e)
-                        ),
-                    },
-                    _ => ftp_err(e, &what),
-                })?;
-        }
-        ftp.set_encoding(LoginEncoding {
-            password: self.opts.password.clone(),
-        })
-        .await;
-        let login = self
-            .t(ftp.login(
-                self.opts.username.as_str(),
-                &PASS_LINE[5..PASS_LINE.len() - 2],
-            ))
-            .await;
-        ftp.set_encoding(Utf8Encoding).await;
-        if let Err(e) = login {
-            return Err(match reply_code(&e) {
-                Some(530) | Some(331) | Some(332) => Error::Permission {
-                    what,
-                    source: std::io::Error::other(format!(
-                        "login refused ({}): check ftp_username and ftp_password",
-                        reply_text(&e)
-                    )),
-                },
-                _ => ftp_err(e, &what),
-            });
-        }
-        self.t(ftp.transfer_type(FileType::Binary))
-            .await
-            .map_err(|e| ftp_err(e, &what))?;
-        let features = self.t(ftp.feat()).await.unwrap_or_default();
-        let has = |name: &str| features.keys().any(|k| k.eq_ignore_ascii_case(name));
-        ftp.set_mode(if has("EPSV") {
-            Mode::ExtendedPassive
-        } else {
-            Mode::Passive
-        });
-        ftp.set_passive_nat_workaround(true);
-        if has("UTF8") {
-            let _ = self.t(ftp.opts("UTF8", Some("ON"))).await;
-        }
-        let home = self.t(ftp.pwd()).await.unwrap_or_else(|_| "/".into());
-        Ok(Conn {
-            ftp,
-            home,
-            mlsd: has("MLST"),
-            idle_since: Instant::now(),
-            broken: false,
-        })
-    }
-
-    /// A connection of the pool, connecting when none is idle.
-    async fn lease(&self) -> Result<Lease> {
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Cancelled)?;
-        loop {
-            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some(mut conn) = idle else {
-                let conn = self.connect().await?;
-                return Ok(Lease {
-                    conn,
-                    _permit: permit,
-                });
-            };
-            if conn.idle_since.elapsed() > Duration::from_secs(10)
-                && self.t(conn.ftp.noop()).await.is_err()
-            {
-                continue;
-            }
-            return Ok(Lease {
-                conn,
-                _permit: permit,
-            });
-        }
-    }
-
-    /// Hands a connection back after an operation: kept when it is healthy, dropped (with
-    /// every idle one) after a transient failure.
-    fn give_back<T>(&self, mut lease: Lease, res: &Result<T>) {
-        if matches!(res, Err(Error::Transient { .. })) {
-            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
-            return;
-        }
-        if lease.conn.broken {
-            return;
-        }
-        lease.conn.idle_since = Instant::now();
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(lease.conn);
     }
 
     /// Makes `dir` and its parents, level by level; levels that exist are fine.
@@ -766,39 +500,6 @@ impl FtpSink {
     }
 }
 
-/// Reads one line of a listing: `None` for lines that name nothing (`total 12`).
-fn parse_listing(
-    line: &str,
-    mlsd: bool,
-) -> std::result::Result<Option<(String, bool, u64)>, String> {
-    let line = line.trim_end_matches(['\r', '\n']);
-    if line.trim().is_empty() || (!mlsd && line.starts_with("total ")) {
-        return Ok(None);
-    }
-    let file = if mlsd {
-        // Skip the folder itself and its parent (type=cdir, type=pdir).
-        let facts = line
-            .split_once(' ')
-            .map_or("", |(f, _)| f)
-            .to_ascii_lowercase();
-        if facts.contains("type=cdir") || facts.contains("type=pdir") {
-            return Ok(None);
-        }
-        ListParser::parse_mlsd(line)
-    } else {
-        ListParser::parse_posix(line).or_else(|_| ListParser::parse_dos(line))
-    }
-    .map_err(|e| format!("unreadable listing line ({e})"))?;
-    if file.is_symlink() {
-        return Ok(None);
-    }
-    Ok(Some((
-        file.name().to_string(),
-        file.is_directory(),
-        file.size() as u64,
-    )))
-}
-
 #[async_trait]
 impl Sink for FtpSink {
     fn describe(&self) -> String {
@@ -863,44 +564,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn listings_are_read() {
-        let vsftpd = "-rw-------    1 1001     1001       100000 Nov 24 04:00 ünïcödé ✓";
-        assert_eq!(
-            parse_listing(vsftpd, false).unwrap(),
-            Some(("ünïcödé ✓".to_string(), false, 100_000))
-        );
-        let dir = "drwxr-xr-x    2 0        0            4096 Jan 01  2025 data";
-        assert_eq!(
-            parse_listing(dir, false).unwrap(),
-            Some(("data".to_string(), true, 4096))
-        );
-        assert_eq!(parse_listing("total 12", false).unwrap(), None);
-        let link = "lrwxrwxrwx    1 0        0               4 Jan 01  2025 l -> data";
-        assert_eq!(parse_listing(link, false).unwrap(), None);
-        assert!(parse_listing("garbage", false).is_err());
-        let mlsd = "type=file;size=42;modify=20251124040000; a file";
-        assert_eq!(
-            parse_listing(mlsd, true).unwrap(),
-            Some(("a file".to_string(), false, 42))
-        );
-        assert_eq!(
-            parse_listing("type=cdir;modify=20251124040000; /x", true).unwrap(),
-            None
-        );
-        assert_eq!(
-            parse_listing("type=dir;modify=20251124040000; sub", true).unwrap(),
-            Some(("sub".to_string(), true, 0))
-        );
-    }
-
-    #[test]
-    fn the_password_is_only_in_the_encoded_line() {
-        let enc = LoginEncoding {
-            password: "hunter2".into(),
-        };
-        assert_eq!(enc.encode(PASS_LINE).unwrap(), b"PASS hunter2\r\n");
-        assert_eq!(enc.encode("USER me\r\n").unwrap(), b"USER me\r\n");
-        assert!(!format!("{enc:?}").contains("hunter2"));
+    fn the_password_never_shows() {
         let opts = FtpOptions {
             host: "h".into(),
             username: "u".into(),
@@ -910,37 +574,6 @@ mod tests {
         let sink = FtpSink::new(opts.clone()).unwrap();
         assert!(!format!("{opts:?} {sink:?} {}", sink.describe()).contains("hunter2"));
         assert_eq!(sink.describe(), "ftp://u@h:21/~/");
-    }
-
-    #[test]
-    fn reply_codes_sort_errors() {
-        let reply = |text: &str| {
-            FtpError::UnexpectedResponse(suppaftp::types::Response::new(
-                suppaftp::Status::from(text[..3].parse::<u32>().unwrap()),
-                text.as_bytes().to_vec(),
-            ))
-        };
-        assert!(matches!(
-            ftp_err(reply("530 Login incorrect.\r\n"), "x"),
-            Error::Permission { .. }
-        ));
-        assert!(ftp_err(reply("421 Timeout.\r\n"), "x").is_transient());
-        assert!(ftp_err(reply("426 Failure writing network stream.\r\n"), "x").is_transient());
-        assert!(matches!(
-            ftp_err(reply("552 Quota exceeded.\r\n"), "x"),
-            Error::NoSpace { .. }
-        ));
-        assert_eq!(
-            reply_code(&reply("534 Policy requires SSL.\r\n")),
-            Some(534)
-        );
-        assert!(
-            ftp_err(
-                FtpError::ConnectionError(std::io::ErrorKind::ConnectionReset.into()),
-                "x"
-            )
-            .is_transient()
-        );
     }
 
     #[test]

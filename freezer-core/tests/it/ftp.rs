@@ -42,6 +42,18 @@ async fn contract(tls: bool) {
     );
     let left = leftovers(&server.root);
     assert!(left.is_empty(), "{left:?}");
+    // Short ranges at the start of a big object leave transfers unfinished: the connections
+    // they used are replaced, and the sink goes on working.
+    let big = bytes::Bytes::from(pseudo_random(3 << 20, 5));
+    sink.put("big", Payload::from(big.clone()), PutMode::Overwrite)
+        .await
+        .unwrap();
+    for i in 0..6u64 {
+        let r = i * 1000..i * 1000 + 10;
+        let got = sink.get_range("big", r.clone()).await.unwrap();
+        assert_eq!(got, big.slice(r.start as usize..r.end as usize));
+    }
+    assert!(sink.get_bytes("big").await.unwrap() == big);
     // Concurrent puts run on several connections at once, and all land.
     let puts = (0..12).map(|i| {
         let sink = sink.clone();
@@ -228,4 +240,44 @@ async fn storage_urls_reach_the_server_with_the_password_from_the_environment() 
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Permission { .. }), "{e}");
+}
+
+/// Collects what a subscriber writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread: the subscriber set for this test sees every event, suppaftp's `log` records
+// included (bridged by LogTracer), and no other test's.
+#[tokio::test(flavor = "current_thread")]
+async fn the_password_is_not_in_trace_logs() {
+    let _ = tracing_log::LogTracer::init();
+    let logs = Capture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = FtpServer::start(false);
+    let sink = FtpSink::new(server.options("logs")).unwrap();
+    sink.put("x", Payload::from(b"logged".to_vec()), PutMode::Overwrite)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("PASS <password>"),
+        "suppaftp's trace of the login was not captured: {text}"
+    );
+    assert!(!text.contains(&server.password), "{text}");
 }
