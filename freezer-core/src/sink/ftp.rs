@@ -253,9 +253,20 @@ impl FtpSink {
             }
         }
         // Whatever MKD said, the folder must now be there.
-        self.t(c.ftp.cwd(dir))
-            .await
-            .map_err(|e| ftp_err(e, &format!("{}:{dir}", self.endpoint())))
+        let what = format!("{}{dir}", self.endpoint());
+        self.t(c.ftp.cwd(dir)).await.map_err(|e| {
+            if is_550(&e) {
+                Error::Permission {
+                    what,
+                    source: std::io::Error::other(format!(
+                        "the folder cannot be made or entered ({})",
+                        reply_text(&e)
+                    )),
+                }
+            } else {
+                ftp_err(e, &what)
+            }
+        })
     }
 
     async fn size_of(&self, c: &mut Conn, path: &str, what: &str) -> Result<Option<u64>> {
@@ -504,8 +515,11 @@ impl FtpSink {
 impl Sink for FtpSink {
     fn describe(&self) -> String {
         let root = self.opts.path.trim_end_matches('/');
-        let sep = if root.starts_with('/') { "" } else { "/~/" };
-        format!("{}{sep}{root}", self.endpoint())
+        match (self.opts.path.starts_with('/'), root.is_empty()) {
+            (true, true) => format!("{}/", self.endpoint()),
+            (true, false) => format!("{}{root}", self.endpoint()),
+            (false, _) => format!("{}/~/{root}", self.endpoint()),
+        }
     }
 
     async fn put(&self, key: &str, payload: Payload, mode: PutMode) -> Result<()> {
@@ -574,6 +588,17 @@ mod tests {
         let sink = FtpSink::new(opts.clone()).unwrap();
         assert!(!format!("{opts:?} {sink:?} {}", sink.describe()).contains("hunter2"));
         assert_eq!(sink.describe(), "ftp://u@h:21/~/");
+        for (path, shown) in [
+            ("/", "ftp://u@h:21/"),
+            ("/a/b/", "ftp://u@h:21/a/b"),
+            ("r", "ftp://u@h:21/~/r"),
+        ] {
+            let o = FtpOptions {
+                path: path.into(),
+                ..opts.clone()
+            };
+            assert_eq!(FtpSink::new(o).unwrap().describe(), shown);
+        }
     }
 
     #[test]

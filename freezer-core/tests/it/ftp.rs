@@ -281,3 +281,24 @@ async fn the_password_is_not_in_trace_logs() {
     );
     assert!(!text.contains(&server.password), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_the_user_may_not_make_is_a_permission_error() {
+    let server = FtpServer::start(false);
+    let mut o = server.options("x");
+    // The server's own folder belongs to root.
+    o.path = server
+        .dir
+        .path()
+        .join("root-only/repo")
+        .display()
+        .to_string();
+    let sink = FtpSink::new(o).unwrap();
+    let e = sink.prepare().await.unwrap_err();
+    assert!(matches!(e, Error::Permission { .. }), "{e}");
+    let e = sink
+        .put("k", Payload::from(b"1".to_vec()), PutMode::Overwrite)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Permission { .. }), "{e}");
+}
