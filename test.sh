@@ -23,6 +23,20 @@ fi
 
 step "test servers"
 # Real servers on loopback, started by the tests that need them (freezer-core/tests/it/servers.rs).
+# vsftpd for the ftp/ftps tests: they start their own instance on their own ports with their own
+# configuration. The package must not start a system instance on port 21: a policy-rc.d that
+# refuses service starts is put in place for the install (and removed after, if it was ours).
+pkgs=()
+[ -x /usr/sbin/vsftpd ] || pkgs+=(vsftpd)
+command -v openssl >/dev/null || pkgs+=(openssl)
+if [ ${#pkgs[@]} -gt 0 ]; then
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+fi
 tools="$PWD/target/tools"
 if [ ! -x "$tools/bin/s3s-fs" ]; then
   CARGO_INSTALL_ROOT="$tools" cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet

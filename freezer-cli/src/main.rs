@@ -38,11 +38,13 @@ struct Cli {
 #[derive(Args, Debug, Clone)]
 struct RepoArgs {
     /// Repository: a folder, file://PATH, s3://BUCKET/PREFIX?endpoint=URL&region=R,
-    /// swift://CONTAINER/PREFIX?region=R (prefix and parameters optional), or
-    /// ssh://USER@HOST:PORT/PATH (/~/PATH: in the login folder).
+    /// swift://CONTAINER/PREFIX?region=R (prefix and parameters optional),
+    /// ssh://USER@HOST:PORT/PATH, ftp://USER@HOST:PORT/PATH or ftps://... (port optional;
+    /// /~/PATH: in the login folder; ftps: ?ca_file=PEM to trust a private CA).
     /// Repeat to use several copies of one repository. S3 credentials come from ACCESS_KEY and
     /// SECRET_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), Swift's from OS_AUTH_URL,
-    /// OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME (or ST_AUTH, ST_USER, ST_KEY), never from the URL.
+    /// OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME (or ST_AUTH, ST_USER, ST_KEY), FTP passwords
+    /// from FTP_PASSWORD, never from the URL.
     #[arg(long = "repo", short = 'r', value_name = "URL", required = true)]
     repos: Vec<String>,
     /// File whose first line is the passphrase (upstream's encrypt_pass_file).

@@ -926,3 +926,68 @@ fn copy_sends_snapshots_to_another_repository_once() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("passphrase"), "{}", stderr(&o));
 }
+
+#[test]
+fn ftps_repositories_by_url_with_the_password_from_the_environment() {
+    let e = Env::new();
+    odd_tree(&e.path("data"));
+    let server = servers::FtpServer::start(true);
+    let p = e.pass();
+    let url = format!(
+        "ftps://{}@127.0.0.1:{}{}?ca_file={}",
+        server.user,
+        server.port,
+        server.root.join("node1").display(),
+        server.ca_file.display()
+    );
+    let with_password = |args: &[&str]| {
+        let mut c = e.cmd(args);
+        c.env("FTP_PASSWORD", &server.password);
+        c.output().unwrap()
+    };
+    // No password: a clear refusal.
+    let o = e.run(&["init", "--repo", &url, "--encrypt-pass-file", p]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("FTP_PASSWORD"), "{}", stderr(&o));
+    let o = with_password(&["init", "--repo", &url, "--encrypt-pass-file", p]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = with_password(&[
+        "-vvv",
+        "backup",
+        "--repo",
+        &url,
+        "--encrypt-pass-file",
+        p,
+        "--path-to-backup",
+        "data",
+        "-N",
+        "web",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for out in [&o.stdout, &o.stderr] {
+        assert!(
+            !String::from_utf8_lossy(out).contains(&server.password),
+            "a password was printed"
+        );
+    }
+    let o = with_password(&[
+        "restore",
+        "--repo",
+        &url,
+        "--encrypt-pass-file",
+        p,
+        "-N",
+        "web",
+        "--restore-abs-path",
+        "out",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&e.path("data"), &e.path("out"), true);
+    let o = e
+        .cmd(&["snapshots", "--repo", &url, "--encrypt-pass-file", p])
+        .env("FTP_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("ftp_password"), "{}", stderr(&o));
+}

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-pub use options::{Action, FreezerAction};
+pub use options::{Action, FreezerAction, OtherOptions};
 pub use storage::{CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec, read_secret_file};
 
 use crate::crypto::Passphrase;

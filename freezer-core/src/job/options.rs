@@ -14,6 +14,49 @@ use super::storage::{Secret, StorageSpec};
 use crate::error::{Error, Result};
 use crate::source::fs::Dereference;
 
+/// Options kept by name as given. `Debug` shows the names of options that may hold a secret
+/// (`*password*`, `*secret*`, `*token*`, `access_key`) but not their values.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OtherOptions(pub BTreeMap<String, serde_json::Value>);
+
+impl OtherOptions {
+    /// Whether an option of this name may hold a secret.
+    pub fn is_secret(name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        ["password", "secret", "token", "access_key", "passwd"]
+            .iter()
+            .any(|s| n.contains(s))
+    }
+}
+
+impl std::ops::Deref for OtherOptions {
+    type Target = BTreeMap<String, serde_json::Value>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for OtherOptions {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl std::fmt::Debug for OtherOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in &self.0 {
+            if Self::is_secret(k) {
+                m.entry(k, &"<redacted>");
+            } else {
+                m.entry(k, v);
+            }
+        }
+        m.finish()
+    }
+}
+
 /// What an action does (upstream's `action`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,7 +95,7 @@ pub struct FreezerAction {
     /// Where the repository is in the storage (a folder for `local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    /// The storage kind: `local`, `s3` or `swift`.
+    /// The storage kind: `local`, `s3`, `swift`, `ssh`, `ftp` or `ftps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     /// S3: the access key (falls back to `ACCESS_KEY` or `AWS_ACCESS_KEY_ID`).
@@ -134,9 +177,10 @@ pub struct FreezerAction {
         skip_serializing_if = "is_false"
     )]
     pub one_file_system: bool,
-    /// Every other option, by upstream name, as given.
+    /// Every other option, by upstream name, as given (the storage options among them are
+    /// read by [`FreezerAction::all_storages`]).
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_json::Value>,
+    pub other: OtherOptions,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -409,6 +453,38 @@ mod tests {
         assert_eq!(a.dereference_symlink, Some(Dereference::Soft));
         assert_eq!(a.unknown_options(), ["max_level"]);
         a.validate().unwrap();
+    }
+
+    #[test]
+    fn upstream_ftp_options_make_a_storage() {
+        let a = FreezerAction::from_json(
+            r#"{"action":"backup","path_to_backup":"/data","container":"/srv/bk","storage":"ftps",
+                "ftp_host":"ftp.example.org","ftp_port":"2121","ftp_username":"bk",
+                "ftp_password":"pw-do-not-show","ftp_certfile":"/etc/c.pem","ftp_keyfile":"/etc/k.pem"}"#,
+        )
+        .unwrap();
+        assert!(a.unknown_options().is_empty(), "{:?}", a.unknown_options());
+        a.validate().unwrap();
+        let s = &a.all_storages().unwrap()[0];
+        assert_eq!(s.kind(), "ftps");
+        assert_eq!(s.ftp_port, Some(2121));
+        assert_eq!(s.ftp_host.as_deref(), Some("ftp.example.org"));
+        assert_eq!(s.ftp_certfile.as_deref(), Some("/etc/c.pem"));
+        assert!(!format!("{a:?} {s:?}").contains("pw-do-not-show"));
+        let e = FreezerAction::from_json(
+            r#"{"action":"backup","path_to_backup":"/d","container":"/bk","storage":"ftp","ftp_port":"twenty-one"}"#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().starts_with("ftp_port:"), "{e}");
+        let e = FreezerAction::from_json(
+            r#"{"action":"backup","path_to_backup":"/d","container":"/bk","storage":"ftp","ftp_username":"u"}"#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().starts_with("ftp_host:"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! Secrets come from options read from job documents or files, or from the environment the
 //! front-end passes in ([`Environment`]); a URL never carries one (a URL with a password is
 //! refused), and [`Secret`] never shows its value in `Debug`.
+//!
+//! FTP storages take upstream's `ftp_host`, `ftp_port`, `ftp_username`, `ftp_password`,
+//! `ftp_certfile` and `ftp_keyfile`, or a URL `ftp[s]://USER@HOST[:PORT]/PATH` (`/~/PATH`:
+//! relative to the login folder) whose password comes from `ftp_password` or `FTP_PASSWORD`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::sink::{
-    KeystoneAuth, LocalSink, RetryPolicy, Retrying, S3Options, S3Sink, Sink, SshOptions, SshSink,
-    SwiftAuth, SwiftOptions, SwiftSink, Throttled, parse_rate,
+    FtpOptions, FtpSink, KeystoneAuth, LocalSink, RetryPolicy, Retrying, S3Options, S3Sink, Sink,
+    SshOptions, SshSink, SwiftAuth, SwiftOptions, SwiftSink, Throttled, parse_rate,
 };
 
 /// Environment variables, as a front-end chooses to pass them (the library never reads the
@@ -24,10 +28,11 @@ pub type Environment = BTreeMap<String, String>;
 
 /// The variables storages read credentials and endpoints from: upstream's `ACCESS_KEY`,
 /// `SECRET_KEY` and `ENDPOINT`, then the usual AWS ones; for Swift, upstream's `OS_*`
-/// (Keystone v3) and python-swiftclient's `ST_*` (TempAuth); `FREEZER_SSH_PASSWORD`; `HOME`
-/// (for `~/.ssh`) and `USER` (the default SSH user). Front-ends pass these through
-/// [`RunContext::env`](super::RunContext::env).
+/// (Keystone v3) and python-swiftclient's `ST_*` (TempAuth); `FTP_PASSWORD`;
+/// `FREEZER_SSH_PASSWORD`; `HOME` (for `~/.ssh`) and `USER` (the default SSH user).
+/// Front-ends pass these through [`RunContext::env`](super::RunContext::env).
 pub const CREDENTIAL_VARIABLES: &[&str] = &[
+    "FTP_PASSWORD",
     "ACCESS_KEY",
     "SECRET_KEY",
     "ENDPOINT",
@@ -93,11 +98,12 @@ pub fn read_secret_file(path: &Path, field: &str) -> Result<Secret> {
 /// One storage: upstream's `storage` and `container`, and how to reach it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageSpec {
-    /// `local`, `s3` or `swift` (more storages come with later releases).
+    /// `local`, `s3`, `swift`, `ssh`, `ftp` or `ftps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     /// Where in the storage: a folder for `local`, `bucket[/prefix]` for `s3`,
-    /// `container[/prefix]` for `swift`.
+    /// `container[/prefix]` for `swift`, a folder on the server for `ssh`, `ftp` and `ftps`
+    /// (absolute, or relative to the login folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// S3: the endpoint URL (upstream's `endpoint`).
@@ -155,6 +161,104 @@ pub struct StorageSpec {
     /// (an extension; default 64 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_size: Option<u64>,
+    /// FTP: upstream's `ftp_host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_host: Option<String>,
+    /// FTP: upstream's `ftp_port` (21).
+    #[serde(
+        default,
+        deserialize_with = "super::options::lenient_port",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ftp_port: Option<u16>,
+    /// FTP: upstream's `ftp_username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_username: Option<String>,
+    /// FTP: upstream's `ftp_password` (falls back to `FTP_PASSWORD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_password: Option<Secret>,
+    /// FTPS: upstream's `ftp_certfile`, a client certificate (PEM; it may hold the key too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_certfile: Option<String>,
+    /// FTPS: upstream's `ftp_keyfile`, the client certificate's key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_keyfile: Option<String>,
+    /// FTPS: the CA certificates (PEM) to trust instead of the system's (an extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftp_ca_file: Option<String>,
+}
+
+/// Reads `ftp[s]://USER@HOST[:PORT]/PATH[?ca_file=..&certfile=..&keyfile=..]`.
+fn ftp_url(url: &str, scheme: &str, rest: &str) -> Result<StorageSpec> {
+    let bad = |why: &str| Error::bad_input("repository", format!("{url:?}: {why}"));
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let Some((user, hostport)) = authority.rsplit_once('@') else {
+        return Err(bad("no user name: write ftp://USER@HOST/PATH"));
+    };
+    if user.contains(':') {
+        return Err(bad(
+            "a password does not belong in a URL: use FTP_PASSWORD, or ftp_password in a job",
+        ));
+    }
+    let (host, port) = match hostport.strip_prefix('[') {
+        // [IPv6]:port
+        Some(v6) => {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed [ in the host"))?;
+            (h, after.strip_prefix(':'))
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
+    };
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .map_err(|_| bad(&format!("{p:?} is not a port number")))
+        })
+        .transpose()?;
+    if host.is_empty() || user.is_empty() {
+        return Err(bad("no host or no user name"));
+    }
+    // `/~/rel` is relative to the login folder (as `describe` writes it); anything else is absolute.
+    let path = percent_decode(path);
+    let container = match path.strip_prefix("/~") {
+        Some(rel) => rel.trim_start_matches('/').to_string(),
+        None if path.is_empty() => String::new(),
+        None => path,
+    };
+    let mut spec = StorageSpec {
+        storage: Some(scheme.to_string()),
+        container: Some(container),
+        ftp_host: Some(host.to_string()),
+        ftp_port: port,
+        ftp_username: Some(percent_decode(user)),
+        ..Default::default()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = Some(percent_decode(v));
+        match k {
+            "ca_file" => spec.ftp_ca_file = v,
+            "certfile" => spec.ftp_certfile = v,
+            "keyfile" => spec.ftp_keyfile = v,
+            "password" | "ftp_password" => {
+                return Err(bad("a password does not belong in a URL"));
+            }
+            other => {
+                return Err(bad(&format!(
+                    "unknown parameter {other:?} (ca_file, certfile, keyfile)"
+                )));
+            }
+        }
+    }
+    Ok(spec)
 }
 
 impl StorageSpec {
@@ -267,9 +371,7 @@ impl StorageSpec {
                 })
             }
             "swift" => swift_url(rest).map_err(|why| bad(&why)),
-            "ftp" | "ftps" => Err(Error::unsupported(format!(
-                "{scheme}:// storages in this release"
-            ))),
+            "ftp" | "ftps" => ftp_url(url, scheme, rest),
             other => Err(bad(&format!("unknown scheme {other}://"))),
         }
     }
@@ -281,17 +383,32 @@ impl StorageSpec {
 
     /// Checks the spec can make a sink; `field` names it in errors.
     pub fn validate(&self, field: &str) -> Result<()> {
-        if self.container.as_deref().is_none_or(str::is_empty) {
-            return Err(Error::bad_input(field, "the storage needs a container"));
-        }
         match self.kind() {
+            "ftp" | "ftps" => {
+                if self.ftp_host.as_deref().is_none_or(str::is_empty) {
+                    return Err(Error::bad_input(
+                        "ftp_host",
+                        format!("{field}: an {} storage needs ftp_host", self.kind()),
+                    ));
+                }
+                if self.ftp_username.as_deref().is_none_or(str::is_empty) {
+                    return Err(Error::bad_input(
+                        "ftp_username",
+                        format!("{field}: an {} storage needs ftp_username", self.kind()),
+                    ));
+                }
+                Ok(())
+            }
+            _ if self.container.as_deref().is_none_or(str::is_empty) => {
+                Err(Error::bad_input(field, "the storage needs a container"))
+            }
             "local" | "s3" | "swift" => Ok(()),
             "ssh" if self.ssh_host.as_deref().is_none_or(str::is_empty) => {
                 Err(Error::bad_input(field, "an ssh storage needs ssh_host"))
             }
             "ssh" => Ok(()),
             other => Err(Error::unsupported(format!(
-                "storage {other:?} in this release (local, s3, swift, ssh)"
+                "storage {other:?} in this release (local, s3, swift, ssh, ftp, ftps)"
             ))),
         }
     }
@@ -347,6 +464,34 @@ impl StorageSpec {
             }
             "ssh" => Arc::new(SshSink::new(self.ssh_options(env)?)?),
             "swift" => Arc::new(SwiftSink::new(self.swift_options(env)?)?),
+            "ftp" | "ftps" => {
+                self.validate("container")?;
+                let username = self.ftp_username.clone().unwrap_or_default();
+                let password = match (&self.ftp_password, env.get("FTP_PASSWORD")) {
+                    (Some(p), _) => p.0.clone(),
+                    (None, Some(p)) if !p.is_empty() => p.clone(),
+                    _ if username == "anonymous" || username == "ftp" => "anonymous@".into(),
+                    _ => {
+                        return Err(Error::bad_input(
+                            "ftp_password",
+                            "an ftp storage needs a password: ftp_password, or FTP_PASSWORD in the environment",
+                        ));
+                    }
+                };
+                let opts = FtpOptions {
+                    host: self.ftp_host.clone().unwrap_or_default(),
+                    port: self.ftp_port.unwrap_or(21),
+                    username,
+                    password,
+                    path: container,
+                    tls: self.kind() == "ftps",
+                    ca_file: self.ftp_ca_file.clone().map(Into::into),
+                    cert_file: self.ftp_certfile.clone().map(Into::into),
+                    key_file: self.ftp_keyfile.clone().map(Into::into),
+                    ..FtpOptions::default()
+                };
+                Arc::new(FtpSink::new(opts)?)
+            }
             other => return Err(Error::unsupported(format!("storage {other:?}"))),
         };
         let sink = Retrying::new(sink, RetryPolicy::default());
@@ -607,8 +752,8 @@ mod tests {
             assert!(StorageSpec::from_url(bad).is_err(), "{bad}");
         }
         assert!(matches!(
-            StorageSpec::from_url("ftp://h/c"),
-            Err(Error::Unsupported { .. })
+            StorageSpec::from_url("gopher://h/c"),
+            Err(Error::BadInput { .. })
         ));
     }
 
@@ -765,6 +910,82 @@ mod tests {
         assert_eq!((o.port, o.path.as_str()), (2022, "/bk"));
         assert_eq!(o.key_file, Some(home.path().join("k")));
         assert!(o.accept_new_host_key);
+    }
+
+    #[test]
+    fn ftp_urls_read_as_storages() {
+        let s = StorageSpec::from_url(
+            "ftps://backup@ftp.example.org:2121/srv/bk?ca_file=%2Fetc%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!(s.kind(), "ftps");
+        assert_eq!(s.ftp_host.as_deref(), Some("ftp.example.org"));
+        assert_eq!(s.ftp_port, Some(2121));
+        assert_eq!(s.ftp_username.as_deref(), Some("backup"));
+        assert_eq!(s.container.as_deref(), Some("/srv/bk"));
+        assert_eq!(s.ftp_ca_file.as_deref(), Some("/etc/ca.pem"));
+        s.validate("repository").unwrap();
+        let s = StorageSpec::from_url("ftp://me@[::1]/~/rel/dir").unwrap();
+        assert_eq!(s.kind(), "ftp");
+        assert_eq!(s.ftp_host.as_deref(), Some("::1"));
+        assert_eq!(s.ftp_port, None);
+        assert_eq!(s.container.as_deref(), Some("rel/dir"));
+        assert_eq!(
+            StorageSpec::from_url("ftp://me@h")
+                .unwrap()
+                .container
+                .as_deref(),
+            Some("")
+        );
+        for bad in [
+            "ftp://me:secret@h/x",
+            "ftp://h/x",
+            "ftp://me@h:port/x",
+            "ftp://me@h/x?password=1",
+            "ftp://me@h/x?colour=red",
+            "ftp://me@/x",
+        ] {
+            let e = StorageSpec::from_url(bad).unwrap_err();
+            assert!(!e.to_string().contains("secret") || bad.contains("secret"));
+            assert!(matches!(e, Error::BadInput { .. }), "{bad}: {e}");
+        }
+        let e = StorageSpec::from_url("ftp://me:secret@h/x").unwrap_err();
+        assert!(e.to_string().contains("FTP_PASSWORD"), "{e}");
+    }
+
+    #[test]
+    fn ftp_passwords_come_from_options_then_the_environment() {
+        let spec = StorageSpec::from_url("ftp://me@127.0.0.1:2121/bk").unwrap();
+        let e = spec.open(&Environment::new(), (None, None)).unwrap_err();
+        assert!(e.to_string().starts_with("ftp_password"), "{e}");
+        let env: Environment = [("FTP_PASSWORD".to_string(), "from-env".to_string())].into();
+        let sink = spec.open(&env, (None, None)).unwrap();
+        assert_eq!(sink.describe(), "ftp://me@127.0.0.1:2121/bk");
+        assert!(!format!("{sink:?}").contains("from-env"));
+        let with_option = StorageSpec {
+            ftp_password: Some(Secret("from-option".into())),
+            ..spec.clone()
+        };
+        assert!(!format!("{with_option:?}").contains("from-option"));
+        with_option.open(&Environment::new(), (None, None)).unwrap();
+        let no_host = StorageSpec {
+            ftp_host: None,
+            ..spec
+        };
+        let e = no_host.validate("container").unwrap_err();
+        assert!(e.to_string().starts_with("ftp_host"), "{e}");
+        let upstream: StorageSpec = serde_json::from_str(
+            r#"{"storage":"ftps","container":"/bk","ftp_host":"h","ftp_port":"990","ftp_username":"u","ftp_password":"p"}"#,
+        )
+        .unwrap();
+        assert_eq!(upstream.ftp_port, Some(990));
+        assert!(
+            upstream
+                .open(&Environment::new(), (None, None))
+                .unwrap()
+                .describe()
+                .starts_with("ftps://u@h:990/bk")
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! A sink never interprets the bytes it stores; a sink never retries on its own (that is what a
 //! `Retrying` wrapper is for) and never logs object contents.
 
+mod ftp;
 mod local;
 mod memory;
 mod retry;
@@ -37,6 +38,7 @@ use futures::stream::BoxStream;
 
 use crate::error::{Error, Result};
 
+pub use ftp::{FtpOptions, FtpSink};
 pub use local::LocalSink;
 pub use memory::MemorySink;
 pub use retry::{RetryPolicy, Retrying};

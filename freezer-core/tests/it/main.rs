@@ -4,6 +4,7 @@ mod backup_restore;
 mod conformance;
 mod copy;
 mod damage;
+mod ftp;
 mod hostile;
 mod s3;
 mod servers;

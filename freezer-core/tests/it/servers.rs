@@ -819,3 +819,269 @@ impl Drop for KeystoneServer {
         let _ = self.child.wait();
     }
 }
+
+/// Debian's vsftpd on loopback with its own configuration (no system instance is involved):
+/// passive ports from a free range, the password user of [`SshServer::password_user`] writing
+/// into `root`, and for ftps explicit TLS with a server certificate signed by a CA made here
+/// (`ca_file`), so that a client trusts it only when told to.
+pub struct FtpServer {
+    pub port: u16,
+    pub tls: bool,
+    pub user: String,
+    pub password: String,
+    /// A folder the user owns: the sinks' folders go below it.
+    pub root: PathBuf,
+    /// The CA that signed the server's certificate (ftps).
+    pub ca_file: PathBuf,
+    /// A client certificate and its key, signed by the same CA.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+/// A run of `n` free ports on loopback (for a server's passive data connections).
+fn free_port_range(n: u16) -> (u16, u16) {
+    for _ in 0..100 {
+        let lo = free_port();
+        if lo > u16::MAX - n {
+            continue;
+        }
+        let held: Vec<_> = (lo..lo + n)
+            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return (lo, lo + n - 1);
+        }
+    }
+    panic!("no run of {n} free ports on loopback");
+}
+
+impl FtpServer {
+    pub fn start(tls: bool) -> FtpServer {
+        FtpServer::start_with(tls, false)
+    }
+
+    /// An ftps server that also demands a client certificate signed by its CA.
+    pub fn start_requiring_client_certificates() -> FtpServer {
+        FtpServer::start_with(true, true)
+    }
+
+    fn start_with(tls: bool, client_certs: bool) -> FtpServer {
+        find_tool(
+            "vsftpd",
+            "FREEZER_TEST_VSFTPD",
+            "apt-get install vsftpd openssl",
+        );
+        let (user, password) = SshServer::password_user();
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(p("empty")).unwrap();
+        std::fs::create_dir(p("data")).unwrap();
+        run(Command::new("chown").arg(&user).arg(p("data")));
+        // A CA, and a server certificate for 127.0.0.1 signed by it.
+        let openssl =
+            |args: &[&str]| run(Command::new("openssl").current_dir(dir.path()).args(args));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "3",
+            "-subj",
+            "/CN=freezer test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            p("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "3",
+            "-extfile",
+            "server.ext",
+        ]);
+        if client_certs {
+            openssl(&[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+                "-subj",
+                "/CN=freezer test client",
+            ]);
+            std::fs::write(
+                p("client.ext"),
+                "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+            )
+            .unwrap();
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "client.pem",
+                "-days",
+                "3",
+                "-extfile",
+                "client.ext",
+            ]);
+        }
+        let port = free_port();
+        let (pasv_lo, pasv_hi) = free_port_range(16);
+        let ssl = if tls {
+            format!(
+                "ssl_enable=YES\nrsa_cert_file={}\nrsa_private_key_file={}\nforce_local_logins_ssl=YES\n\
+                 force_local_data_ssl=YES\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH\n",
+                p("server.pem").display(),
+                p("server.key").display()
+            )
+        } else {
+            "ssl_enable=NO\n".to_string()
+        };
+        let ssl = if client_certs {
+            format!(
+                "{ssl}require_cert=YES\nvalidate_cert=YES\nca_certs_file={}\n",
+                p("ca.pem").display()
+            )
+        } else {
+            ssl
+        };
+        std::fs::write(
+            p("vsftpd.conf"),
+            format!(
+                "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\nbackground=NO\n\
+                 anonymous_enable=NO\nlocal_enable=YES\nwrite_enable=YES\nlocal_umask=022\n\
+                 pasv_enable=YES\npasv_min_port={pasv_lo}\npasv_max_port={pasv_hi}\npasv_address=127.0.0.1\n\
+                 port_enable=NO\nconnect_from_port_20=NO\nseccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\n\
+                 secure_chroot_dir={}\nxferlog_enable=NO\nvsftpd_log_file={}\npam_service_name=vsftpd\n\
+                 userlist_enable=NO\nutf8_filesystem=YES\nmax_clients=200\nmax_per_ip=200\n{ssl}",
+                p("empty").display(),
+                p("vsftpd.log").display()
+            ),
+        )
+        .unwrap();
+        let mut s = FtpServer {
+            port,
+            tls,
+            user,
+            password,
+            root: p("data"),
+            ca_file: p("ca.pem"),
+            client_cert: p("client.pem"),
+            client_key: p("client.key"),
+            config: p("vsftpd.conf"),
+            child: None,
+            dir,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let vsftpd = find_tool(
+            "vsftpd",
+            "FREEZER_TEST_VSFTPD",
+            "apt-get install vsftpd openssl",
+        );
+        let mut child = Command::new(vsftpd)
+            .arg(&self.config)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vsftpd starts");
+        wait_for(self.port, &mut child, "vsftpd");
+        self.child = Some(child);
+    }
+
+    /// Kills the server and every session process it forked: connections drop.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pids = descendants(c.id());
+            let _ = c.kill();
+            for pid in pids {
+                let _ = Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Options to reach `name` below `root` as the password user; ftps trusts the test CA.
+    pub fn options(&self, name: &str) -> freezer_core::sink::FtpOptions {
+        freezer_core::sink::FtpOptions {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            username: self.user.clone(),
+            password: self.password.clone(),
+            path: self.root.join(name).display().to_string(),
+            tls: self.tls,
+            ca_file: self.tls.then(|| self.ca_file.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for FtpServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
