@@ -69,10 +69,23 @@ struct Checker {
     accept_new: bool,
     /// Why the key was refused, for the error message.
     refusal: Arc<std::sync::Mutex<Option<String>>>,
+    /// Told when the connection ends.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl client::Handler for Checker {
     type Error = russh::Error;
+
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> std::result::Result<(), Self::Error> {
+        let _ = self.closed.send(true);
+        match reason {
+            client::DisconnectReason::ReceivedDisconnect(_) => Ok(()),
+            client::DisconnectReason::Error(e) => Err(e),
+        }
+    }
 
     async fn check_server_key(
         &mut self,
@@ -124,6 +137,9 @@ impl client::Handler for Checker {
 struct Conn {
     _session: client::Handle<Checker>,
     sftp: SftpSession,
+    /// Becomes true when the connection ends: requests in flight then fail at once instead
+    /// of waiting for their timeout.
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A repository in a folder on a remote host, over SFTP.
@@ -241,7 +257,9 @@ impl SshSink {
             self.opts.username, self.opts.host, self.opts.port
         );
         let refusal = Arc::new(std::sync::Mutex::new(None));
+        let (closed_tx, closed) = tokio::sync::watch::channel(false);
         let checker = Checker {
+            closed: closed_tx,
             host: self.opts.host.clone(),
             port: self.opts.port,
             known_hosts: self.opts.known_hosts.clone(),
@@ -336,6 +354,7 @@ impl SshSink {
         Ok(Conn {
             _session: session,
             sftp,
+            closed,
         })
     }
 
@@ -364,7 +383,17 @@ impl SshSink {
     {
         let slot = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.conns.len();
         let conn = self.conn(slot).await?;
-        let res = op(conn.clone()).await;
+        let mut closed = conn.closed.clone();
+        let res = tokio::select! {
+            res = op(conn.clone()) => res,
+            _ = closed.wait_for(|c| *c) => Err(Error::Transient {
+                what: self.describe(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the connection dropped",
+                ),
+            }),
+        };
         if matches!(res, Err(Error::Transient { .. })) {
             let mut guard = self.conns[slot].lock().await;
             if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {

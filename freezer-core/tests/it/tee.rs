@@ -213,9 +213,9 @@ fn impatient(sink: Arc<dyn Sink>) -> Arc<dyn Sink> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_tee_to_local_s3_and_ssh_survives_a_server_killed_mid_run() {
-    use crate::servers::{S3Server, SshServer};
-    use freezer_core::sink::{S3Sink, SshSink};
+async fn a_tee_to_local_s3_swift_and_ssh_survives_a_server_killed_mid_run() {
+    use crate::servers::{S3Server, SshServer, SwiftServer};
+    use freezer_core::sink::{S3Sink, SshSink, SwiftSink};
 
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("corpus");
@@ -230,8 +230,13 @@ async fn a_tee_to_local_s3_and_ssh_survives_a_server_killed_mid_run() {
     let ssh_opts = ssh.options(remote.to_str().unwrap());
     let ssh_sink =
         || -> Arc<dyn Sink> { impatient(Arc::new(SshSink::new(ssh_opts.clone()).unwrap())) };
+    let swift_opts = SwiftServer::shared().options("tee/node1", 4 << 20);
+    let swift_sink =
+        || -> Arc<dyn Sink> { impatient(Arc::new(SwiftSink::new(swift_opts.clone()).unwrap())) };
     s3_sink().prepare().await.unwrap();
-    init_small_packs(vec![local(&local_dir), s3_sink(), ssh_sink()], Some("pw")).await;
+    swift_sink().prepare().await.unwrap();
+    let all = || vec![local(&local_dir), s3_sink(), swift_sink(), ssh_sink()];
+    init_small_packs(all(), Some("pw")).await;
 
     // sshd dies once a few packs have reached it.
     let watched = remote.join("data");
@@ -245,21 +250,20 @@ async fn a_tee_to_local_s3_and_ssh_survives_a_server_killed_mid_run() {
         ssh.kill();
         ssh
     });
-    let mut repo = Repository::open(
-        vec![local(&local_dir), s3_sink(), ssh_sink()],
-        Some(&pass("pw")),
-    )
-    .await
-    .unwrap();
+    let mut repo = Repository::open(all(), Some(&pass("pw"))).await.unwrap();
     let res = backup_dir(&mut repo, &data, "db").await;
     let mut ssh = killer.join().unwrap();
     let holds: Vec<bool> = res.sinks.iter().map(|s| s.holds_snapshot).collect();
-    assert_eq!(holds, [true, true, false], "{:?}", res.sinks);
+    assert_eq!(holds, [true, true, true, false], "{:?}", res.sinks);
     assert!(!res.is_complete());
     let id = res.snapshot_id.unwrap();
 
     // The survivors restore alone; the killed one shows no snapshot.
-    for (name, sink) in [("local", local(&local_dir)), ("s3", s3_sink())] {
+    for (name, sink) in [
+        ("local", local(&local_dir)),
+        ("s3", s3_sink()),
+        ("swift", swift_sink()),
+    ] {
         let mut alone = Repository::open(vec![sink], Some(&pass("pw")))
             .await
             .unwrap();
@@ -275,12 +279,7 @@ async fn a_tee_to_local_s3_and_ssh_survives_a_server_killed_mid_run() {
     assert!(alone.snapshots().await.unwrap().0.is_empty());
 
     // The next run catches the ssh storage up.
-    let mut repo = Repository::open(
-        vec![local(&local_dir), s3_sink(), ssh_sink()],
-        Some(&pass("pw")),
-    )
-    .await
-    .unwrap();
+    let mut repo = Repository::open(all(), Some(&pass("pw"))).await.unwrap();
     let next = backup_dir(&mut repo, &data, "db").await;
     assert!(next.is_complete(), "{:?}", next.sinks);
     let mut alone = Repository::open(vec![ssh_sink()], Some(&pass("pw")))
@@ -296,7 +295,7 @@ async fn a_tee_to_local_s3_and_ssh_survives_a_server_killed_mid_run() {
     // With the first storage (s3) down, a restore reads from the others.
     s3.kill();
     let mut repo = Repository::open(
-        vec![s3_sink(), ssh_sink(), local(&local_dir)],
+        vec![s3_sink(), swift_sink(), ssh_sink(), local(&local_dir)],
         Some(&pass("pw")),
     )
     .await
