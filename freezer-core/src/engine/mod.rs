@@ -115,26 +115,27 @@ impl FromStr for Compression {
     }
 }
 
-/// Trees fetched at once in [`prefetch_trees`].
-const TREES_IN_FLIGHT: usize = 32;
-
-/// Reads the tree `root` and every tree below it, a level at a time with many requests in
-/// flight. Trees that cannot be read are left out (the planner reads them again and records
-/// the damage); a tree shared by several folders is read once.
+/// Reads the tree `root` and every tree below it, a level at a time, each level with few
+/// requests ([`BlobReader::read_many`](crate::repo::BlobReader::read_many)). Trees that
+/// cannot be read are left out (the planner reads them again and records the damage); a tree
+/// shared by several folders is read once.
 pub(crate) async fn prefetch_trees(
     reader: &crate::repo::BlobReader,
     root: crate::id::Id,
 ) -> std::collections::HashMap<crate::id::Id, crate::repo::tree::Tree> {
-    use futures::StreamExt as _;
     let mut cache = std::collections::HashMap::new();
     let mut level = vec![root];
     while !level.is_empty() {
-        let fetched: Vec<(crate::id::Id, Result<crate::repo::tree::Tree>)> =
-            futures::stream::iter(level)
-                .map(|id| async move { (id, reader.read_tree(&id).await) })
-                .buffer_unordered(TREES_IN_FLIGHT)
-                .collect()
-                .await;
+        let fetched: Vec<(crate::id::Id, Result<crate::repo::tree::Tree>)> = reader
+            .read_many(&level)
+            .await
+            .into_iter()
+            .map(|(id, b)| {
+                let tree =
+                    b.and_then(|b| crate::repo::tree::Tree::decode(&b, &format!("tree {id}")));
+                (id, tree)
+            })
+            .collect();
         let mut next = std::collections::HashSet::new();
         for (id, tree) in fetched {
             let Ok(tree) = tree else { continue };

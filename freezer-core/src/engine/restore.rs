@@ -192,6 +192,7 @@ pub async fn restore(
     opts: &RestoreOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreResult> {
+    let started = std::time::Instant::now();
     let target = opts.target.clone();
     if !opts.dry_run {
         prepare_target(&target, opts.overwrite)?;
@@ -238,6 +239,7 @@ pub async fn restore(
         .map(|e| e.node.size)
         .sum();
     progress.set_total(total);
+    tracing::info!(elapsed = ?started.elapsed(), entries = plan.entries.len(), chunks = plan.targets.len(), "restore: planned");
 
     let Plan {
         entries,
@@ -303,6 +305,7 @@ pub async fn restore(
     while let Some(r) = tasks.join_next().await {
         r.map_err(|e| Error::io("restore worker", std::io::Error::other(e)))?;
     }
+    tracing::info!(elapsed = ?started.elapsed(), "restore: data written");
 
     // Blobs that failed: name the object and the files.
     let failed = std::mem::take(&mut *failed.lock().unwrap_or_else(|e| e.into_inner()));

@@ -14,6 +14,7 @@ pub mod snapshot;
 pub mod tree;
 mod wire;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -708,6 +709,82 @@ impl BlobReader {
         Err(first_err.unwrap_or_else(|| {
             Error::not_found(format!("blob {id} (no storage holding it is live)"))
         }))
+    }
+
+    /// Reads many blobs with few requests: the blobs of one pack that lie close together are
+    /// fetched with one ranged read (packs on one storage at a time, several packs at once).
+    /// A blob whose run cannot be fetched or does not verify is read again alone, trying every
+    /// copy, as [`BlobReader::read_blob`] does.
+    pub async fn read_many(&self, ids: &[Id]) -> Vec<(Id, Result<Bytes>)> {
+        use futures::StreamExt as _;
+        /// Blobs closer than this are fetched in one request, up to `MAX_RUN` bytes.
+        const GAP: u64 = 256 * 1024;
+        const MAX_RUN: u64 = 8 * 1024 * 1024;
+        let mut by_pack: HashMap<u32, Vec<(Id, index::Location)>> = HashMap::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.index.get(id) {
+                Some(l) => by_pack.entry(l.pack).or_default().push((*id, *l)),
+                None => out.push((*id, self.read_blob(id).await)),
+            }
+        }
+        let mut runs: Vec<(u32, u64, u64, Vec<(Id, index::Location)>)> = Vec::new();
+        for (pack, mut blobs) in by_pack {
+            blobs.sort_by_key(|(_, l)| l.offset);
+            for (id, l) in blobs {
+                let (start, end) = (
+                    u64::from(l.offset),
+                    u64::from(l.offset) + u64::from(l.length),
+                );
+                match runs.last_mut() {
+                    Some((p, s, e, v))
+                        if *p == pack && start <= *e + GAP && end - *s <= MAX_RUN =>
+                    {
+                        *e = (*e).max(end);
+                        v.push((id, l));
+                    }
+                    _ => runs.push((pack, start, end, vec![(id, l)])),
+                }
+            }
+        }
+        let fetched: Vec<Vec<(Id, Result<Bytes>)>> = futures::stream::iter(runs)
+            .map(|(pack_pos, start, end, blobs)| async move {
+                let pack = *self.index.pack(pack_pos);
+                let key = pack_key(&pack.id);
+                let mut data = None;
+                for i in 0..self.tee.len() {
+                    if pack.sinks & self.tee.live() & (1 << i) == 0 {
+                        continue;
+                    }
+                    if let Ok(b) = self.tee.member(i).get_range(&key, start..end).await
+                        && b.len() as u64 == end - start
+                    {
+                        data = Some(b);
+                        break;
+                    }
+                }
+                let mut dctx = pack::DecodeScratch::default();
+                let mut out = Vec::with_capacity(blobs.len());
+                for (id, l) in blobs {
+                    let what = format!("blob {} in pack {}", id.short(), pack.id);
+                    let decoded = data.as_ref().and_then(|d| {
+                        let from = (u64::from(l.offset) - start) as usize;
+                        let stored = d.slice(from..from + l.length as usize);
+                        pack::decode_blob(&self.crypto, &mut dctx, stored, &l.packed(id), &what)
+                            .ok()
+                    });
+                    match decoded {
+                        Some(b) => out.push((id, Ok(b))),
+                        None => out.push((id, self.read_blob(&id).await)),
+                    }
+                }
+                out
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        out.extend(fetched.into_iter().flatten());
+        out
     }
 
     /// Reads and decodes a tree.
