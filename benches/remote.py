@@ -368,6 +368,13 @@ def main():
     tee = med["freezer-tee4-backup"] / med["freezer-local-backup"]
     checks = [v for r in report["runs"] for v in r["restore_ok"].values() if v is not None]
     report["median_s"] = med
+    report["samples"] = runner.samples
+    # CPU seconds of the command itself and of everything else (the servers, writeback).
+    cpu = {}
+    for smp in runner.samples:
+        label = smp["label"].split("-", 1)[1]
+        cpu.setdefault(label, []).append((smp["cpu_s"], smp["other_cpu_s"]))
+    cpu = {k: (compare.median([a for a, _ in v]), compare.median([b for _, b in v])) for k, v in cpu.items()}
     report["summary"] = {"rows": [dict(zip(("what", "freezer_s", "restic_s", "ratio", "target"), r)) for r in rows],
                          "tee4_over_local": tee, "tee_fourth": "swift" if servers.have_swift else "local",
                          "restores_identical": all(checks) if checks else None}
@@ -379,7 +386,12 @@ def main():
     lines += ["", f"tee to local + s3 + sftp + {report['summary']['tee_fourth']}: "
                   f"{med['freezer-tee4-backup']:.2f} s against {med['freezer-local-backup']:.2f} s for one "
                   f"local folder: **{tee:.2f}x** ({'met' if tee <= 1.5 else 'MISSED'}, target <= 1.5x)",
-              f"restores identical to the corpus: {report['summary']['restores_identical']}"]
+              f"restores identical to the corpus: {report['summary']['restores_identical']}", "",
+              "CPU seconds (the command's own / everything else on the machine, mostly the servers):"]
+    for label in ("freezer-local-backup", "freezer-tee4-backup", "freezer-s3-backup", "freezer-sftp-backup",
+                  "freezer-s3-restore", "restic-s3-restore", "freezer-sftp-restore", "restic-sftp-restore"):
+        if label in cpu:
+            lines.append(f"  {label}: {cpu[label][0]:.2f} / {cpu[label][1]:.2f}")
     print("\n".join(lines))
     if args.markdown_out:
         with open(args.markdown_out, "w") as f:

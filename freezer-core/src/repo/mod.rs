@@ -728,7 +728,9 @@ impl BlobReader {
                 None => out.push((*id, self.read_blob(id).await)),
             }
         }
-        let mut runs: Vec<(u32, u64, u64, Vec<(Id, index::Location)>)> = Vec::new();
+        /// `(pack, start, end, blobs)`: one ranged read.
+        type Run = (u32, u64, u64, Vec<(Id, index::Location)>);
+        let mut runs: Vec<Run> = Vec::new();
         for (pack, mut blobs) in by_pack {
             blobs.sort_by_key(|(_, l)| l.offset);
             for (id, l) in blobs {
