@@ -35,10 +35,10 @@ impl std::fmt::Debug for SnapshotSource {
 }
 
 impl SnapshotSource {
-    /// A source over `snapshot`, read with `reader` (from [`Repository::reader`]
-    /// (crate::repo::Repository::reader) of a repository whose index is loaded). Its methods
-    /// block on `rt`, so they must be called outside asynchronous code, as the backup engine
-    /// does.
+    /// A source over `snapshot`, read with `reader` (from
+    /// [`Repository::reader`](crate::repo::Repository::reader) of a repository whose index is
+    /// loaded). Its methods block on `rt`, so they must be called outside asynchronous code, as
+    /// the backup engine does.
     pub fn new(reader: BlobReader, snapshot: Snapshot, rt: Handle) -> Arc<Self> {
         Arc::new(SnapshotSource {
             reader,
