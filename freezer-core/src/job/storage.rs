@@ -188,22 +188,29 @@ pub struct StorageSpec {
     pub ftp_ca_file: Option<String>,
 }
 
-/// Reads `ftp[s]://USER@HOST[:PORT]/PATH[?ca_file=..&certfile=..&keyfile=..]`.
-fn ftp_url(url: &str, scheme: &str, rest: &str) -> Result<StorageSpec> {
-    let bad = |why: &str| Error::bad_input("repository", format!("{url:?}: {why}"));
-    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
+/// The parts of `[USER@]HOST[:PORT]/PATH` in an ssh or ftp URL.
+struct RemoteUrl {
+    user: Option<String>,
+    host: String,
+    port: Option<u16>,
+    /// `/~/PATH` and `/~` are relative to the login folder (`PATH`, empty), anything else
+    /// absolute (`/PATH`); no trailing `/`.
+    path: String,
+}
+
+/// Reads the part of an ssh or ftp URL after `scheme://`; `passwords` says where a password
+/// goes instead of the URL.
+fn remote_url(rest: &str, bad: &dyn Fn(&str) -> Error, passwords: &str) -> Result<RemoteUrl> {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (user, hostport) = match authority.rsplit_once('@') {
+        Some((u, _)) if u.contains(':') => {
+            return Err(bad(&format!(
+                "passwords do not belong in a URL: {passwords}"
+            )));
+        }
+        Some((u, h)) => (Some(percent_decode(u)), h),
+        None => (None, authority),
     };
-    let Some((user, hostport)) = authority.rsplit_once('@') else {
-        return Err(bad("no user name: write ftp://USER@HOST/PATH"));
-    };
-    if user.contains(':') {
-        return Err(bad(
-            "a password does not belong in a URL: use FTP_PASSWORD, or ftp_password in a job",
-        ));
-    }
     let (host, port) = match hostport.strip_prefix('[') {
         // [IPv6]:port
         Some(v6) => {
@@ -217,28 +224,48 @@ fn ftp_url(url: &str, scheme: &str, rest: &str) -> Result<StorageSpec> {
             None => (hostport, None),
         },
     };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
     let port = port
         .map(|p| {
             p.parse::<u16>()
                 .map_err(|_| bad(&format!("{p:?} is not a port number")))
         })
         .transpose()?;
-    if host.is_empty() || user.is_empty() {
-        return Err(bad("no host or no user name"));
-    }
-    // `/~/rel` is relative to the login folder (as `describe` writes it); anything else is absolute.
     let path = percent_decode(path);
-    let container = match path.strip_prefix("/~") {
-        Some(rel) => rel.trim_start_matches('/').to_string(),
-        None if path.is_empty() => String::new(),
-        None => path,
+    let path = match path.strip_prefix('~') {
+        Some(rel) if rel.is_empty() || rel.starts_with('/') => rel.trim_start_matches('/').into(),
+        _ if path.is_empty() => String::new(),
+        _ => format!("/{path}"),
     };
+    let path = match path.trim_end_matches('/') {
+        "" if path.starts_with('/') => "/".to_string(),
+        trimmed => trimmed.to_string(),
+    };
+    Ok(RemoteUrl {
+        user,
+        host: host.to_string(),
+        port,
+        path,
+    })
+}
+
+/// Reads `ftp[s]://USER@HOST[:PORT]/PATH[?ca_file=..&certfile=..&keyfile=..]`.
+fn ftp_url(url: &str, scheme: &str, rest: &str) -> Result<StorageSpec> {
+    let bad = |why: &str| Error::bad_input("repository", format!("{url:?}: {why}"));
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let r = remote_url(rest, &bad, "use FTP_PASSWORD, or ftp_password in a job")?;
+    let user = r
+        .user
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| bad("no user name: write ftp://USER@HOST/PATH"))?;
     let mut spec = StorageSpec {
         storage: Some(scheme.to_string()),
-        container: Some(container),
-        ftp_host: Some(host.to_string()),
-        ftp_port: port,
-        ftp_username: Some(percent_decode(user)),
+        container: Some(r.path),
+        ftp_host: Some(r.host),
+        ftp_port: r.port,
+        ftp_username: Some(user),
         ..Default::default()
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -319,54 +346,22 @@ impl StorageSpec {
                 Ok(spec)
             }
             "ssh" | "sftp" => {
-                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-                let (user, hostport) = match authority.rsplit_once('@') {
-                    Some((u, _)) if u.contains(':') => {
-                        return Err(bad(
-                            "passwords do not belong in a URL: use a key (--ssh-key), or ssh_password in a job, or FREEZER_SSH_PASSWORD",
-                        ));
-                    }
-                    Some((u, h)) => (Some(percent_decode(u)), h),
-                    None => (None, authority),
-                };
-                let (host, port) = match hostport.strip_prefix('[') {
-                    // [v6]:port
-                    Some(v6) => {
-                        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-                        (h, after.strip_prefix(':'))
-                    }
-                    None => match hostport.split_once(':') {
-                        Some((h, p)) => (h, Some(p)),
-                        None => (hostport, None),
-                    },
-                };
-                if host.is_empty() {
-                    return Err(bad("no host"));
-                }
-                let port = port
-                    .map(|p| {
-                        p.parse::<u16>()
-                            .map_err(|_| bad("the port is not a number"))
-                    })
-                    .transpose()?;
-                let path = percent_decode(path);
-                let path = match path.strip_prefix("~/") {
-                    Some(rel) => rel.to_string(),
-                    None if path == "~" => String::new(),
-                    None => format!("/{path}"),
-                };
-                let path = path.trim_end_matches('/').to_string();
-                if path.is_empty() || path == "/" {
+                let r = remote_url(
+                    rest,
+                    &bad,
+                    "use a key (--ssh-key), or ssh_password in a job, or FREEZER_SSH_PASSWORD",
+                )?;
+                if r.path.is_empty() || r.path == "/" {
                     return Err(bad(
                         "no folder: ssh://HOST/PATH, or ssh://HOST/~/PATH for a folder in the login folder",
                     ));
                 }
                 Ok(StorageSpec {
                     storage: Some("ssh".into()),
-                    container: Some(path),
-                    ssh_host: Some(host.to_string()),
-                    ssh_port: port,
-                    ssh_username: user,
+                    container: Some(r.path),
+                    ssh_host: Some(r.host),
+                    ssh_port: r.port,
+                    ssh_username: r.user,
                     ..Default::default()
                 })
             }

@@ -230,16 +230,8 @@ impl SshServer {
     /// Kills the server and every session it serves: connections drop. sshd moves each
     /// session into a process group of its own, so the whole process tree is killed.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let pids = descendants(c.id());
-            let _ = c.kill();
-            for pid in pids {
-                let _ = Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            kill_tree(c);
         }
     }
 
@@ -293,6 +285,19 @@ impl SshServer {
             accept_new_host_key: false,
         }
     }
+}
+
+/// Kills `child` and every process below it (servers that fork a process per session).
+fn kill_tree(mut child: Child) {
+    let pids = descendants(child.id());
+    let _ = child.kill();
+    for pid in pids {
+        let _ = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = child.wait();
 }
 
 /// Every process below `root`.
@@ -1047,16 +1052,8 @@ impl FtpServer {
 
     /// Kills the server and every session process it forked: connections drop.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let pids = descendants(c.id());
-            let _ = c.kill();
-            for pid in pids {
-                let _ = Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            kill_tree(c);
         }
     }
 

@@ -471,10 +471,11 @@ fn pick_endpoint(catalog: &[CatalogService], k: &KeystoneAuth) -> Result<Url> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn keystone() -> KeystoneAuth {
+    /// Keystone credentials for unit tests (the password is `hunter2`).
+    pub(in crate::sink::swift) fn keystone() -> KeystoneAuth {
         KeystoneAuth {
             auth_url: "http://k:5000/v3".into(),
             username: Some("u".into()),

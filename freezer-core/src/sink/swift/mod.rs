@@ -628,17 +628,8 @@ impl Sink for SwiftSink {
 
 #[cfg(test)]
 mod tests {
+    use super::auth::tests::keystone;
     use super::*;
-
-    fn keystone() -> KeystoneAuth {
-        KeystoneAuth {
-            auth_url: "http://k:5000/v3".into(),
-            username: Some("u".into()),
-            password: Some("hunter2".into()),
-            project_name: Some("p".into()),
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn secrets_stay_out_of_debug_and_describe() {
