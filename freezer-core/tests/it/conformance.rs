@@ -10,6 +10,45 @@ use freezer_core::sink::{MemorySink, Payload, PutMode, Sink, SinkExt};
 
 use crate::support::*;
 
+/// A server a test can kill and start again on the same port.
+pub trait Restartable: Send + 'static {
+    /// Starts the killed server again.
+    fn restart(&mut self);
+}
+
+/// With the server killed, `Retrying` around `sink` keeps trying to put `data` at `key` until
+/// the server, restarted 600-700 ms later, takes it; the object then reads back whole.
+/// Returns the server and the retrying sink.
+pub async fn retrying_rides_out_a_restart<S: Restartable>(
+    sink: Arc<dyn Sink>,
+    mut server: S,
+    key: &str,
+    data: Payload,
+    max_retries: u32,
+) -> (S, freezer_core::sink::Retrying<Arc<dyn Sink>>) {
+    use std::time::Duration;
+    let retrying = freezer_core::sink::Retrying::new(
+        sink,
+        freezer_core::sink::RetryPolicy {
+            max_retries,
+            initial_delay: Duration::from_millis(200),
+            ..Default::default()
+        },
+    );
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(650));
+        server.restart();
+        server
+    });
+    retrying
+        .put(key, data.clone(), PutMode::Overwrite)
+        .await
+        .unwrap();
+    let server = restarter.join().unwrap();
+    assert!(retrying.get_bytes(key).await.unwrap() == data.to_bytes());
+    (server, retrying)
+}
+
 /// Runs the whole contract against `sink`, which must be empty. `big` is a size above the
 /// sink's multipart or segment threshold.
 pub async fn check(sink: Arc<dyn Sink>, big: usize) {

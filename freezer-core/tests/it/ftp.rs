@@ -1,12 +1,11 @@
 //! The `ftp` and `ftps` sinks against Debian's vsftpd on loopback.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use freezer_core::Error;
 use freezer_core::job::{Environment, StorageSpec};
 use freezer_core::repo::Repository;
-use freezer_core::sink::{FtpSink, Payload, PutMode, RetryPolicy, Retrying, Sink, SinkExt};
+use freezer_core::sink::{FtpSink, Payload, PutMode, Sink, SinkExt};
 
 use crate::servers::FtpServer;
 use crate::support::*;
@@ -144,26 +143,9 @@ async fn a_killed_server_is_transient_and_retrying_recovers() {
     assert!(e.is_transient(), "{e:?}");
     let e = sink.list("").await.unwrap_err();
     assert!(e.is_transient(), "connection refused: {e:?}");
-    let retrying = Retrying::new(
-        sink.clone(),
-        RetryPolicy {
-            max_retries: 8,
-            initial_delay: Duration::from_millis(200),
-            ..RetryPolicy::default()
-        },
-    );
-    let restarter = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(600));
-        server.restart();
-        server
-    });
     let data = Payload::from(pseudo_random(4 << 20, 3));
-    retrying
-        .put("b", data.clone(), PutMode::Overwrite)
-        .await
-        .unwrap();
-    let server = restarter.join().unwrap();
-    assert!(retrying.get_bytes("b").await.unwrap() == data.to_bytes());
+    let (server, retrying) =
+        crate::conformance::retrying_rides_out_a_restart(sink, server, "b", data, 8).await;
     assert_eq!(&retrying.get_bytes("a").await.unwrap()[..], b"1");
     let left = leftovers(&server.root);
     assert!(left.is_empty(), "{left:?}");
@@ -301,4 +283,10 @@ async fn a_folder_the_user_may_not_make_is_a_permission_error() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Permission { .. }), "{e}");
+}
+
+impl crate::conformance::Restartable for FtpServer {
+    fn restart(&mut self) {
+        FtpServer::restart(self)
+    }
 }

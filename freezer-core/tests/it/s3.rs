@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use freezer_core::Error;
 use freezer_core::repo::Repository;
-use freezer_core::sink::{Payload, PutMode, RetryPolicy, Retrying, S3Sink, Sink, SinkExt};
+use freezer_core::sink::{Payload, PutMode, S3Sink, Sink, SinkExt};
 
 use crate::servers::S3Server;
 use crate::support::*;
@@ -71,25 +71,7 @@ async fn a_killed_server_gives_transient_errors_that_retrying_survives() {
     let e = s.get_bytes("big").await.unwrap_err();
     assert!(e.is_transient(), "{e:?}");
     // Retrying waits for the server to come back.
-    let retrying = Retrying::new(
-        s.clone(),
-        RetryPolicy {
-            max_retries: 8,
-            initial_delay: Duration::from_millis(200),
-            ..RetryPolicy::default()
-        },
-    );
-    let restarter = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
-        server.restart();
-        server
-    });
-    retrying
-        .put("big", data.clone(), PutMode::Overwrite)
-        .await
-        .unwrap();
-    let _server = restarter.join().unwrap();
-    assert!(retrying.get_bytes("big").await.unwrap() == data.to_bytes());
+    crate::conformance::retrying_rides_out_a_restart(s.clone(), server, "big", data, 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -111,4 +93,10 @@ async fn a_repository_on_s3_backs_up_and_restores() {
     let out = restore_id(&mut repo, second.snapshot_id.unwrap(), &target).await;
     assert!(out.is_complete(), "{out:?}");
     assert_same_tree(&data, &target, true);
+}
+
+impl crate::conformance::Restartable for S3Server {
+    fn restart(&mut self) {
+        S3Server::restart(self)
+    }
 }

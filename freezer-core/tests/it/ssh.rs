@@ -1,11 +1,10 @@
 //! The `ssh` sink (SFTP) against Debian's sshd on loopback.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use freezer_core::Error;
 use freezer_core::repo::Repository;
-use freezer_core::sink::{Payload, PutMode, RetryPolicy, Retrying, Sink, SinkExt, SshSink};
+use freezer_core::sink::{Payload, PutMode, Sink, SinkExt, SshSink};
 
 use crate::servers::SshServer;
 use crate::support::*;
@@ -115,26 +114,9 @@ async fn a_dropped_connection_is_transient_and_the_next_call_reconnects() {
     server.kill();
     let e = sink.get_bytes("a").await.unwrap_err();
     assert!(e.is_transient(), "{e:?}");
-    let retrying = Retrying::new(
-        sink.clone(),
-        RetryPolicy {
-            max_retries: 8,
-            initial_delay: Duration::from_millis(200),
-            ..RetryPolicy::default()
-        },
-    );
-    let restarter = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(600));
-        server.restart();
-        server
-    });
     let data = Payload::from(pseudo_random(4 << 20, 3));
-    retrying
-        .put("b", data.clone(), PutMode::Overwrite)
-        .await
-        .unwrap();
-    let _server = restarter.join().unwrap();
-    assert!(retrying.get_bytes("b").await.unwrap() == data.to_bytes());
+    let (_server, retrying) =
+        crate::conformance::retrying_rides_out_a_restart(sink, server, "b", data, 8).await;
     assert_eq!(&retrying.get_bytes("a").await.unwrap()[..], b"1");
 }
 
@@ -156,4 +138,10 @@ async fn a_repository_over_ssh_backs_up_and_restores() {
     let out = restore_id(&mut repo, id, &target).await;
     assert!(out.is_complete(), "{out:?}");
     assert_same_tree(&data, &target, true);
+}
+
+impl crate::conformance::Restartable for SshServer {
+    fn restart(&mut self) {
+        SshServer::restart(self)
+    }
 }

@@ -8,8 +8,7 @@ use freezer_core::Error;
 use freezer_core::job::{Environment, StorageSpec};
 use freezer_core::repo::Repository;
 use freezer_core::sink::{
-    Payload, PutMode, RetryPolicy, Retrying, S3Sink, Sink, SinkExt, SwiftAuth, SwiftOptions,
-    SwiftSink,
+    Payload, PutMode, S3Sink, Sink, SinkExt, SwiftAuth, SwiftOptions, SwiftSink,
 };
 
 use crate::servers::{KeystoneServer, ProxyAuth, SwiftServer, free_port};
@@ -227,25 +226,7 @@ async fn a_killed_proxy_gives_transient_errors_that_retrying_survives() {
     let e = s.get_bytes("big").await.unwrap_err();
     assert!(e.is_transient(), "{e:?}");
     // Retrying waits for the proxy to come back.
-    let retrying = Retrying::new(
-        s.clone(),
-        RetryPolicy {
-            max_retries: 10,
-            initial_delay: Duration::from_millis(200),
-            ..RetryPolicy::default()
-        },
-    );
-    let restarter = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
-        server.restart();
-        server
-    });
-    retrying
-        .put("big", data.clone(), PutMode::Overwrite)
-        .await
-        .unwrap();
-    let _server = restarter.join().unwrap();
-    assert!(retrying.get_bytes("big").await.unwrap() == data.to_bytes());
+    crate::conformance::retrying_rides_out_a_restart(s.clone(), server, "big", data, 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -404,4 +385,10 @@ async fn keystone_v3_with_a_real_keystone() {
         .await
         .unwrap_err();
     assert!(e.is_transient(), "{e}");
+}
+
+impl crate::conformance::Restartable for SwiftServer {
+    fn restart(&mut self) {
+        SwiftServer::restart(self)
+    }
 }
