@@ -392,6 +392,13 @@ def main():
                   "freezer-s3-restore", "restic-s3-restore", "freezer-sftp-restore", "restic-sftp-restore"):
         if label in cpu:
             lines.append(f"  {label}: {cpu[label][0]:.2f} / {cpu[label][1]:.2f}")
+    if "freezer-tee4-backup" in cpu:
+        # On this machine the servers share the cores: no schedule finishes before the CPU the
+        # command and the servers need, spread over every core, has been spent.
+        cores = os.cpu_count() or 1
+        floor = sum(cpu["freezer-tee4-backup"]) / cores
+        lines.append(f"  the tee's CPU floor on {cores} core(s): {floor:.2f} s, "
+                     f"{floor / med['freezer-local-backup']:.2f}x the single local backup")
     print("\n".join(lines))
     if args.markdown_out:
         with open(args.markdown_out, "w") as f:

@@ -6,6 +6,7 @@
 //! not be read, a restored file is damaged). Errors are one line on stderr; `--json` puts one
 //! JSON document on stdout. It owns the terminal: a progress bar when stderr is one.
 
+mod lifecycle;
 mod output;
 mod progress;
 
@@ -16,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use freezer_core::engine::inspect;
 use freezer_core::job::{self, FreezerAction, Job, RunContext, StorageSpec};
 use freezer_core::repo::snapshot::{SnapshotSelector, select};
-use freezer_core::repo::{Actor, InitOptions, Repository};
+use freezer_core::repo::{Actor, InitOptions, Repository, lock};
 use freezer_core::{Error, KdfParams, Passphrase};
 
 use crate::output::Out;
@@ -68,6 +69,10 @@ struct RepoArgs {
     /// SSH: learn the key of a host known_hosts does not hold (a changed key is always refused).
     #[arg(long)]
     accept_new_host_key: bool,
+    /// Wait up to this many seconds for a lock another operation holds (a prune, a backup)
+    /// before failing; 0 fails at once. Stale locks never wait.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    lock_wait: u64,
 }
 
 impl RepoArgs {
@@ -79,7 +84,13 @@ impl RepoArgs {
     }
 
     async fn open(&self) -> freezer_core::Result<Repository> {
-        Repository::open(self.sinks()?, self.passphrase()?.as_ref()).await
+        let mut r = Repository::open(self.sinks()?, self.passphrase()?.as_ref()).await?;
+        r.set_lock_wait(self.lock_wait());
+        Ok(r)
+    }
+
+    fn lock_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lock_wait)
     }
 
     fn sinks(&self) -> freezer_core::Result<Vec<std::sync::Arc<dyn freezer_core::sink::Sink>>> {
@@ -156,19 +167,29 @@ enum Command {
     Backup(BackupArgs),
     /// Restore a backup into a folder.
     Restore(RestoreArgs),
-    /// List snapshots, or show one.
+    /// List snapshots (Freezer's `info`), or show one.
+    #[command(visible_alias = "info")]
     Snapshots {
         #[command(subcommand)]
         command: Option<SnapshotsCommand>,
         #[command(flatten)]
         repo: RepoArgs,
-        /// Only snapshots of this host.
-        #[arg(long)]
-        hostname: Option<String>,
-        /// Only snapshots of this backup name.
-        #[arg(long)]
-        backup_name: Option<String>,
+        #[command(flatten)]
+        filter: lifecycle::FilterArgs,
     },
+    /// Forget snapshots by retention rules (upstream's admin action); --prune frees their data.
+    Forget(lifecycle::ForgetArgs),
+    /// Remove data no snapshot references, repacking mostly unused packs.
+    Prune(lifecycle::PruneArgs),
+    /// Verify the whole repository: every object present, and with --read-data intact.
+    Check(lifecycle::CheckArgs),
+    /// Rebuild the index from the packs.
+    Repair {
+        #[command(subcommand)]
+        command: lifecycle::RepairCommand,
+    },
+    /// Remove stale locks (or all locks, with --all).
+    Unlock(lifecycle::UnlockArgs),
     /// Copy snapshots into another repository, sending only what it lacks (repeatable safely).
     Copy(CopyArgs),
     /// Manage the passphrases that open a repository.
@@ -211,6 +232,24 @@ struct BackupArgs {
     /// Read and hash everything, store nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Trust the previous snapshot's metadata for unchanged files (the default).
+    #[arg(long, overrides_with = "no_incremental")]
+    incremental: bool,
+    /// Read every file again: every backup is a level 0.
+    #[arg(long)]
+    no_incremental: bool,
+    /// Start a new level 0 once this level is reached.
+    #[arg(long, value_name = "N")]
+    max_level: Option<u32>,
+    /// Climb to level N, then keep making level N backups from level N-1.
+    #[arg(long, value_name = "N")]
+    always_level: Option<u32>,
+    /// Start a new level 0 once the current one is this many days old (fractional).
+    #[arg(long, value_name = "DAYS")]
+    restart_always_level: Option<f64>,
+    /// Store a checksum of the backed-up file set in the snapshot (reads every file).
+    #[arg(long)]
+    consistency_check: bool,
 }
 
 #[derive(Args, Debug)]
@@ -263,6 +302,10 @@ struct RestoreArgs {
     /// Read and verify everything, write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Fail (exit 1) unless the restored files have this file-set checksum (from a backup
+    /// made with --consistency-check).
+    #[arg(long, value_name = "CHECKSUM")]
+    consistency_checksum: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -327,9 +370,8 @@ const EXIT_INCOMPLETE: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
-        0 => "error",
-        1 => "warn",
-        2 => "info",
+        0 => "warn",
+        1 => "info",
         _ => "debug",
     };
     tracing_subscriber::fmt()
@@ -360,10 +402,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn context(out: &Out) -> RunContext {
+fn context(out: &Out, lock_wait: std::time::Duration) -> RunContext {
     let mut ctx = RunContext::current();
     ctx.progress = out.progress_bar();
     ctx.env = environment();
+    ctx.lock_wait = lock_wait;
     ctx
 }
 
@@ -395,7 +438,13 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
                 .map_err(|e| Error::bad_input("dereference_symlink", e))?;
             action.one_file_system = a.one_file_system;
             action.dry_run = a.dry_run;
-            let outcome = job::run_action(&action, &context(out)).await?;
+            action.incremental = a.incremental.then_some(true);
+            action.no_incremental = a.no_incremental;
+            action.max_level = a.max_level;
+            action.always_level = a.always_level;
+            action.restart_always_level = a.restart_always_level;
+            action.consistency_check = a.consistency_check;
+            let outcome = job::run_action(&action, &context(out, a.repo.lock_wait())).await?;
             Ok(out.outcome(&outcome))
         }
         Command::Restore(a) => {
@@ -409,23 +458,21 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             action.sub_path = a.sub_path;
             action.overwrite = a.overwrite;
             action.dry_run = a.dry_run;
-            let outcome = job::run_action(&action, &context(out)).await?;
+            action.consistency_checksum = a.consistency_checksum;
+            let outcome = job::run_action(&action, &context(out, a.repo.lock_wait())).await?;
             Ok(out.outcome(&outcome))
         }
         Command::Snapshots {
             command,
             repo,
-            hostname,
-            backup_name,
+            filter,
         } => {
+            let filter = filter.filter()?;
             let mut r = repo.open().await?;
             let (mut snaps, bad) = r.snapshots().await?;
             match command.unwrap_or(SnapshotsCommand::List) {
                 SnapshotsCommand::List => {
-                    snaps.retain(|(_, s)| {
-                        hostname.as_ref().is_none_or(|h| &s.hostname == h)
-                            && backup_name.as_ref().is_none_or(|n| &s.backup_name == n)
-                    });
+                    snaps.retain(|(_, s)| filter.matches(s));
                     out.snapshots(&snaps, &bad);
                     Ok(bad.is_empty())
                 }
@@ -464,6 +511,11 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
                     .await?;
             Ok(out.copy(&report))
         }
+        Command::Forget(a) => lifecycle::forget(a, out).await,
+        Command::Prune(a) => lifecycle::prune(a, out).await,
+        Command::Check(a) => lifecycle::check(a, out).await,
+        Command::Repair { command } => lifecycle::repair(command, out).await,
+        Command::Unlock(a) => lifecycle::unlock(a, out).await,
         Command::Key { command } => key(command, out).await,
         Command::Job {
             command: JobCommand::Run { file },
@@ -477,7 +529,7 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             for a in &job.job_actions {
                 a.freezer_action.validate()?;
             }
-            let reports = job::run_job(&job, &context(out)).await;
+            let reports = job::run_job(&job, &context(out, lock::DEFAULT_LOCK_WAIT)).await;
             Ok(out.job(&reports))
         }
     }

@@ -7,7 +7,7 @@ use freezer_core::engine::{BackupResult, Inspection, Progress, RestoreResult};
 use freezer_core::job::{ActionOutcome, ActionReport};
 use freezer_core::repo::InitReport;
 use freezer_core::repo::config::KeyFile;
-use freezer_core::repo::snapshot::Snapshot;
+use freezer_core::repo::snapshot::{Snapshot, SnapshotSummary};
 use freezer_core::{Id, TimeZone, local_display};
 use indicatif::ProgressBar;
 use serde_json::json;
@@ -35,7 +35,7 @@ pub fn size(n: u64) -> String {
     }
 }
 
-fn print_json(v: &serde_json::Value) {
+pub fn print_json(v: &serde_json::Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).expect("JSON serializes")
@@ -48,6 +48,11 @@ impl Out {
             json,
             bar: Mutex::new(None),
         }
+    }
+
+    /// Whether one JSON document is printed instead of text.
+    pub fn is_json(&self) -> bool {
+        self.json
     }
 
     /// A progress receiver (a bar on a terminal).
@@ -93,6 +98,7 @@ impl Out {
         match o {
             ActionOutcome::Backup(b) => self.backup(b),
             ActionOutcome::Restore(r) => self.restore(r),
+            other => self.other_outcome(other),
         }
         o.is_complete()
     }
@@ -165,6 +171,60 @@ impl Out {
         r.is_complete()
     }
 
+    /// `info` and `admin` outcomes.
+    fn other_outcome(&self, o: &ActionOutcome) {
+        if self.json {
+            print_json(&serde_json::to_value(o).expect("serializes"));
+            return;
+        }
+        match o {
+            ActionOutcome::Info { snapshots } => self.summaries(snapshots),
+            ActionOutcome::Admin(a) => {
+                println!(
+                    "{} snapshot(s) forgotten, {} kept",
+                    a.forget.forgotten.len(),
+                    a.forget.kept
+                );
+                if let Some(p) = &a.prune {
+                    println!(
+                        "prune: {} packs deleted, {} repacked, {} freed",
+                        p.total.packs_deleted,
+                        p.total.packs_repacked,
+                        size(p.total.bytes_freed)
+                    );
+                }
+            }
+            ActionOutcome::Backup(b) => self.backup(b),
+            ActionOutcome::Restore(r) => self.restore(r),
+        }
+    }
+
+    /// A Freezer-style listing: time, host, backup name, level, files, size.
+    pub fn summaries(&self, list: &[SnapshotSummary]) {
+        if self.json {
+            print_json(&json!({"snapshots": list}));
+            return;
+        }
+        let tz = TimeZone::system();
+        println!(
+            "{:<10} {:<19} {:<20} {:<24} {:>5} {:>8} {:>10} {:>10}",
+            "ID", "TIME", "HOSTNAME", "BACKUP NAME", "LEVEL", "FILES", "SIZE", "ADDED"
+        );
+        for s in list {
+            println!(
+                "{:<10} {:<19} {:<20} {:<24} {:>5} {:>8} {:>10} {:>10}",
+                s.id.short(),
+                local_display(s.time, &tz),
+                s.hostname,
+                s.backup_name,
+                s.level,
+                s.files,
+                size(s.size),
+                size(s.added)
+            );
+        }
+    }
+
     fn restore(&self, r: &RestoreResult) {
         if self.json {
             let mut v = serde_json::to_value(r).expect("serializes");
@@ -203,23 +263,8 @@ impl Out {
                 .collect();
             print_json(&json!({"snapshots": list, "unreadable": bad}));
         } else {
-            let tz = TimeZone::system();
-            println!(
-                "{:<10} {:<19} {:<20} {:<24} {:>5} {:>8} {:>10}",
-                "ID", "TIME", "HOSTNAME", "BACKUP NAME", "LEVEL", "FILES", "SIZE"
-            );
-            for (id, s) in snaps {
-                println!(
-                    "{:<10} {:<19} {:<20} {:<24} {:>5} {:>8} {:>10}",
-                    id.short(),
-                    local_display(s.time, &tz),
-                    s.hostname,
-                    s.backup_name,
-                    s.level,
-                    s.stats.files,
-                    size(s.stats.bytes)
-                );
-            }
+            let list: Vec<SnapshotSummary> = snaps.iter().map(|(id, s)| s.summary(*id)).collect();
+            self.summaries(&list);
         }
         for b in bad {
             eprintln!("unreadable snapshot: {b}");
@@ -334,6 +379,7 @@ impl Out {
                 Ok(o) => match o {
                     ActionOutcome::Backup(b) => self.backup(b),
                     ActionOutcome::Restore(x) => self.restore(x),
+                    other => self.other_outcome(other),
                 },
                 Err(e) => eprintln!(
                     "action {}: failed after {} attempt(s): {e}",

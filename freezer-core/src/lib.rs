@@ -72,6 +72,7 @@ pub mod engine;
 mod error;
 mod id;
 pub mod job;
+pub mod policy;
 pub mod repo;
 pub mod sink;
 pub mod source;

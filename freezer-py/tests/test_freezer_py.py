@@ -32,6 +32,30 @@ def test_round_trip(tmp_path):
     assert os.stat(out).st_mode & 0o777 == 0o640
 
 
+def test_info_and_admin_actions(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    repo = str(tmp_path / "repo")
+    freezer_py.init(repo)
+    base = {"path_to_backup": str(data), "backup_name": "py", "hostname": "node1",
+            "container": repo, "storage": "local"}
+    for i in range(3):
+        (data / "f").write_text(f"version {i}\n")
+        freezer_py.run_action({**base, "action": "backup", "max_level": "2"})
+    info = freezer_py.run_action({**base, "action": "info"})
+    assert info["action"] == "info"
+    levels = sorted(s["level"] for s in info["snapshots"])
+    assert levels == [0, 1, 2]
+    dry = freezer_py.run_action({**base, "action": "admin", "keep_last": 1, "dry_run": True})
+    assert len(dry["forget"]["forgotten"]) == 2
+    done = freezer_py.run_action({**base, "action": "admin", "keep_last": "1"})
+    assert done["prune"]["total"]["packs_deleted"] > 0
+    assert len(freezer_py.run_action({**base, "action": "info"})["snapshots"]) == 1
+    with pytest.raises(freezer_py.BadInputError) as e:
+        freezer_py.run_action({**base, "action": "admin"})
+    assert "retention rule" in str(e.value)
+
+
 def test_errors_are_in_one_hierarchy(tmp_path):
     with pytest.raises(freezer_py.NotFoundError) as e:
         freezer_py.run_action({"action": "restore", "backup_name": "x", "container": str(tmp_path / "none"),

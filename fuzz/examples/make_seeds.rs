@@ -344,6 +344,7 @@ fn snapshot(crypto: &Crypto, tree: &Tree) -> Snapshot {
             duration_secs: 1.25,
         },
         warnings: vec!["/home/user/log: changed while read".into()],
+        consistency_checksum: None,
         extra: BTreeMap::from([("future_field".to_string(), serde_json::json!({"n": 5}))]),
     }
 }

@@ -8,6 +8,8 @@ mod servers;
 #[path = "../../../freezer-core/tests/it/support.rs"]
 mod support;
 
+mod lifecycle;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 

@@ -66,6 +66,9 @@ pub struct BackupOptions {
     pub excludes: Vec<String>,
     /// Who runs the backup.
     pub actor: Actor,
+    /// The file-set checksum to record (upstream's `consistency_check`; computed by the caller
+    /// with [`crate::source::checksum::consistency_checksum`] before the backup).
+    pub consistency_checksum: Option<String>,
 }
 
 impl BackupOptions {
@@ -83,6 +86,7 @@ impl BackupOptions {
             cpu_threads: 0,
             excludes: vec![],
             actor,
+            consistency_checksum: None,
         }
     }
 }
@@ -374,6 +378,7 @@ pub async fn backup(
             duration_secs: 0.0,
         },
         warnings: vec![],
+        consistency_checksum: opts.consistency_checksum.clone(),
         extra: Default::default(),
     };
     drop(shared);

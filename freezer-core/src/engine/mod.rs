@@ -7,16 +7,24 @@
 //! it reports through [`Progress`] and its results.
 
 mod backup;
+mod check;
 mod copy;
+mod forget;
 mod inspect;
+mod prune;
+mod repair;
 mod restore;
 
 use std::fmt;
 use std::str::FromStr;
 
 pub use backup::{BackupOptions, BackupResult, SinkResult, backup};
+pub use check::{CheckDamage, CheckOptions, CheckReport, ReadData, check};
 pub use copy::{CopiedSnapshot, CopyOptions, CopyReport, copy};
+pub use forget::{ForgetOptions, ForgetReport, forget};
 pub use inspect::{Damage, Inspection, inspect};
+pub use prune::{PruneOptions, PruneReport, PruneStats, StoragePrune, prune};
+pub use repair::{DamagedPack, RepairReport, StorageRepair, repair_index};
 pub use restore::{RestoreOptions, RestoreResult, restore};
 
 use crate::error::{Error, Result};

@@ -21,12 +21,15 @@ pub use storage::{CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec, read_s
 
 use crate::crypto::Passphrase;
 use crate::engine::{
-    BackupOptions, BackupResult, NoProgress, Progress, RestoreOptions, RestoreResult,
+    BackupOptions, BackupResult, ForgetOptions, ForgetReport, NoProgress, Progress, PruneOptions,
+    PruneReport, RestoreOptions, RestoreResult,
 };
 use crate::error::{Error, Result};
-use crate::repo::snapshot::{SnapshotSelector, select};
+use crate::repo::snapshot::{SnapshotFilter, SnapshotSelector, SnapshotSummary, select};
 use crate::repo::{Actor, Repository};
 use crate::sink::Sink;
+use crate::source::Source;
+use crate::source::checksum::consistency_checksum;
 use crate::source::fs::{FsOptions, FsSource};
 
 /// One action of a job, with upstream's retry and `mandatory` settings.
@@ -138,6 +141,8 @@ pub struct RunContext {
     /// Environment variables the front-end passes for storage credentials (`ACCESS_KEY`,
     /// `SECRET_KEY`, `ENDPOINT`, `AWS_*`); the library reads no other environment.
     pub env: Environment,
+    /// How long an action waits for a live conflicting lock (a prune, a backup) before it fails.
+    pub lock_wait: Duration,
 }
 
 impl std::fmt::Debug for RunContext {
@@ -158,6 +163,7 @@ impl RunContext {
             tz: TimeZone::system(),
             now: None,
             env: Environment::new(),
+            lock_wait: crate::repo::lock::DEFAULT_LOCK_WAIT,
         }
     }
 }
@@ -170,6 +176,22 @@ pub enum ActionOutcome {
     Backup(Box<BackupResult>),
     /// A restore.
     Restore(Box<RestoreResult>),
+    /// A listing (`info`): the snapshots of the action's host, newest last.
+    Info {
+        /// One line per snapshot.
+        snapshots: Vec<SnapshotSummary>,
+    },
+    /// Retention (`admin`): what was forgotten, then what the prune freed.
+    Admin(Box<AdminResult>),
+}
+
+/// What an `admin` action did.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdminResult {
+    /// The snapshots forgotten and kept, with the reasons.
+    pub forget: ForgetReport,
+    /// The data removed afterwards (`None` when nothing was forgotten, or in a dry run).
+    pub prune: Option<PruneReport>,
 }
 
 impl ActionOutcome {
@@ -178,6 +200,8 @@ impl ActionOutcome {
         match self {
             ActionOutcome::Backup(b) => b.is_complete(),
             ActionOutcome::Restore(r) => r.is_complete(),
+            ActionOutcome::Info { .. } => true,
+            ActionOutcome::Admin(a) => a.prune.as_ref().is_none_or(|p| p.is_complete()),
         }
     }
 }
@@ -208,6 +232,8 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
     let sinks = sinks_of(action, &ctx.env)?;
     let pass = passphrase_of(action)?;
     let mut repo = Repository::open(sinks, pass.as_ref()).await?;
+    repo.set_lock_wait(ctx.lock_wait);
+    let now = ctx.now.unwrap_or_else(crate::time::now);
     let hostname = action
         .hostname
         .clone()
@@ -219,36 +245,37 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             let backup_name = backup_name
                 .ok_or_else(|| Error::bad_input("backup_name", "a backup needs backup_name"))?;
             let path = action.path_to_backup.as_deref().expect("validated");
-            let source = FsSource::new(
+            let source: Arc<dyn Source> = Arc::new(FsSource::new(
                 path,
                 &FsOptions {
                     excludes: action.exclude.clone(),
                     one_file_system: action.one_file_system,
                     dereference: action.dereference_symlink.unwrap_or_default(),
                 },
-            )?;
+            )?);
             let snaps = repo.snapshots().await?.0;
-            let latest = select(
-                &snaps,
-                &SnapshotSelector::Latest {
-                    hostname: hostname.clone(),
-                    backup_name: backup_name.clone(),
-                },
-            )
-            .ok();
+            let series = snaps
+                .iter()
+                .filter(|(_, s)| s.hostname == hostname && s.backup_name == backup_name)
+                .map(|(id, s)| (id, s));
+            let plan = crate::policy::levels::plan(series, &action.level_policy()?, now);
             let mut opts = BackupOptions::new(hostname, backup_name, ctx.actor.clone());
             // Every snapshot is complete; the parent only says which files can be trusted
-            // unchanged. The level records how many snapshots in a row trusted their parent.
-            if let Some((id, s)) = latest {
-                opts.parent = Some(*id);
-                opts.level = s.level + 1;
+            // unchanged, and a level 0 trusts none (see `policy::levels`).
+            opts.parent = plan.parent;
+            opts.level = plan.level;
+            if action.consistency_check {
+                let source = source.clone();
+                let sum = tokio::task::spawn_blocking(move || consistency_checksum(&*source))
+                    .await
+                    .map_err(|e| Error::io("consistency checksum", std::io::Error::other(e)))??;
+                opts.consistency_checksum = Some(sum);
             }
             opts.compression = action.compression.as_deref().unwrap_or("auto").parse()?;
             opts.dry_run = action.dry_run;
             opts.time = ctx.now;
             opts.excludes = action.exclude.clone();
-            let r = crate::engine::backup(&mut repo, Arc::new(source), &opts, ctx.progress.clone())
-                .await?;
+            let r = crate::engine::backup(&mut repo, source, &opts, ctx.progress.clone()).await?;
             Ok(ActionOutcome::Backup(Box::new(r)))
         }
         Action::Restore => {
@@ -287,14 +314,82 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                 Some(repo.lock(false, "restore", &ctx.actor).await?)
             };
             repo.load_index().await?;
-            let r = crate::engine::restore(&repo, *id, snap, &opts, ctx.progress.clone()).await?;
+            let r = crate::engine::restore(&repo, *id, snap, &opts, ctx.progress.clone()).await;
             if let Some(l) = _lock {
                 let _ = l.release().await;
             }
+            let r = r?;
+            if let Some(want) = action.consistency_checksum.as_deref()
+                && !action.dry_run
+            {
+                verify_checksum(action, want).await?;
+            }
             Ok(ActionOutcome::Restore(Box::new(r)))
+        }
+        Action::Info => {
+            let filter = SnapshotFilter {
+                hostname: Some(hostname),
+                backup_name,
+                ..SnapshotFilter::default()
+            };
+            let (snaps, bad) = repo.snapshots().await?;
+            if let Some(b) = bad.first() {
+                return Err(Error::corrupt("snapshots", b.clone()));
+            }
+            Ok(ActionOutcome::Info {
+                snapshots: snaps
+                    .iter()
+                    .filter(|(_, s)| filter.matches(s))
+                    .map(|(id, s)| s.summary(*id))
+                    .collect(),
+            })
+        }
+        Action::Admin => {
+            let retention = action.retention(&ctx.tz)?.expect("validated");
+            let mut fo = ForgetOptions::new(retention, ctx.actor.clone());
+            fo.filter = SnapshotFilter {
+                hostname: Some(hostname),
+                backup_name,
+                ..SnapshotFilter::default()
+            };
+            fo.now = Some(now);
+            fo.tz = ctx.tz.clone();
+            fo.dry_run = action.dry_run;
+            let forget = crate::engine::forget(&repo, &fo).await?;
+            let prune = if forget.forgotten.is_empty() || action.dry_run {
+                None
+            } else {
+                let po = PruneOptions::default();
+                Some(crate::engine::prune(&mut repo, &po, &ctx.actor, ctx.progress.clone()).await?)
+            };
+            Ok(ActionOutcome::Admin(Box::new(AdminResult {
+                forget,
+                prune,
+            })))
         }
         other => Err(Error::unsupported(format!("action {other:?}"))),
     }
+}
+
+/// Checks the restored files against upstream's `consistency_checksum`.
+async fn verify_checksum(action: &FreezerAction, want: &str) -> Result<()> {
+    let target = action.restore_abs_path.clone().expect("validated");
+    let what = format!("restore into {target}");
+    let got = tokio::task::spawn_blocking(move || {
+        consistency_checksum(&FsSource::new(&target, &FsOptions::default())?)
+    })
+    .await
+    .map_err(|e| Error::io(&what, std::io::Error::other(e)))??;
+    if !got.eq_ignore_ascii_case(want.trim()) {
+        return Err(Error::corrupt(
+            what,
+            format!(
+                "consistency checksum mismatch: the restored files give {got}, expected {}",
+                want.trim()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// How one action of a job ended.

@@ -177,6 +177,118 @@ pub struct FreezerAction {
         skip_serializing_if = "is_false"
     )]
     pub one_file_system: bool,
+    /// Trust earlier snapshots' metadata (upstream's `incremental`; on unless turned off here
+    /// or by `no_incremental`).
+    #[serde(
+        default,
+        deserialize_with = "lenient_opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub incremental: Option<bool>,
+    /// Upstream's older spelling of `incremental: false`.
+    #[serde(
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "is_false"
+    )]
+    pub no_incremental: bool,
+    /// Start a new level 0 once this level is reached (0 or false: off).
+    #[serde(
+        default,
+        deserialize_with = "lenient_level",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_level: Option<u32>,
+    /// Climb to this level, then keep making it from the level below (0 or false: off).
+    #[serde(
+        default,
+        deserialize_with = "lenient_level",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub always_level: Option<u32>,
+    /// Start a new level 0 after this many days (fractional; 0 or false: off).
+    #[serde(
+        default,
+        deserialize_with = "lenient_days",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub restart_always_level: Option<f64>,
+    /// Retention: forget snapshots older than this many days (fractional).
+    #[serde(
+        default,
+        deserialize_with = "lenient_days",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub remove_older_than: Option<f64>,
+    /// Retention: forget snapshots older than this date (`YYYY-MM-DDThh:mm:ss`, local time).
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub remove_from_date: Option<String>,
+    /// Retention: forget snapshots older than this date or epoch number.
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub remove_before_date: Option<String>,
+    /// Retention (an extension): keep the newest N of each series.
+    #[serde(
+        default,
+        deserialize_with = "lenient_level",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keep_last: Option<u32>,
+    /// Retention (an extension): keep the newest of each of the last N hours.
+    #[serde(
+        default,
+        deserialize_with = "lenient_level",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keep_hourly: Option<u32>,
+    /// ... days.
+    #[serde(
+        default,
+        deserialize_with = "lenient_level",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keep_daily: Option<u32>,
+    /// ... ISO weeks.
+    #[serde(
+        default,
+        deserialize_with = "lenient_level",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keep_weekly: Option<u32>,
+    /// ... months.
+    #[serde(
+        default,
+        deserialize_with = "lenient_level",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keep_monthly: Option<u32>,
+    /// ... years.
+    #[serde(
+        default,
+        deserialize_with = "lenient_level",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keep_yearly: Option<u32>,
+    /// Retention (an extension): keep every snapshot within this span of the newest (`10d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within: Option<String>,
+    /// Store a checksum of the backed-up file set in the snapshot.
+    #[serde(
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "is_false"
+    )]
+    pub consistency_check: bool,
+    /// Restore: the file-set checksum the restored files must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency_checksum: Option<String>,
     /// Every other option, by upstream name, as given (the storage options among them are
     /// read by [`FreezerAction::all_storages`]).
     #[serde(flatten)]
@@ -185,6 +297,56 @@ pub struct FreezerAction {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn lenient_opt_bool<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<bool>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    lenient_bool(v).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// A level or count: a number or numeric string; 0, `false`, `""` and null mean off.
+fn lenient_level<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
+    use serde::de::Error as _;
+    let v = serde_json::Value::deserialize(d)?;
+    let n = match &v {
+        serde_json::Value::Null | serde_json::Value::Bool(false) => return Ok(None),
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) if s.trim().is_empty() => return Ok(None),
+        serde_json::Value::String(s) if s.trim().eq_ignore_ascii_case("false") => return Ok(None),
+        serde_json::Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    match n.map(u32::try_from) {
+        Some(Ok(0)) => Ok(None),
+        Some(Ok(n)) => Ok(Some(n)),
+        _ => Err(D::Error::custom(format!("{v} is not a count (0 or more)"))),
+    }
+}
+
+/// Days, fractional: a number or numeric string; 0, `false`, `""` and null mean off.
+fn lenient_days<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
+    use serde::de::Error as _;
+    let v = serde_json::Value::deserialize(d)?;
+    let n = match &v {
+        serde_json::Value::Null | serde_json::Value::Bool(false) => return Ok(None),
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) if s.trim().is_empty() => return Ok(None),
+        serde_json::Value::String(s) if s.trim().eq_ignore_ascii_case("false") => return Ok(None),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(0.0) => Ok(None),
+        Some(d) if d.is_finite() && d > 0.0 => Ok(Some(d)),
+        _ => Err(D::Error::custom(format!(
+            "{v} is not a number of days (more than 0)"
+        ))),
+    }
 }
 
 pub(crate) fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
@@ -333,6 +495,65 @@ impl FreezerAction {
         Ok(out)
     }
 
+    /// The level options (`incremental`, `no_incremental`, `max_level`, `always_level`,
+    /// `restart_always_level`), checked.
+    pub fn level_policy(&self) -> Result<crate::policy::LevelPolicy> {
+        if self.no_incremental && self.incremental == Some(true) {
+            return Err(Error::bad_input(
+                "no_incremental",
+                "incremental and no_incremental are both set; keep one",
+            ));
+        }
+        let p = crate::policy::LevelPolicy {
+            incremental: self.incremental.unwrap_or(!self.no_incremental),
+            max_level: self.max_level,
+            always_level: self.always_level,
+            restart_after_days: self.restart_always_level,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// The retention rules (`remove_older_than`, `remove_from_date`, `remove_before_date`,
+    /// `keep_*`), with dates read in `tz`; `None` when no rule is set.
+    pub fn retention(&self, tz: &jiff::tz::TimeZone) -> Result<Option<crate::policy::Retention>> {
+        let date = |v: &Option<String>, field: &str| -> Result<Option<jiff::Timestamp>> {
+            v.as_deref()
+                .filter(|d| !d.trim().is_empty())
+                .map(|d| {
+                    // Upstream's remove_before_date also takes an epoch number.
+                    match d.trim().parse::<i64>() {
+                        Ok(n) if field == "remove_before_date" => {
+                            jiff::Timestamp::from_second(n).map_err(|e| Error::bad_input(field, e))
+                        }
+                        _ => crate::time::parse_date(d, field, tz),
+                    }
+                })
+                .transpose()
+        };
+        let r = crate::policy::Retention {
+            remove_older_than_days: self.remove_older_than,
+            remove_from_date: date(&self.remove_from_date, "remove_from_date")?,
+            remove_before_date: date(&self.remove_before_date, "remove_before_date")?,
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within: self
+                .keep_within
+                .as_deref()
+                .map(|s| crate::policy::parse_span(s, "keep_within"))
+                .transpose()?,
+        };
+        if r.is_empty() {
+            return Ok(None);
+        }
+        r.validate()?;
+        Ok(Some(r))
+    }
+
     /// `upload_limit` and `download_limit` in bytes per second.
     pub fn limits(&self) -> Result<(Option<u64>, Option<u64>)> {
         super::storage::limits(self.upload_limit.as_deref(), self.download_limit.as_deref())
@@ -379,13 +600,28 @@ impl FreezerAction {
                         "a restore needs restore_abs_path",
                     ));
                 }
+                if self.consistency_checksum.is_some() && self.sub_path.is_some() {
+                    return Err(Error::bad_input(
+                        "consistency_checksum",
+                        "it covers a whole backup; leave out sub_path",
+                    ));
+                }
             }
-            other => {
-                return Err(Error::unsupported(format!(
-                    "action {other:?} in this release"
-                )));
+            Action::Admin => {
+                if self.retention(&jiff::tz::TimeZone::UTC)?.is_none() {
+                    return Err(Error::bad_input(
+                        "remove_older_than",
+                        "an admin action needs a retention rule: remove_older_than, remove_from_date, remove_before_date or keep_*",
+                    ));
+                }
+            }
+            Action::Info => {}
+            Action::Exec => {
+                return Err(Error::unsupported("action exec in this release"));
             }
         }
+        self.level_policy()?;
+        self.retention(&jiff::tz::TimeZone::UTC)?;
         let storages = self.all_storages()?;
         if storages.is_empty() {
             return Err(Error::bad_input(
@@ -445,14 +681,64 @@ mod tests {
         let a = FreezerAction::from_json(
             r#"{"action":"backup","mode":"fs","path_to_backup":"/data","backup_name":"web",
                 "container":"/bk","storage":"local","overwrite":"True","dry_run":"false",
-                "exclude":"*.log","dereference_symlink":"soft","engine_name":"tar","max_level":"3"}"#,
+                "exclude":"*.log","dereference_symlink":"soft","engine_name":"tar","max_level":"3",
+                "always_level":0,"restart_always_level":"0.5","incremental":"True",
+                "lvm_srcvol":"/dev/vg/lv"}"#,
         )
         .unwrap();
         assert!(a.overwrite && !a.dry_run);
         assert_eq!(a.exclude, ["*.log"]);
         assert_eq!(a.dereference_symlink, Some(Dereference::Soft));
-        assert_eq!(a.unknown_options(), ["max_level"]);
+        assert_eq!(a.unknown_options(), ["lvm_srcvol"]);
+        let levels = a.level_policy().unwrap();
+        assert_eq!(levels.max_level, Some(3));
+        assert_eq!(
+            levels.always_level, None,
+            "0 is off, as the dashboard sends it"
+        );
+        assert_eq!(levels.restart_after_days, Some(0.5));
+        assert!(levels.incremental);
         a.validate().unwrap();
+    }
+
+    #[test]
+    fn level_and_retention_options_are_read_leniently_and_checked() {
+        let a = FreezerAction::from_json(
+            r#"{"action":"admin","container":"/bk","remove_older_than":"30","keep_daily":"7",
+                "remove_before_date":"1795000000","remove_from_date":"2026-11-01T00:00:00"}"#,
+        )
+        .unwrap();
+        a.validate().unwrap();
+        let r = a.retention(&jiff::tz::TimeZone::UTC).unwrap().unwrap();
+        assert_eq!(r.remove_older_than_days, Some(30.0));
+        assert_eq!(r.keep_daily, Some(7));
+        assert_eq!(r.remove_before_date.unwrap().as_second(), 1_795_000_000);
+        assert_eq!(
+            r.remove_from_date.unwrap(),
+            "2026-11-01T00:00:00Z".parse::<jiff::Timestamp>().unwrap()
+        );
+        for (bad, field) in [
+            (r#"{"max_level":"three"}"#, "max_level"),
+            (r#"{"restart_always_level":-2}"#, "restart_always_level"),
+            (r#"{"remove_older_than":[]}"#, "remove_older_than"),
+            (r#"{"incremental":"perhaps"}"#, "incremental"),
+        ] {
+            let e = FreezerAction::from_json(bad).unwrap_err();
+            assert!(e.to_string().contains(field), "{bad}: {e}");
+        }
+        let off = FreezerAction::from_json(r#"{"no_incremental":true,"always_level":2}"#).unwrap();
+        let e = off.level_policy().unwrap_err();
+        assert!(e.to_string().contains("always_level"), "{e}");
+        let e = FreezerAction::from_json(r#"{"remove_from_date":"yesterday"}"#)
+            .unwrap()
+            .retention(&jiff::tz::TimeZone::UTC)
+            .unwrap_err();
+        assert!(e.to_string().contains("remove_from_date"), "{e}");
+        let e = FreezerAction::from_json(r#"{"keep_within":"soon"}"#)
+            .unwrap()
+            .retention(&jiff::tz::TimeZone::UTC)
+            .unwrap_err();
+        assert!(e.to_string().contains("keep_within"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Repository locks (`locks/<id>`): shared for backups and restores, exclusive for operations
 //! that delete data. A lock is refreshed while its holder runs; one whose process is gone (same
-//! host) or that was not refreshed within [`LOCK_LIFETIME`] is stale and ignored, so a killed
-//! backup never blocks the next one. Locks never protect against a second writer of the same
-//! object: objects are content-addressed and every put is atomic.
+//! host) or that was not refreshed within [`LOCK_LIFETIME`] is stale: the next operation
+//! removes it, saying whose it was, so a killed backup never blocks the next one. A live
+//! conflicting lock is waited for, up to a bound ([`DEFAULT_LOCK_WAIT`] unless told), then the
+//! operation fails naming the holder: nothing waits forever. Locks never protect against a
+//! second writer of the same object: objects are content-addressed and every put is atomic.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,8 @@ use crate::sink::{Payload, PutMode, Sink, SinkExt, Tee};
 pub const LOCK_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// How often a held lock is refreshed.
 pub const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
+/// How long an operation waits for a live conflicting lock by default.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10 * 60);
 
 /// What a lock file says.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -42,11 +46,34 @@ impl LockInfo {
     /// Whether the lock no longer counts: its process is gone from this host, or it was not
     /// refreshed within its lifetime.
     pub fn is_stale(&self, now: Timestamp, this_host: &str) -> bool {
+        self.stale_because(now, this_host).is_some()
+    }
+
+    /// Why the lock is stale, or `None` when it still counts.
+    pub fn stale_because(&self, now: Timestamp, this_host: &str) -> Option<String> {
         let age = now.as_second() - self.time.as_second();
         if age > LOCK_LIFETIME.as_secs() as i64 {
-            return true;
+            return Some(format!("not refreshed for {} minutes", age / 60));
         }
-        self.hostname == this_host && !process_alive(self.pid)
+        (self.hostname == this_host && !process_alive(self.pid))
+            .then(|| format!("process {} no longer runs on {}", self.pid, self.hostname))
+    }
+
+    /// `exclusive lock of ops@node1 (pid 42, prune) since 2026-11-24T10:00:00Z`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} lock of {}@{} (pid {}, {}) since {}",
+            if self.exclusive {
+                "exclusive"
+            } else {
+                "shared"
+            },
+            self.username,
+            self.hostname,
+            self.pid,
+            self.operation,
+            self.time
+        )
     }
 }
 
@@ -67,6 +94,8 @@ pub struct LockGuard {
     tee: Arc<Tee>,
     key: Arc<std::sync::Mutex<String>>,
     refresher: Option<tokio::task::JoinHandle<()>>,
+    /// Stale locks removed on the way in, one message each.
+    pub notes: Vec<String>,
 }
 
 impl LockGuard {
@@ -123,8 +152,35 @@ pub async fn list_locks(tee: &Tee, crypto: &Crypto) -> Result<Vec<(String, LockI
     Ok(out)
 }
 
-/// Takes a lock. Fails with [`Error::Locked`] naming the holder when a live conflicting lock
-/// exists (an exclusive one, or any one when `exclusive`).
+/// Removes the stale locks among `locks` (see [`LockInfo::stale_because`]); returns a
+/// message for each, naming whose it was and why it went.
+async fn remove_stale(
+    tee: &Tee,
+    locks: &mut Vec<(String, LockInfo)>,
+    hostname: &str,
+) -> Vec<String> {
+    let now = crate::time::now();
+    let mut notes = vec![];
+    let mut kept = vec![];
+    for (key, l) in locks.drain(..) {
+        match l.stale_because(now, hostname) {
+            Some(why) => {
+                let note = format!("removed a stale {}: {why}", l.describe());
+                tracing::warn!("{note}");
+                let _ = tee.delete(&key).await;
+                notes.push(note);
+            }
+            None => kept.push((key, l)),
+        }
+    }
+    *locks = kept;
+    notes
+}
+
+/// Takes a lock. Stale locks are removed on the way (each with a message in
+/// [`LockGuard::notes`] and the log). A live conflicting lock (an exclusive one, or any one
+/// when `exclusive`) is waited for, checking again every few seconds, for up to `wait`; then
+/// this fails with [`Error::Locked`] naming the holder.
 pub async fn acquire(
     tee: Arc<Tee>,
     crypto: Crypto,
@@ -132,6 +188,7 @@ pub async fn acquire(
     username: &str,
     exclusive: bool,
     operation: &str,
+    wait: Duration,
 ) -> Result<LockGuard> {
     let info = LockInfo {
         time: crate::time::now(),
@@ -142,32 +199,64 @@ pub async fn acquire(
         operation: operation.to_string(),
     };
     let conflict = |locks: &[(String, LockInfo)], own: Option<&str>| {
-        let now = crate::time::now();
         locks
             .iter()
             .filter(|(k, _)| Some(k.as_str()) != own)
-            .find(|(_, l)| (exclusive || l.exclusive) && !l.is_stale(now, hostname))
-            .map(|(_, l)| Error::Locked {
-                what: format!(
-                    "the repository is locked {} by {}@{} (pid {}, {}) since {}",
-                    if l.exclusive { "exclusively" } else { "" },
-                    l.username,
-                    l.hostname,
-                    l.pid,
-                    l.operation,
-                    l.time
-                ),
-            })
+            .find(|(_, l)| exclusive || l.exclusive)
+            .map(|(_, l)| l.clone())
     };
-    if let Some(e) = conflict(&list_locks(&tee, &crypto).await?, None) {
-        return Err(e);
-    }
-    let key = write_lock(&tee, &crypto, &info).await?;
-    // Another process may have locked at the same moment: look again, and back off if so.
-    if let Some(e) = conflict(&list_locks(&tee, &crypto).await?, Some(&key)) {
-        let _ = tee.delete(&key).await;
-        return Err(e);
-    }
+    let started = std::time::Instant::now();
+    let mut notes = vec![];
+    let mut said_waiting = false;
+    let mut pause = Duration::from_millis(500);
+    let key = loop {
+        let mut locks = list_locks(&tee, &crypto).await?;
+        notes.extend(remove_stale(&tee, &mut locks, hostname).await);
+        let holder = match conflict(&locks, None) {
+            None => {
+                let key = write_lock(&tee, &crypto, &info).await?;
+                // Another process may have locked at the same moment: look again, and back
+                // off if so (both may back off; the waits are jittered and bounded).
+                let mut again = list_locks(&tee, &crypto).await?;
+                remove_stale(&tee, &mut again, hostname).await;
+                match conflict(&again, Some(&key)) {
+                    None => break key,
+                    Some(l) => {
+                        let _ = tee.delete(&key).await;
+                        l
+                    }
+                }
+            }
+            Some(l) => l,
+        };
+        let waited = started.elapsed();
+        if waited >= wait {
+            return Err(Error::Locked {
+                what: format!(
+                    "the repository is locked: {}{}; `freezer unlock` removes stale locks",
+                    holder.describe(),
+                    if wait.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" (waited {} s)", waited.as_secs())
+                    }
+                ),
+            });
+        }
+        if !said_waiting {
+            tracing::warn!(
+                "waiting up to {} s for the {} to go",
+                wait.as_secs(),
+                holder.describe()
+            );
+            said_waiting = true;
+        }
+        let mut jitter = [0u8; 1];
+        crate::crypto::random_bytes(&mut jitter);
+        let nap = (pause + Duration::from_millis(u64::from(jitter[0]) * 2)).min(wait - waited);
+        tokio::time::sleep(nap).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    };
     let key = Arc::new(std::sync::Mutex::new(key));
     let refresher = {
         let (tee, key, crypto) = (tee.clone(), key.clone(), crypto.clone());
@@ -190,7 +279,27 @@ pub async fn acquire(
         tee,
         key,
         refresher: Some(refresher),
+        notes,
     })
+}
+
+/// Removes stale locks, or every lock when `all` (only when no operation runs anywhere: a
+/// live backup whose lock goes is no longer protected from a prune). Returns what went.
+pub async fn unlock(
+    tee: &Tee,
+    crypto: &Crypto,
+    hostname: &str,
+    all: bool,
+) -> Result<Vec<LockInfo>> {
+    let now = crate::time::now();
+    let mut gone = vec![];
+    for (key, l) in list_locks(tee, crypto).await? {
+        if all || l.is_stale(now, hostname) {
+            tee.delete(&key).await?;
+            gone.push(l);
+        }
+    }
+    Ok(gone)
 }
 
 #[cfg(test)]
@@ -203,28 +312,156 @@ mod tests {
     async fn shared_locks_coexist_exclusive_ones_do_not() {
         let tee = Arc::new(Tee::new(vec![Arc::new(MemorySink::new("m"))]).unwrap());
         let c = Crypto::new(&MasterKey::generate(true));
-        let a = acquire(tee.clone(), c.clone(), "h", "u", false, "backup")
-            .await
-            .unwrap();
-        let b = acquire(tee.clone(), c.clone(), "h", "u", false, "backup")
-            .await
-            .unwrap();
-        let e = acquire(tee.clone(), c.clone(), "h", "u", true, "prune")
-            .await
-            .unwrap_err();
+        let a = acquire(
+            tee.clone(),
+            c.clone(),
+            "h",
+            "u",
+            false,
+            "backup",
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+        let b = acquire(
+            tee.clone(),
+            c.clone(),
+            "h",
+            "u",
+            false,
+            "backup",
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+        let e = acquire(
+            tee.clone(),
+            c.clone(),
+            "h",
+            "u",
+            true,
+            "prune",
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, Error::Locked { .. }), "{e}");
         a.release().await.unwrap();
         b.release().await.unwrap();
-        let x = acquire(tee.clone(), c.clone(), "h", "u", true, "prune")
-            .await
-            .unwrap();
+        let x = acquire(
+            tee.clone(),
+            c.clone(),
+            "h",
+            "u",
+            true,
+            "prune",
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
         assert!(
-            acquire(tee.clone(), c.clone(), "h", "u", false, "backup")
-                .await
-                .is_err()
+            acquire(
+                tee.clone(),
+                c.clone(),
+                "h",
+                "u",
+                false,
+                "backup",
+                Duration::ZERO
+            )
+            .await
+            .is_err()
         );
         x.release().await.unwrap();
         assert!(tee.list("locks/").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn stale_locks_are_taken_over_with_a_note_and_live_ones_waited_for() {
+        let tee = Arc::new(Tee::new(vec![Arc::new(MemorySink::new("m"))]).unwrap());
+        let c = Crypto::new(&MasterKey::generate(true));
+        // An exclusive lock of another host, not refreshed for an hour: stale.
+        let old = LockInfo {
+            time: crate::time::now() - jiff::SignedDuration::from_hours(1),
+            hostname: "gone-host".into(),
+            pid: 1,
+            username: "ops".into(),
+            exclusive: true,
+            operation: "prune".into(),
+        };
+        write_lock(&tee, &c, &old).await.unwrap();
+        let g = acquire(
+            tee.clone(),
+            c.clone(),
+            "h",
+            "u",
+            false,
+            "backup",
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+        assert_eq!(g.notes.len(), 1, "{:?}", g.notes);
+        assert!(g.notes[0].contains("ops@gone-host"), "{:?}", g.notes);
+        assert!(
+            g.notes[0].contains("not refreshed for 60 minutes"),
+            "{:?}",
+            g.notes
+        );
+        assert_eq!(
+            list_locks(&tee, &c).await.unwrap().len(),
+            1,
+            "only ours is left"
+        );
+        // An exclusive lock waits for the shared one, and gets it once it goes.
+        let t = tee.clone();
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move {
+            acquire(t, c2, "h", "u", true, "prune", Duration::from_secs(30)).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiter.is_finished());
+        g.release().await.unwrap();
+        let x = waiter.await.unwrap().unwrap();
+        // A bounded wait ends with the holder's name.
+        let started = std::time::Instant::now();
+        let e = acquire(
+            tee.clone(),
+            c.clone(),
+            "h",
+            "u",
+            false,
+            "backup",
+            Duration::from_millis(700),
+        )
+        .await
+        .unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(700));
+        assert!(e.to_string().contains("exclusive lock of u@h"), "{e}");
+        assert!(e.to_string().contains("prune"), "{e}");
+        x.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unlock_removes_stale_locks_or_all() {
+        let tee = Arc::new(Tee::new(vec![Arc::new(MemorySink::new("m"))]).unwrap());
+        let c = Crypto::new(&MasterKey::generate(true));
+        let mut dead = LockInfo {
+            time: crate::time::now(),
+            hostname: "h".into(),
+            pid: 0x7fff_fff0,
+            username: "u".into(),
+            exclusive: false,
+            operation: "backup".into(),
+        };
+        write_lock(&tee, &c, &dead).await.unwrap();
+        dead.pid = std::process::id();
+        write_lock(&tee, &c, &dead).await.unwrap();
+        let gone = unlock(&tee, &c, "h", false).await.unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].pid, 0x7fff_fff0);
+        assert_eq!(unlock(&tee, &c, "h", true).await.unwrap().len(), 1);
+        assert!(list_locks(&tee, &c).await.unwrap().is_empty());
     }
 
     #[test]

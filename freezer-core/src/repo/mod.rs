@@ -115,6 +115,7 @@ pub struct Repository {
     key_id: Option<Id>,
     index: Arc<Index>,
     warnings: Vec<String>,
+    lock_wait: std::time::Duration,
 }
 
 async fn read_config(sink: &dyn Sink) -> Result<Config> {
@@ -314,6 +315,7 @@ impl Repository {
             key_id,
             index: Arc::default(),
             warnings: vec![],
+            lock_wait: lock::DEFAULT_LOCK_WAIT,
         })
     }
 
@@ -388,6 +390,12 @@ impl Repository {
         }
         self.index = Arc::new(index);
         Ok(())
+    }
+
+    /// Replaces the loaded index with one built elsewhere (by `check`, which reads every
+    /// storage's index files itself).
+    pub(crate) fn set_index(&mut self, index: Index) {
+        self.index = Arc::new(index);
     }
 
     /// Records a pack that was just written to `sinks`.
@@ -625,8 +633,20 @@ impl Repository {
             &actor.username,
             exclusive,
             operation,
+            self.lock_wait,
         )
         .await
+    }
+
+    /// How long [`Repository::lock`] waits for a live conflicting lock
+    /// ([`lock::DEFAULT_LOCK_WAIT`] unless set).
+    pub fn set_lock_wait(&mut self, wait: std::time::Duration) {
+        self.lock_wait = wait;
+    }
+
+    /// Removes stale locks (every lock when `all`); returns what went.
+    pub async fn unlock(&self, actor: &Actor, all: bool) -> Result<Vec<lock::LockInfo>> {
+        lock::unlock(&self.tee, &self.crypto, &actor.hostname, all).await
     }
 
     /// A blob encoder for this repository.

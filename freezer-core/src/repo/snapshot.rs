@@ -85,6 +85,10 @@ pub struct Snapshot {
     /// Files that changed while read or could not be read, with the reason.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Upstream's `consistency_checksum`: the checksum of the backed-up file set, when the
+    /// backup was asked for one (see [`crate::source::checksum`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency_checksum: Option<String>,
     /// Fields written by later versions, kept as they are.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -107,6 +111,82 @@ impl Snapshot {
     /// Encodes as JSON.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a snapshot serializes")
+    }
+}
+
+/// Which snapshots a listing, a retention or a copy looks at. Empty fields match all.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SnapshotFilter {
+    /// Only this host's.
+    pub hostname: Option<String>,
+    /// Only this backup name's.
+    pub backup_name: Option<String>,
+    /// Only those taken at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only those taken at or before this time.
+    pub until: Option<Timestamp>,
+}
+
+impl SnapshotFilter {
+    /// Whether `s` passes.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        self.hostname.as_ref().is_none_or(|h| &s.hostname == h)
+            && self
+                .backup_name
+                .as_ref()
+                .is_none_or(|n| &s.backup_name == n)
+            && self.since.is_none_or(|t| s.time >= t)
+            && self.until.is_none_or(|t| s.time <= t)
+    }
+}
+
+/// One line of a Freezer-style listing (upstream's `info`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SnapshotSummary {
+    /// The snapshot's id.
+    pub id: Id,
+    /// Its host.
+    pub hostname: String,
+    /// Its backup name.
+    pub backup_name: String,
+    /// Its level.
+    pub level: u32,
+    /// When it was taken.
+    pub time: Timestamp,
+    /// Upstream's integer epoch.
+    pub time_stamp: i64,
+    /// Bytes of file content it holds.
+    pub size: u64,
+    /// Files it holds.
+    pub files: u64,
+    /// Bytes its backup added to the repository, as stored.
+    pub added: u64,
+    /// What was backed up.
+    pub path_to_backup: String,
+    /// The snapshot it trusted, if any.
+    pub parent: Option<Id>,
+    /// Its file-set checksum, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency_checksum: Option<String>,
+}
+
+impl Snapshot {
+    /// Its line in a listing.
+    pub fn summary(&self, id: Id) -> SnapshotSummary {
+        SnapshotSummary {
+            id,
+            hostname: self.hostname.clone(),
+            backup_name: self.backup_name.clone(),
+            level: self.level,
+            time: self.time,
+            time_stamp: self.time_stamp,
+            size: self.stats.bytes,
+            files: self.stats.files,
+            added: self.stats.bytes_added,
+            path_to_backup: self.path_to_backup.clone(),
+            parent: self.parent,
+            consistency_checksum: self.consistency_checksum.clone(),
+        }
     }
 }
 
@@ -214,6 +294,7 @@ mod tests {
             username: "root".into(),
             stats: SnapshotStats::default(),
             warnings: vec![],
+            consistency_checksum: None,
             extra: BTreeMap::new(),
         }
     }

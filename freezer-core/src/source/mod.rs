@@ -10,6 +10,7 @@
 //! when the entry changed); [`Source::open`] returns a reader of the entry's current content,
 //! which also says, when done, whether the entry changed while it was read.
 
+pub mod checksum;
 pub mod fs;
 pub mod snapshot;
 

@@ -74,6 +74,7 @@ async fn plant(repo_dir: &Path, name: &[u8]) -> freezer_core::Id {
         username: "x".into(),
         stats: Default::default(),
         warnings: vec![],
+        consistency_checksum: None,
         extra: Default::default(),
     };
     repo.write_snapshot(&snap, all).await.unwrap().0

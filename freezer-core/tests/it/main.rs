@@ -1,11 +1,14 @@
 //! Integration tests of freezer-core: one binary, one module per capability.
 
 mod backup_restore;
+mod check;
 mod conformance;
 mod copy;
 mod damage;
 mod ftp;
 mod hostile;
+mod lifecycle;
+mod prune;
 mod s3;
 mod servers;
 mod ssh;

@@ -1,0 +1,353 @@
+//! The lifecycle commands as an operator runs them: stale locks of killed processes, file-set
+//! checksums, retention, prune, check, repair and listings.
+
+use std::process::Stdio;
+
+use super::{Env, stderr};
+use crate::support::{self, assert_same_tree, odd_tree};
+
+fn list_len(e: &Env, args: &[&str]) -> usize {
+    let mut a = vec![
+        "snapshots",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        e.pass(),
+    ];
+    a.extend_from_slice(args);
+    e.json(&a)["snapshots"].as_array().unwrap().len()
+}
+
+#[test]
+fn a_killed_backup_leaves_a_stale_lock_that_the_next_run_takes_over() {
+    let e = Env::new();
+    let p = e.pass();
+    std::fs::create_dir_all(e.path("src")).unwrap();
+    std::fs::write(e.path("src/big"), support::pseudo_random(4 << 20, 3)).unwrap();
+    e.ok(&["init", "--repo", "repo", "--encrypt-pass-file", p]);
+    // 4 MiB at 256 KiB/s: the backup is still running when it is killed.
+    let mut child = e
+        .cmd(&[
+            "backup",
+            "--repo",
+            "repo",
+            "--encrypt-pass-file",
+            p,
+            "--path-to-backup",
+            "src",
+            "-N",
+            "web",
+            "--upload-limit",
+            "256K",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let locks = e.path("repo/locks");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let locked = || {
+        std::fs::read_dir(&locks).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
+        })
+    };
+    while !locked() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup took no lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read_dir(&locks).unwrap().count(),
+        1,
+        "the lock stays"
+    );
+
+    // An exclusive operation does not wait for it: its process is gone from this host.
+    let o = e.run(&[
+        "prune",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+        "--lock-wait",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("removed a stale shared lock"), "{err}");
+    assert!(err.contains("no longer runs"), "{err}");
+    assert!(err.contains("backup"), "{err}");
+    assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 0);
+    let b = e.json(&[
+        "backup",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+        "--path-to-backup",
+        "src",
+        "-N",
+        "web",
+        "--lock-wait",
+        "0",
+    ]);
+    assert_eq!(b["complete"], true);
+    let u = e.json(&["unlock", "--repo", "repo", "--encrypt-pass-file", p]);
+    assert_eq!(u["removed"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn consistency_checksums_are_stored_and_verify_restores() {
+    let e = Env::new();
+    let p = e.pass();
+    odd_tree(&e.path("src"));
+    e.ok(&["init", "--repo", "repo", "--encrypt-pass-file", p]);
+    let b = e.json(&[
+        "backup",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+        "--path-to-backup",
+        "src",
+        "-N",
+        "web",
+        "--consistency-check",
+    ]);
+    let sum = b["snapshot"]["consistency_checksum"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sum.len(), 64);
+    let restore = |target: &str, sum: &str| {
+        e.run(&[
+            "restore",
+            "--repo",
+            "repo",
+            "--encrypt-pass-file",
+            p,
+            "-N",
+            "web",
+            "--restore-abs-path",
+            target,
+            "--consistency-checksum",
+            sum,
+        ])
+    };
+    let o = restore("good", &sum);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&e.path("src"), &e.path("good"), true);
+    // Upstream's acceptance: a wrong checksum exits 1, nothing on stdout, the reason on stderr.
+    let o = restore("bad", &"0".repeat(64));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        stderr(&o).contains("consistency checksum mismatch"),
+        "{}",
+        stderr(&o)
+    );
+    // A backup without the option records none.
+    let b = e.json(&[
+        "backup",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+        "--path-to-backup",
+        "src",
+        "-N",
+        "plain",
+    ]);
+    assert!(b["snapshot"].get("consistency_checksum").is_none(), "{b}");
+}
+
+#[test]
+fn forget_prune_check_and_repair_as_an_operator_runs_them() {
+    let e = Env::new();
+    let p = e.pass();
+    std::fs::create_dir_all(e.path("src")).unwrap();
+    e.ok(&[
+        "init",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+        "--pack-size",
+        "1",
+    ]);
+    for (i, (host, name)) in [
+        ("a", "web"),
+        ("a", "web"),
+        ("a", "web"),
+        ("a", "db"),
+        ("b", "web"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(e.path("src/f"), support::pseudo_random(512 << 10, i as u64)).unwrap();
+        e.json(&[
+            "backup",
+            "--repo",
+            "repo",
+            "--encrypt-pass-file",
+            p,
+            "--path-to-backup",
+            "src",
+            "-N",
+            name,
+            "--hostname",
+            host,
+        ]);
+    }
+    // Listings filter by host, name and time; `info` is the same listing.
+    assert_eq!(list_len(&e, &[]), 5);
+    assert_eq!(list_len(&e, &["--hostname", "a"]), 4);
+    assert_eq!(list_len(&e, &["--hostname", "a", "-N", "web"]), 3);
+    assert_eq!(
+        list_len(&e, &["--since", "2000-01-01", "--until", "2999-01-01"]),
+        5
+    );
+    assert_eq!(list_len(&e, &["--since", "2999-01-01"]), 0);
+    let text = e.ok(&["info", "--repo", "repo", "--encrypt-pass-file", p]);
+    assert!(
+        text.contains("LEVEL") && text.contains("BACKUP NAME"),
+        "{text}"
+    );
+
+    // A dry run says what would go and why, and changes nothing.
+    let dry = e.ok(&[
+        "forget",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+        "--keep-last",
+        "1",
+        "--dry-run",
+    ]);
+    assert_eq!(dry.matches("forget ").count(), 2, "{dry}");
+    assert!(dry.contains("no keep rule keeps it"), "{dry}");
+    assert!(dry.contains("last 1"), "{dry}");
+    assert!(dry.contains("would be forgotten"), "{dry}");
+    assert_eq!(list_len(&e, &[]), 5);
+    let o = e.run(&["forget", "--repo", "repo", "--encrypt-pass-file", p]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--keep"), "{}", stderr(&o));
+
+    let r = e.json(&[
+        "forget",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+        "--hostname",
+        "a",
+        "-N",
+        "web",
+        "--keep-last",
+        "1",
+        "--prune",
+    ]);
+    assert_eq!(r["forget"]["forgotten"].as_array().unwrap().len(), 2);
+    assert!(
+        r["prune"]["total"]["bytes_freed"].as_u64().unwrap() > 512 << 10,
+        "{r}"
+    );
+    assert_eq!(list_len(&e, &[]), 3);
+
+    // A clean repository checks clean; a flipped byte in a pack is found by --read-data and
+    // named with the snapshots it touches; exit codes say so.
+    let c = e.json(&[
+        "check",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+        "--read-data",
+    ]);
+    assert_eq!(c["ok"], true, "{c}");
+    let packs = support::pack_files(&e.path("repo"));
+    let biggest = packs
+        .iter()
+        .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+        .unwrap();
+    let good = std::fs::read(biggest).unwrap();
+    let mut bytes = good.clone();
+    bytes[100] ^= 0x40;
+    std::fs::write(biggest, bytes).unwrap();
+    let o = e.run(&["check", "--repo", "repo", "--encrypt-pass-file", p]);
+    assert!(
+        o.status.success(),
+        "without --read-data contents are not read: {}",
+        stderr(&o)
+    );
+    let o = e.run(&[
+        "check",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+        "--read-data",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("damaged: pack"), "{err}");
+    assert!(err.contains("snapshot: "), "{err}");
+    std::fs::write(biggest, good).unwrap();
+    let o = e.run(&[
+        "check",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+        "--read-data-subset",
+        "0/3",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("read_data"), "{}", stderr(&o));
+
+    // A lost index: check names the missing data, repair index rebuilds it from the packs.
+    std::fs::remove_dir_all(e.path("repo/index")).unwrap();
+    let o = e.run(&["check", "--repo", "repo", "--encrypt-pass-file", p]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let o = e.run(&[
+        "repair",
+        "index",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = e.run(&["check", "--repo", "repo", "--encrypt-pass-file", p]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let target = e.path("out");
+    e.ok(&[
+        "restore",
+        "--repo",
+        "repo",
+        "--encrypt-pass-file",
+        p,
+        "-N",
+        "db",
+        "--hostname",
+        "a",
+        "--restore-abs-path",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(target.join("f")).unwrap(),
+        support::pseudo_random(512 << 10, 3)
+    );
+}

@@ -1,0 +1,247 @@
+//! Rebuilding the index from the packs: [`repair_index`].
+//!
+//! For each live storage it reads the header of every pack from the pack's tail (ranged reads:
+//! the last 4 bytes give the sealed header's length), writes new index files for that storage
+//! listing every pack whose header decodes, and only then deletes that storage's old index
+//! files. A pack whose header is damaged is reported and left in place. It takes an exclusive
+//! lock, and writes and deletes nothing but index files (and its lock).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+
+use super::Progress;
+use super::check::detail;
+use crate::crypto::Crypto;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::index::IndexFile;
+use crate::repo::pack::{self, PackedBlob};
+use crate::repo::{Actor, Repository, pack_key};
+use crate::sink::{Sink, SinkExt};
+
+/// Most blobs listed by one new index file (a pack with more gets a file of its own).
+const MAX_BLOBS_PER_INDEX: usize = 50_000;
+/// Pack headers read at once from one storage.
+const PARALLEL_HEADER_READS: usize = 16;
+/// Blobs a pack's header may list and still come with the first read of its tail; a larger
+/// header takes a second read.
+const TAIL_GUESS_BLOBS: usize = 256;
+
+/// A pack (or a stray object under `data/`) left out of the new index.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DamagedPack {
+    /// `pack <id>`, or the key of an object under `data/` that is not named as a pack.
+    pub object: String,
+    /// Why it was left out.
+    pub error: String,
+}
+
+/// What `repair_index` did on one storage.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StorageRepair {
+    /// The storage.
+    pub storage: String,
+    /// Packs listed by the new index files.
+    pub packs_indexed: u64,
+    /// Blobs listed by the new index files.
+    pub blobs: u64,
+    /// Packs left out because their header is damaged; they are left in place.
+    pub damaged_packs: Vec<DamagedPack>,
+    /// New index files written.
+    pub index_files_written: u64,
+    /// Old index files removed.
+    pub index_files_removed: u64,
+    /// Why the storage could not be repaired (or only partly: old index files are only
+    /// removed once every new one is written, so the storage keeps a usable index).
+    pub error: Option<String>,
+}
+
+/// What `repair_index` did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RepairReport {
+    /// One entry per storage, in tee order.
+    pub storages: Vec<StorageRepair>,
+    /// Problems that are no failure of the repair: stale locks removed on the way in, a lock
+    /// that could not be removed.
+    pub warnings: Vec<String>,
+}
+
+impl RepairReport {
+    /// Whether every storage was repaired (damaged packs left out do not count).
+    pub fn is_complete(&self) -> bool {
+        self.storages.iter().all(|s| s.error.is_none())
+    }
+}
+
+/// Rebuilds the index of every live storage from its packs' headers; see the module
+/// documentation. The repository's index is reloaded afterwards.
+pub async fn repair_index(
+    repo: &mut Repository,
+    actor: &Actor,
+    progress: Arc<dyn Progress>,
+) -> Result<RepairReport> {
+    let lock = repo.lock(true, "repair-index", actor).await?;
+    let tee = repo.tee().clone();
+    let mut report = RepairReport {
+        warnings: lock.notes.clone(),
+        ..RepairReport::default()
+    };
+    for (i, status) in tee.status().into_iter().enumerate() {
+        let mut done = StorageRepair {
+            storage: status.sink,
+            ..StorageRepair::default()
+        };
+        if let Some(why) = status.error {
+            done.error = Some(format!("not repaired: {why}"));
+        } else if let Err(e) = repair_storage(repo, i, &mut done, progress.as_ref()).await {
+            tee.fail(i, &e);
+            done.error = Some(e.to_string());
+        }
+        report.storages.push(done);
+    }
+    let loaded = repo.load_index().await;
+    let released = lock.release().await;
+    loaded?;
+    if let Err(e) = released {
+        report
+            .warnings
+            .push(format!("could not remove the lock: {e}"));
+    }
+    Ok(report)
+}
+
+/// Rebuilds the index of storage `i`.
+async fn repair_storage(
+    repo: &Repository,
+    i: usize,
+    out: &mut StorageRepair,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let member = repo.tee().member(i).clone();
+    let old: Vec<String> = member
+        .list("index/")
+        .await?
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    let mut packs = Vec::new();
+    for meta in member.list("data/").await? {
+        match meta.key.rsplit('/').next().map(Id::from_hex) {
+            Some(Ok(id)) if pack_key(&id) == meta.key => packs.push((id, meta.size)),
+            _ => out.damaged_packs.push(DamagedPack {
+                object: meta.key,
+                error: "not a pack: packs are named data/<first 2 hex digits>/<id>".into(),
+            }),
+        }
+    }
+    packs.sort_unstable();
+    let crypto = repo.crypto().clone();
+    // In order, so that the same packs give the same index files.
+    let mut headers = futures::stream::iter(packs)
+        .map(|(id, size)| {
+            let (member, crypto) = (member.clone(), crypto.clone());
+            async move { (id, read_header(member.as_ref(), &crypto, &id, size).await) }
+        })
+        .buffered(PARALLEL_HEADER_READS);
+    let mut written: HashSet<String> = HashSet::new();
+    let mut file = IndexFile::default();
+    let mut in_file = 0;
+    while let Some((id, res)) = headers.next().await {
+        progress.add_entries(1);
+        match res {
+            Ok(blobs) => {
+                if in_file + blobs.len() > MAX_BLOBS_PER_INDEX && in_file > 0 {
+                    write(repo, i, std::mem::take(&mut file), &mut written, out).await?;
+                    in_file = 0;
+                }
+                in_file += blobs.len();
+                out.packs_indexed += 1;
+                out.blobs += blobs.len() as u64;
+                file.packs.push((id, blobs));
+            }
+            Err(e) => {
+                let object = format!("pack {id}");
+                out.damaged_packs.push(DamagedPack {
+                    error: detail(&e, &object),
+                    object,
+                });
+            }
+        }
+    }
+    if !file.packs.is_empty() {
+        write(repo, i, file, &mut written, out).await?;
+    }
+    // Only now that the new index is complete: the old one goes.
+    for key in old {
+        if !written.contains(&key) {
+            member.delete(&key).await?;
+            out.index_files_removed += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Writes one new index file to storage `i`.
+async fn write(
+    repo: &Repository,
+    i: usize,
+    file: IndexFile,
+    written: &mut HashSet<String>,
+    out: &mut StorageRepair,
+) -> Result<()> {
+    let (id, held) = repo.write_index(&file, 1 << i).await?;
+    if held & (1 << i) == 0 {
+        return Err(Error::io(
+            format!("index/{id} on {}", out.storage),
+            std::io::Error::other("not written"),
+        ));
+    }
+    written.insert(format!("index/{id}"));
+    out.index_files_written += 1;
+    Ok(())
+}
+
+/// Reads and decodes the header of pack `id` (`size` bytes as listed) from its tail: one
+/// ranged read, or two when the header is larger than guessed.
+async fn read_header(
+    sink: &dyn Sink,
+    crypto: &Crypto,
+    id: &Id,
+    size: u64,
+) -> Result<Vec<PackedBlob>> {
+    let key = pack_key(id);
+    let what = format!("pack {id}");
+    let read = |len: u64| {
+        let key = &key;
+        let what = &what;
+        async move {
+            let tail = sink.get_range(key, size - len..size).await?;
+            if tail.len() as u64 != len {
+                return Err(Error::corrupt(
+                    what,
+                    format!(
+                        "{} bytes at its end, where the listing promised {len}",
+                        tail.len()
+                    ),
+                ));
+            }
+            Ok(tail)
+        }
+    };
+    if size < 4 {
+        return Err(Error::corrupt(
+            &what,
+            format!("{size} bytes: too short for a pack"),
+        ));
+    }
+    let mut tail = read(pack::header_read_hint(TAIL_GUESS_BLOBS, crypto).min(size)).await?;
+    let hlen = u64::from(u32::from_le_bytes(
+        tail[tail.len() - 4..].try_into().expect("4 bytes"),
+    ));
+    if hlen + 4 > tail.len() as u64 && hlen + 4 <= size {
+        tail = read(hlen + 4).await?;
+    }
+    pack::decode_header(crypto, &tail, size, &what)
+}
