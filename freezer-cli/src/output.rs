@@ -135,6 +135,17 @@ impl Out {
                 }
             }
         }
+        if let Some(rt) = &r.retention {
+            println!(
+                "retention: {} snapshot(s) forgotten, {} kept{}",
+                rt.forget.forgotten.len(),
+                rt.forget.kept,
+                rt.prune
+                    .as_ref()
+                    .map(|p| format!("; prune freed {}", size(p.total.bytes_freed)))
+                    .unwrap_or_default()
+            );
+        }
         for w in &r.warnings {
             eprintln!("warning: {w}");
         }
@@ -404,6 +415,7 @@ fn backup_json(r: &BackupResult) -> serde_json::Value {
         "sinks": r.sinks,
         "warnings": r.warnings,
         "snapshot": r.snapshot,
+        "retention": r.retention,
     })
 }
 

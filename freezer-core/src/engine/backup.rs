@@ -113,12 +113,19 @@ pub struct BackupResult {
     pub sinks: Vec<SinkResult>,
     /// Files that changed while read or could not be read.
     pub warnings: Vec<String>,
+    /// Retention applied after the backup, when the job asked for it (upstream's backup
+    /// action with `remove_older_than`); the engine itself leaves it `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<super::RetentionResult>,
 }
 
 impl BackupResult {
-    /// Whether every storage holds the snapshot and every entry was read cleanly.
+    /// Whether every storage holds the snapshot, every entry was read cleanly, and retention
+    /// (when asked for) finished.
     pub fn is_complete(&self) -> bool {
-        self.sinks.iter().all(|s| s.holds_snapshot) && self.warnings.is_empty()
+        self.sinks.iter().all(|s| s.holds_snapshot)
+            && self.warnings.is_empty()
+            && self.retention.as_ref().is_none_or(|r| r.is_complete())
     }
 }
 
@@ -400,6 +407,7 @@ pub async fn backup(
             snapshot,
             sinks,
             warnings,
+            retention: None,
         });
     }
 
@@ -469,6 +477,7 @@ pub async fn backup(
         snapshot,
         sinks,
         warnings,
+        retention: None,
     })
 }
 

@@ -282,6 +282,19 @@ async fn run(
     let mut views = Vec::new();
     // Index files already decoded (from another storage): their packs, ends and counts.
     let mut known: HashMap<String, Vec<(Id, u64, usize)>> = HashMap::new();
+    // Snapshots are listed before the index files: a backup running alongside (backups and
+    // check both take shared locks) writes its index files before its snapshot, so every
+    // snapshot listed here has its index files among those read next. Snapshots that appear
+    // later are not checked; those forgotten meanwhile are skipped.
+    let mut early: HashMap<usize, HashSet<String>> = HashMap::new();
+    for i in 0..tee.len() {
+        if tee.live() & (1 << i) == 0 {
+            continue;
+        }
+        if let Ok(list) = tee.member(i).list("snapshots/").await {
+            early.insert(i, list.into_iter().map(|m| m.key).collect());
+        }
+    }
     for (i, name) in names.iter().enumerate() {
         if tee.live() & (1 << i) == 0 {
             continue;
@@ -318,7 +331,7 @@ async fn run(
     report.packs = index.packs().len() as u64;
     report.unreferenced_packs.sort();
 
-    let snapshots = read_snapshots(&tee, &crypto, &mut views, &mut problems).await;
+    let snapshots = read_snapshots(&tee, &crypto, &mut views, &mut problems, &early).await;
     report.snapshots = snapshots.len() as u64;
 
     repo.set_index(index);
@@ -525,6 +538,7 @@ async fn read_snapshots(
     crypto: &Crypto,
     views: &mut Vec<StorageView>,
     problems: &mut Problems,
+    early: &HashMap<usize, HashSet<String>>,
 ) -> Snapshots {
     let mut good: Snapshots = BTreeMap::new();
     let mut failed = Vec::new();
@@ -540,6 +554,7 @@ async fn read_snapshots(
         };
         let jobs: Vec<(Id, String, bool)> = list
             .into_iter()
+            .filter(|m| early.get(&view.member).is_none_or(|e| e.contains(&m.key)))
             .filter_map(|m| {
                 let id = Id::from_hex(name_of(&m.key)).ok()?;
                 Some((id, m.key, good.contains_key(&id)))
@@ -569,6 +584,8 @@ async fn read_snapshots(
                         s.1 |= bit;
                     }
                 }
+                // Forgotten since the listing.
+                Err(Error::NotFound { .. }) => {}
                 Err(e) => {
                     let p = problems.add(what.clone(), detail(&e, &what), bit);
                     problems.list[p].snapshots.insert(id);

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
+use super::PruneReport;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::policy::{Decision, Retention};
@@ -58,6 +59,22 @@ pub struct ForgetReport {
     pub forgotten: Vec<Id>,
     /// How many stay.
     pub kept: usize,
+}
+
+/// What retention did: the snapshots forgotten, then the data the prune removed.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetentionResult {
+    /// The snapshots forgotten and kept, with the reasons.
+    pub forget: ForgetReport,
+    /// The data removed afterwards (`None` when nothing was forgotten, or in a dry run).
+    pub prune: Option<PruneReport>,
+}
+
+impl RetentionResult {
+    /// Whether the prune, if any, finished on every storage.
+    pub fn is_complete(&self) -> bool {
+        self.prune.as_ref().is_none_or(|p| p.is_complete())
+    }
 }
 
 /// Applies `opts.retention` and removes the snapshots it does not keep, from every storage of

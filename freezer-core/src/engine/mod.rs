@@ -21,7 +21,7 @@ use std::str::FromStr;
 pub use backup::{BackupOptions, BackupResult, SinkResult, backup};
 pub use check::{CheckDamage, CheckOptions, CheckReport, ReadData, check};
 pub use copy::{CopiedSnapshot, CopyOptions, CopyReport, copy};
-pub use forget::{ForgetOptions, ForgetReport, forget};
+pub use forget::{ForgetOptions, ForgetReport, RetentionResult, forget};
 pub use inspect::{Damage, Inspection, inspect};
 pub use prune::{PruneOptions, PruneReport, PruneStats, StoragePrune, prune};
 pub use repair::{DamagedPack, RepairReport, StorageRepair, repair_index};

@@ -163,7 +163,7 @@ pub async fn prune(
     } else {
         Some(repo.lock(true, "prune", actor).await?)
     };
-    let mut result = run(repo, opts, progress.as_ref()).await;
+    let mut result = run(repo, opts, progress.as_ref(), lock.as_ref()).await;
     if let Some(lock) = lock {
         let released = lock.release().await;
         if let (Ok(report), Err(e)) = (&mut result, released) {
@@ -179,6 +179,7 @@ async fn run(
     repo: &mut Repository,
     opts: &PruneOptions,
     progress: &dyn Progress,
+    lock: Option<&crate::repo::lock::LockGuard>,
 ) -> Result<PruneReport> {
     let tee = repo.tee().clone();
     // A storage that cannot list its snapshots is left alone: its snapshots would be unknown.
@@ -214,6 +215,27 @@ async fn run(
                 bad.join("; ")
             ),
         ));
+    }
+    // Every snapshot a storage listed must be among those read: one missing (a listing that
+    // failed the second time) would have its data deleted.
+    let read: HashSet<String> = snaps
+        .iter()
+        .map(|(id, _)| format!("snapshots/{id}"))
+        .collect();
+    for (i, keys) in listed.iter().enumerate() {
+        let is_snapshot = |k: &str| {
+            k.rsplit('/')
+                .next()
+                .is_some_and(|h| Id::from_hex(h).is_ok())
+        };
+        if let Some(k) = keys.iter().find(|k| is_snapshot(k) && !read.contains(*k)) {
+            return Err(Error::io(
+                format!("{} on {}", k, tee.member(i).describe()),
+                std::io::Error::other(
+                    "listed but not read; prune stopped before deleting anything, run it again",
+                ),
+            ));
+        }
     }
     let used = used_blobs(repo, &snaps, progress).await?;
 
@@ -264,7 +286,7 @@ async fn run(
             },
             Some(plan) => {
                 let mut stats = PruneStats::default();
-                let done = execute::execute(repo, plan, &used, progress, &mut stats).await;
+                let done = execute::execute(repo, plan, &used, progress, &mut stats, lock).await;
                 StoragePrune {
                     sink,
                     stats,

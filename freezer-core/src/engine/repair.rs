@@ -161,12 +161,19 @@ async fn repair_storage(
                 out.blobs += blobs.len() as u64;
                 file.packs.push((id, blobs));
             }
-            Err(e) => {
+            Err(e @ Error::Corrupt { .. }) => {
                 let object = format!("pack {id}");
                 out.damaged_packs.push(DamagedPack {
                     error: detail(&e, &object),
                     object,
                 });
+            }
+            // A pack that could not be read (a dropped connection...) is not damaged: leaving
+            // it out of the new index would orphan its blobs. Stop before deleting anything.
+            Err(e) => {
+                return Err(e.context(format!(
+                    "reading the header of pack {id}; the old index files were left in place"
+                )));
             }
         }
     }

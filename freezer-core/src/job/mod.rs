@@ -21,8 +21,8 @@ pub use storage::{CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec, read_s
 
 use crate::crypto::Passphrase;
 use crate::engine::{
-    BackupOptions, BackupResult, ForgetOptions, ForgetReport, NoProgress, Progress, PruneOptions,
-    PruneReport, RestoreOptions, RestoreResult,
+    BackupOptions, BackupResult, ForgetOptions, NoProgress, Progress, PruneOptions, RestoreOptions,
+    RestoreResult, RetentionResult,
 };
 use crate::error::{Error, Result};
 use crate::repo::snapshot::{SnapshotFilter, SnapshotSelector, SnapshotSummary, select};
@@ -186,13 +186,7 @@ pub enum ActionOutcome {
 }
 
 /// What an `admin` action did.
-#[derive(Clone, Debug, Serialize)]
-pub struct AdminResult {
-    /// The snapshots forgotten and kept, with the reasons.
-    pub forget: ForgetReport,
-    /// The data removed afterwards (`None` when nothing was forgotten, or in a dry run).
-    pub prune: Option<PruneReport>,
-}
+pub type AdminResult = RetentionResult;
 
 impl ActionOutcome {
     /// Whether the action did all it was asked to.
@@ -201,7 +195,7 @@ impl ActionOutcome {
             ActionOutcome::Backup(b) => b.is_complete(),
             ActionOutcome::Restore(r) => r.is_complete(),
             ActionOutcome::Info { .. } => true,
-            ActionOutcome::Admin(a) => a.prune.as_ref().is_none_or(|p| p.is_complete()),
+            ActionOutcome::Admin(a) => a.is_complete(),
         }
     }
 }
@@ -275,7 +269,37 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             opts.dry_run = action.dry_run;
             opts.time = ctx.now;
             opts.excludes = action.exclude.clone();
-            let r = crate::engine::backup(&mut repo, source, &opts, ctx.progress.clone()).await?;
+            let (series_host, series_name) = (opts.hostname.clone(), opts.backup_name.clone());
+            let mut r =
+                crate::engine::backup(&mut repo, source, &opts, ctx.progress.clone()).await?;
+            // Upstream's agent runs retention after a backup that carries its options. Only
+            // after a complete one: an incomplete backup must not make older copies go.
+            if let Some(rules) = action.retention(&ctx.tz)?
+                && r.snapshot_id.is_some()
+            {
+                if !r.is_complete() {
+                    r.warnings.push(
+                        "retention skipped: the backup is incomplete, older snapshots stay".into(),
+                    );
+                } else {
+                    let done = apply_retention(
+                        &mut repo,
+                        rules,
+                        series_host,
+                        Some(series_name),
+                        now,
+                        false,
+                        ctx,
+                    )
+                    .await;
+                    match done {
+                        Ok(d) => r.retention = Some(d),
+                        Err(e) => r
+                            .warnings
+                            .push(format!("retention after the backup failed: {e}")),
+                    }
+                }
+            }
             Ok(ActionOutcome::Backup(Box::new(r)))
         }
         Action::Restore => {
@@ -346,29 +370,50 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
         }
         Action::Admin => {
             let retention = action.retention(&ctx.tz)?.expect("validated");
-            let mut fo = ForgetOptions::new(retention, ctx.actor.clone());
-            fo.filter = SnapshotFilter {
-                hostname: Some(hostname),
+            let r = apply_retention(
+                &mut repo,
+                retention,
+                hostname,
                 backup_name,
-                ..SnapshotFilter::default()
-            };
-            fo.now = Some(now);
-            fo.tz = ctx.tz.clone();
-            fo.dry_run = action.dry_run;
-            let forget = crate::engine::forget(&repo, &fo).await?;
-            let prune = if forget.forgotten.is_empty() || action.dry_run {
-                None
-            } else {
-                let po = PruneOptions::default();
-                Some(crate::engine::prune(&mut repo, &po, &ctx.actor, ctx.progress.clone()).await?)
-            };
-            Ok(ActionOutcome::Admin(Box::new(AdminResult {
-                forget,
-                prune,
-            })))
+                now,
+                action.dry_run,
+                ctx,
+            )
+            .await?;
+            Ok(ActionOutcome::Admin(Box::new(r)))
         }
         other => Err(Error::unsupported(format!("action {other:?}"))),
     }
+}
+
+/// Forgets by `rules` among the snapshots of `hostname` (and `backup_name`, when given),
+/// then prunes when something was forgotten (not in a dry run).
+async fn apply_retention(
+    repo: &mut Repository,
+    rules: crate::policy::Retention,
+    hostname: String,
+    backup_name: Option<String>,
+    now: Timestamp,
+    dry_run: bool,
+    ctx: &RunContext,
+) -> Result<RetentionResult> {
+    let mut fo = ForgetOptions::new(rules, ctx.actor.clone());
+    fo.filter = SnapshotFilter {
+        hostname: Some(hostname),
+        backup_name,
+        ..SnapshotFilter::default()
+    };
+    fo.now = Some(now);
+    fo.tz = ctx.tz.clone();
+    fo.dry_run = dry_run;
+    let forget = crate::engine::forget(repo, &fo).await?;
+    let prune = if forget.forgotten.is_empty() || dry_run {
+        None
+    } else {
+        let po = PruneOptions::default();
+        Some(crate::engine::prune(repo, &po, &ctx.actor, ctx.progress.clone()).await?)
+    };
+    Ok(RetentionResult { forget, prune })
 }
 
 /// Checks the restored files against upstream's `consistency_checksum`.

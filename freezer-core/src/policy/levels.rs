@@ -8,6 +8,7 @@
 //! 2. `always_level` set and the highest level has reached it: the parent is the chain's newest
 //!    snapshot of level `always_level - 1`, so the new one is `always_level` again
 //!    (differential); `always_level` takes precedence over `max_level`, as upstream's help says.
+//!    A chain already above `always_level` (the option was lowered) starts a new level 0.
 //! 3. `max_level` set and reached: level 0.
 //! 4. `restart_always_level` days passed since the chain's level 0: level 0.
 //! 5. Otherwise the parent is the latest update.
@@ -133,7 +134,10 @@ pub fn plan<'a>(
         }
     }
     let parent = match policy.always_level {
-        Some(always) if highest >= always => match newest_of(always - 1) {
+        // The chain climbed higher (`always_level` was lowered since): a new level 0, as
+        // upstream starts one.
+        Some(always) if highest > always => return LevelPlan::ZERO,
+        Some(always) if highest == always => match newest_of(always - 1) {
             Some(p) => p,
             // The chain skipped that level (levels changed between runs): climb again.
             None => return LevelPlan::ZERO,
@@ -199,6 +203,28 @@ mod tests {
             ..always
         };
         assert_eq!(levels(both, 5, 24), [0, 1, 2, 2, 2], "always_level wins");
+        // Lowering always_level below the chain's height starts a new level 0.
+        let mut snaps: Vec<(Id, Snapshot)> = Vec::new();
+        let start = Timestamp::from_second(1_800_000_000).unwrap();
+        for (i, level) in [0u32, 1, 2, 3].into_iter().enumerate() {
+            let mut s: Snapshot = serde_json::from_value(serde_json::json!({
+                "version": 1, "time": start + jiff::SignedDuration::from_hours(i as i64),
+                "time_stamp": 0, "hostname": "h", "backup_name": "b", "mode": "fs",
+                "level": level, "parent": null, "path_to_backup": "/", "tree": Id([0; 32]),
+                "program": "t"}))
+            .unwrap();
+            s.level = level;
+            snaps.push((Id([i as u8 + 1; 32]), s));
+        }
+        let lowered = LevelPolicy {
+            always_level: Some(2),
+            ..inc
+        };
+        let now = start + jiff::SignedDuration::from_hours(10);
+        assert_eq!(
+            plan(snaps.iter().map(|(i, s)| (i, s)), &lowered, now).level,
+            0
+        );
         let off = LevelPolicy {
             incremental: false,
             ..inc

@@ -101,12 +101,28 @@ impl Retention {
             ));
         }
         if let Some(d) = self.remove_older_than_days
-            && !(d.is_finite() && d >= 0.0)
+            && !(d.is_finite() && d > 0.0)
         {
             return Err(Error::bad_input(
                 "remove_older_than",
-                format!("{d} is not a number of days"),
+                format!("{d} is not a number of days above 0 (0 would forget every snapshot)"),
             ));
+        }
+        // A keep rule of 0 keeps nothing: alone, it would forget every snapshot.
+        for (name, n) in [
+            ("keep_last", self.keep_last),
+            ("keep_hourly", self.keep_hourly),
+            ("keep_daily", self.keep_daily),
+            ("keep_weekly", self.keep_weekly),
+            ("keep_monthly", self.keep_monthly),
+            ("keep_yearly", self.keep_yearly),
+        ] {
+            if n == Some(0) {
+                return Err(Error::bad_input(
+                    name,
+                    "0 keeps nothing; give 1 or more, or leave the rule out",
+                ));
+            }
         }
         Ok(())
     }
@@ -481,6 +497,18 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.to_string().contains("remove_older_than"), "{e}");
+        for r in [
+            Retention {
+                keep_last: Some(0),
+                ..Retention::default()
+            },
+            Retention {
+                remove_older_than_days: Some(0.0),
+                ..Retention::default()
+            },
+        ] {
+            assert!(r.validate().is_err(), "{r:?}");
+        }
         assert_eq!(
             parse_span("1y6m", "k").unwrap().fieldwise(),
             1.year().months(6).fieldwise()

@@ -40,6 +40,17 @@ pub struct LockInfo {
     pub exclusive: bool,
     /// What the holder is doing.
     pub operation: String,
+    /// The holder's process-id namespace (`pid:[4026531836]`): two containers that share a
+    /// host name but not their process ids cannot judge each other's processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<String>,
+}
+
+/// This process's process-id namespace, as Linux names it.
+fn pid_namespace() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 impl LockInfo {
@@ -55,7 +66,12 @@ impl LockInfo {
         if age > LOCK_LIFETIME.as_secs() as i64 {
             return Some(format!("not refreshed for {} minutes", age / 60));
         }
-        (self.hostname == this_host && !process_alive(self.pid))
+        // The process test only means something where this process sees the holder's
+        // processes: the same host and the same process-id namespace.
+        let same_pids = self.hostname == this_host
+            && self.pid_namespace.is_some()
+            && self.pid_namespace == pid_namespace();
+        (same_pids && !process_alive(self.pid))
             .then(|| format!("process {} no longer runs on {}", self.pid, self.hostname))
     }
 
@@ -96,9 +112,30 @@ pub struct LockGuard {
     refresher: Option<tokio::task::JoinHandle<()>>,
     /// Stale locks removed on the way in, one message each.
     pub notes: Vec<String>,
+    /// When the lock was last written (taken or refreshed).
+    refreshed: Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 impl LockGuard {
+    /// Whether the lock still stands for certain: it was written recently enough that nobody
+    /// can have found it stale. An operation that deletes data checks this before deleting.
+    pub fn is_held(&self) -> bool {
+        let last = *self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+        last.elapsed() + LOCK_REFRESH < LOCK_LIFETIME
+    }
+
+    /// Fails, naming `what`, unless [`LockGuard::is_held`].
+    pub fn ensure_held(&self, what: &str) -> Result<()> {
+        if self.is_held() {
+            return Ok(());
+        }
+        Err(Error::Locked {
+            what: format!(
+                "{what}: the repository's lock could not be refreshed for too long, so another process may have taken it over; stopped before deleting"
+            ),
+        })
+    }
+
     /// Removes the lock.
     pub async fn release(mut self) -> Result<()> {
         if let Some(t) = self.refresher.take() {
@@ -135,12 +172,16 @@ async fn write_lock(tee: &Tee, crypto: &Crypto, info: &LockInfo) -> Result<Strin
     Ok(key)
 }
 
-/// Reads every lock; unreadable ones (a lock from another repository key) are skipped.
+/// Reads every lock. One deleted since the listing is skipped, and so is one that does not
+/// decode (damaged); one that cannot be read for another reason fails the listing, since a
+/// lock overlooked could be a live backup's.
 pub async fn list_locks(tee: &Tee, crypto: &Crypto) -> Result<Vec<(String, LockInfo)>> {
     let mut out = Vec::new();
     for meta in tee.list("locks/").await? {
-        let Ok(data) = tee.get_bytes(&meta.key).await else {
-            continue;
+        let data = match tee.get_bytes(&meta.key).await {
+            Ok(d) => d,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.context("reading the repository's locks")),
         };
         let Ok(plain) = object::decode(crypto, &data, &meta.key) else {
             continue;
@@ -197,6 +238,7 @@ pub async fn acquire(
         username: username.to_string(),
         exclusive,
         operation: operation.to_string(),
+        pid_namespace: pid_namespace(),
     };
     let conflict = |locks: &[(String, LockInfo)], own: Option<&str>| {
         locks
@@ -217,7 +259,13 @@ pub async fn acquire(
                 let key = write_lock(&tee, &crypto, &info).await?;
                 // Another process may have locked at the same moment: look again, and back
                 // off if so (both may back off; the waits are jittered and bounded).
-                let mut again = list_locks(&tee, &crypto).await?;
+                let mut again = match list_locks(&tee, &crypto).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tee.delete(&key).await;
+                        return Err(e);
+                    }
+                };
                 remove_stale(&tee, &mut again, hostname).await;
                 match conflict(&again, Some(&key)) {
                     None => break key,
@@ -258,14 +306,18 @@ pub async fn acquire(
         pause = (pause * 2).min(Duration::from_secs(5));
     };
     let key = Arc::new(std::sync::Mutex::new(key));
+    let refreshed = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
     let refresher = {
         let (tee, key, crypto) = (tee.clone(), key.clone(), crypto.clone());
+        let refreshed = refreshed.clone();
         tokio::spawn(async move {
             let mut info = info;
             loop {
                 tokio::time::sleep(LOCK_REFRESH).await;
                 info.time = crate::time::now();
+                let written = std::time::Instant::now();
                 if let Ok(new_key) = write_lock(&tee, &crypto, &info).await {
+                    *refreshed.lock().unwrap_or_else(|e| e.into_inner()) = written;
                     let old = std::mem::replace(
                         &mut *key.lock().unwrap_or_else(|e| e.into_inner()),
                         new_key,
@@ -280,6 +332,7 @@ pub async fn acquire(
         key,
         refresher: Some(refresher),
         notes,
+        refreshed,
     })
 }
 
@@ -388,6 +441,7 @@ mod tests {
             username: "ops".into(),
             exclusive: true,
             operation: "prune".into(),
+            pid_namespace: None,
         };
         write_lock(&tee, &c, &old).await.unwrap();
         let g = acquire(
@@ -453,6 +507,7 @@ mod tests {
             username: "u".into(),
             exclusive: false,
             operation: "backup".into(),
+            pid_namespace: pid_namespace(),
         };
         write_lock(&tee, &c, &dead).await.unwrap();
         dead.pid = std::process::id();
@@ -474,6 +529,7 @@ mod tests {
             username: "u".into(),
             exclusive: true,
             operation: "prune".into(),
+            pid_namespace: pid_namespace(),
         };
         assert!(!l.is_stale(now, "h"));
         l.time = Timestamp::from_second(10_000 - 3600).unwrap();
@@ -482,5 +538,11 @@ mod tests {
         l.pid = 0x7fff_fff0;
         assert!(l.is_stale(now, "h"));
         assert!(!l.is_stale(now, "other-host"));
+        // Another process-id namespace on the same host name (a container): its processes
+        // cannot be judged from here, only its age counts.
+        l.pid_namespace = Some("pid:[1]".into());
+        assert!(!l.is_stale(now, "h"));
+        l.pid_namespace = None;
+        assert!(!l.is_stale(now, "h"));
     }
 }

@@ -251,6 +251,45 @@ async fn admin_retention_then_prune_keeps_every_kept_snapshot_restorable() {
     assert!(e.to_string().contains("retention rule"), "{e}");
 }
 
+/// Upstream's agent runs retention after a backup that carries `remove_older_than`: so does
+/// the job runner, for the backup's own series only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_with_remove_older_than_applies_it_to_its_series() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, data) = (tmp.path().join("repo"), tmp.path().join("data"));
+    files(&data);
+    init_small_packs(vec![local(&repo)], None).await;
+    let other = backup_action(&repo, &data, "other");
+    run_backup(&other, at(0)).await;
+    let mut a = backup_action(&repo, &data, "web");
+    a.remove_older_than = Some(2.5);
+    for day in 0..6i64 {
+        std::fs::write(
+            data.join("today"),
+            pseudo_random(64 * 1024, 9000 + day as u64),
+        )
+        .unwrap();
+        let r = run_backup(&a, at(day * DAY)).await;
+        let rt = r.retention.as_ref().expect("retention ran");
+        // Backups of days day-2..=day are newer than 2.5 days.
+        assert_eq!(rt.forget.kept, (day as usize + 1).min(3), "day {day}");
+        assert_eq!(
+            rt.forget.forgotten.len(),
+            usize::from(day >= 3),
+            "day {day}"
+        );
+        assert_eq!(rt.prune.is_some(), day >= 3, "day {day}");
+    }
+    let snaps = open(&[&repo], None).await.snapshots().await.unwrap().0;
+    let names: Vec<&str> = snaps.iter().map(|(_, s)| s.backup_name.as_str()).collect();
+    assert_eq!(names.iter().filter(|n| **n == "web").count(), 3);
+    assert_eq!(
+        names.iter().filter(|n| **n == "other").count(),
+        1,
+        "other series untouched"
+    );
+}
+
 /// A prune started while a (slowed) backup runs waits for the backup's lock, then both succeed
 /// and every snapshot, the new one included, restores.
 #[tokio::test(flavor = "multi_thread")]

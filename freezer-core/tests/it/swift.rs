@@ -164,8 +164,9 @@ async fn bad_credentials_and_missing_containers_are_named() {
 async fn an_expired_token_is_renewed() {
     let server = SwiftServer::start_with(
         free_port(),
+        // Long enough for the steps before the sleep on a loaded 2-core machine.
         ProxyAuth::TempAuth {
-            expiring_token_life: 2,
+            expiring_token_life: 6,
         },
     );
     let auth = SwiftAuth::TempAuth {
@@ -195,7 +196,7 @@ async fn an_expired_token_is_renewed() {
         .await
         .unwrap();
     assert_eq!(&fixed.get_bytes("a").await.unwrap()[..], b"before");
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(Duration::from_millis(7500)).await;
     let e = fixed.get_bytes("a").await.unwrap_err();
     assert!(matches!(e, Error::Permission { .. }), "{e}");
     assert!(!e.to_string().contains(&token));

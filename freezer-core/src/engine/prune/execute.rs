@@ -49,7 +49,10 @@ pub(super) async fn execute(
     used: &HashSet<Id>,
     progress: &dyn Progress,
     stats: &mut PruneStats,
+    lock: Option<&crate::repo::lock::LockGuard>,
 ) -> Result<()> {
+    // Deleting is only safe while the exclusive lock certainly stands.
+    let held = || lock.map_or(Ok(()), |l| l.ensure_held("prune"));
     let member = repo.tee().member(plan.member).clone();
     let bit = plan.bit();
     for (_, p) in plan.packs_with(Action::Keep) {
@@ -139,6 +142,7 @@ pub(super) async fn execute(
             .filter(|k| !new_keys.contains(*k))
             .cloned()
             .collect();
+        held()?;
         let results = delete_all(&member, old).await;
         stats.index_files_removed += results.iter().filter(|(_, r)| r.is_ok()).count() as u64;
         if let Some((key, Err(e))) = results.into_iter().find(|(_, r)| r.is_err()) {
@@ -169,6 +173,7 @@ pub(super) async fn execute(
         doomed.insert(pack_key(id), (Gone::Orphan, *size));
     }
     doomed.retain(|key, _| !fresh.contains(key));
+    held()?;
     let results = delete_all(&member, doomed.keys().cloned().collect()).await;
     let mut freed = 0;
     let mut failed = Vec::new();

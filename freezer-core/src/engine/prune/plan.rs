@@ -212,7 +212,10 @@ pub(super) async fn plan_storage(
                     action: Action::Keep,
                 });
             }
-            _ => plan.orphans.push((id, meta.size)),
+            // On a storage missing some snapshots, its own index cannot be checked against
+            // what its snapshots use: a pack its index lost would look like an orphan.
+            _ if holds_all => plan.orphans.push((id, meta.size)),
+            _ => {}
         }
     }
     let missing: Vec<Id> = index
