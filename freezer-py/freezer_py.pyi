@@ -27,5 +27,19 @@ def init(container: str, encrypt_pass_file: str | None = None) -> dict[str, Any]
     names a file whose first line is the passphrase."""
 
 def run_action(options: Mapping[str, Any] | str) -> dict[str, Any]:
-    """Runs one ``freezer_action`` (``backup`` or ``restore``) given upstream's option names,
-    as a dict or a JSON string; returns the result. The GIL is released while it runs."""
+    """Runs one ``freezer_action`` (``backup``, ``restore``, ``info`` or ``admin``) given
+    upstream's option names, as a dict or a JSON string; returns the result. The GIL is
+    released while it runs."""
+
+def check(options: Mapping[str, Any] | str, read_data: str | None = None) -> dict[str, Any]:
+    """Verifies the repository the storage options name (``container``, ``storage``,
+    ``encrypt_pass_file``...); ``read_data`` is ``None``, ``"all"``, ``"n/m"`` or ``"x%"``.
+    Raises ``IncompleteError(message, report)`` when something is damaged."""
+
+def prune(options: Mapping[str, Any] | str, max_unused: float = 0.05,
+          dry_run: bool = False) -> dict[str, Any]:
+    """Removes the data no snapshot references; repacks packs more than ``max_unused``
+    (a fraction) unused."""
+
+def repair_index(options: Mapping[str, Any] | str) -> dict[str, Any]:
+    """Rebuilds the repository's index from its packs."""

@@ -118,7 +118,7 @@ fn options_json(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<String> 
     ))
 }
 
-/// Runs one action (`backup` or `restore`) given upstream's `freezer_action` options; returns
+/// Runs one action (`backup`, `restore`, `info` or `admin`) given upstream's `freezer_action` options; returns
 /// the result as a dict. Raises `IncompleteError(message, result)` when the action ran but did
 /// not complete everything.
 #[pyfunction]
@@ -170,6 +170,142 @@ fn init(
     Ok(py.import("json")?.call_method1("loads", (doc,))?.unbind())
 }
 
+/// Opens the repository that `options` (upstream's storage options: `container`, `storage`,
+/// `encrypt_pass_file`, ...) name.
+async fn open_repo(action: &FreezerAction) -> freezer_core::Result<Repository> {
+    let ctx = context();
+    let sinks = freezer_core::job::sinks_of(action, &ctx.env)?;
+    if sinks.is_empty() {
+        return Err(Error::bad_input(
+            "container",
+            "no storage given: set container (and storage when not local)",
+        ));
+    }
+    let pass = freezer_core::job::passphrase_of(action)?;
+    let mut repo = Repository::open(sinks, pass.as_ref()).await?;
+    repo.set_lock_wait(ctx.lock_wait);
+    Ok(repo)
+}
+
+/// Runs a lifecycle operation on the repository `options` name; returns its report as a dict,
+/// or raises `IncompleteError(message, report)` when `complete` says it is not.
+fn lifecycle<T, F, Fut>(
+    py: Python<'_>,
+    options: &Bound<'_, PyAny>,
+    op: F,
+    complete: fn(&T) -> bool,
+) -> PyResult<Py<PyAny>>
+where
+    T: serde::Serialize,
+    F: FnOnce(Repository) -> Fut + Send,
+    Fut: std::future::Future<Output = freezer_core::Result<T>>,
+    T: Send,
+{
+    let text = options_json(py, options)?;
+    let action = FreezerAction::from_json(&text).map_err(to_py)?;
+    let report = py.detach(|| -> PyResult<T> {
+        runtime()?
+            .block_on(async {
+                let repo = open_repo(&action).await?;
+                op(repo).await
+            })
+            .map_err(to_py)
+    })?;
+    let doc = serde_json::to_string(&report).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let result = py.import("json")?.call_method1("loads", (doc,))?.unbind();
+    if !complete(&report) {
+        let class = exceptions(py)?.incomplete.bind(py).clone();
+        return Err(PyErr::from_type(
+            class,
+            (
+                "the repository is damaged or the operation incomplete",
+                result,
+            ),
+        ));
+    }
+    Ok(result)
+}
+
+/// Verifies the whole repository that `options` name (`container`, `storage`,
+/// `encrypt_pass_file`...). `read_data`: `None` (structure only), `"all"`, `"n/m"` or `"x%"`.
+/// Returns the report; raises `IncompleteError(message, report)` when something is damaged.
+#[pyfunction]
+#[pyo3(signature = (options, read_data = None))]
+fn check(
+    py: Python<'_>,
+    options: &Bound<'_, PyAny>,
+    read_data: Option<String>,
+) -> PyResult<Py<PyAny>> {
+    let read_data: freezer_core::engine::ReadData = read_data
+        .as_deref()
+        .unwrap_or("none")
+        .parse()
+        .map_err(to_py)?;
+    lifecycle(
+        py,
+        options,
+        move |mut repo| async move {
+            let mut opts = freezer_core::engine::CheckOptions::new(Actor::current());
+            opts.read_data = read_data;
+            freezer_core::engine::check(
+                &mut repo,
+                &opts,
+                std::sync::Arc::new(freezer_core::engine::NoProgress),
+            )
+            .await
+        },
+        |r: &freezer_core::engine::CheckReport| r.is_ok(),
+    )
+}
+
+/// Removes the data no snapshot references from the repository `options` name; packs more
+/// than `max_unused` (a fraction) unused are repacked. Returns the report.
+#[pyfunction]
+#[pyo3(signature = (options, max_unused = 0.05, dry_run = false))]
+fn prune(
+    py: Python<'_>,
+    options: &Bound<'_, PyAny>,
+    max_unused: f64,
+    dry_run: bool,
+) -> PyResult<Py<PyAny>> {
+    lifecycle(
+        py,
+        options,
+        move |mut repo| async move {
+            let opts = freezer_core::engine::PruneOptions {
+                max_unused,
+                dry_run,
+            };
+            freezer_core::engine::prune(
+                &mut repo,
+                &opts,
+                &Actor::current(),
+                std::sync::Arc::new(freezer_core::engine::NoProgress),
+            )
+            .await
+        },
+        |r: &freezer_core::engine::PruneReport| r.is_complete(),
+    )
+}
+
+/// Rebuilds the index of the repository `options` name from its packs. Returns the report.
+#[pyfunction]
+fn repair_index(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    lifecycle(
+        py,
+        options,
+        |mut repo| async move {
+            freezer_core::engine::repair_index(
+                &mut repo,
+                &Actor::current(),
+                std::sync::Arc::new(freezer_core::engine::NoProgress),
+            )
+            .await
+        },
+        |r: &freezer_core::engine::RepairReport| r.is_complete(),
+    )
+}
+
 /// The version of freezer-rs.
 #[pyfunction]
 fn version() -> &'static str {
@@ -181,6 +317,9 @@ fn freezer_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(init, m)?)?;
+    m.add_function(wrap_pyfunction!(check, m)?)?;
+    m.add_function(wrap_pyfunction!(prune, m)?)?;
+    m.add_function(wrap_pyfunction!(repair_index, m)?)?;
     let run = wrap_pyfunction!(run_action_py, m)?;
     m.add("run_action", run)?;
     let ex = exceptions(py)?;

@@ -54,6 +54,24 @@ def test_info_and_admin_actions(tmp_path):
     with pytest.raises(freezer_py.BadInputError) as e:
         freezer_py.run_action({**base, "action": "admin"})
     assert "retention rule" in str(e.value)
+    storage = {"container": repo, "storage": "local"}
+    report = freezer_py.check(storage, read_data="all")
+    assert report["damaged"] == [] and report["packs_read"] > 0
+    assert freezer_py.prune(storage, dry_run=True)["dry_run"] is True
+    packs = [p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file()]
+    biggest = max(packs, key=lambda p: p.stat().st_size)
+    raw = bytearray(biggest.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    biggest.write_bytes(bytes(raw))
+    with pytest.raises(freezer_py.IncompleteError) as e:
+        freezer_py.check(storage, read_data="1/1")
+    assert e.value.args[1]["damaged"][0]["object"].startswith("pack ")
+    with pytest.raises(freezer_py.BadInputError):
+        freezer_py.check(storage, read_data="0/3")
+    import shutil
+    shutil.rmtree(tmp_path / "repo" / "index")
+    repaired = freezer_py.repair_index(storage)
+    assert repaired["storages"][0]["index_files_written"] >= 1
 
 
 def test_errors_are_in_one_hierarchy(tmp_path):
