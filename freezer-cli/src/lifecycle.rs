@@ -106,22 +106,8 @@ pub struct PruneFlags {
 
 impl PruneFlags {
     fn options(&self, dry_run: bool) -> Result<PruneOptions> {
-        let s = self.max_unused.trim();
-        let bad = || {
-            Error::bad_input(
-                "max_unused",
-                format!("{s:?} is not a share: give a percentage (5%) or a fraction (0.05)"),
-            )
-        };
-        let v = match s.strip_suffix('%') {
-            Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
-            None => s.parse::<f64>().map_err(|_| bad())?,
-        };
-        if !(0.0..=1.0).contains(&v) {
-            return Err(bad());
-        }
         Ok(PruneOptions {
-            max_unused: v,
+            max_unused: PruneOptions::parse_share(&self.max_unused)?,
             dry_run,
         })
     }
@@ -266,7 +252,7 @@ pub async fn prune(a: PruneArgs, out: &Out) -> Result<bool> {
     Ok(r.is_complete())
 }
 
-fn print_prune(r: &PruneReport) {
+pub fn print_prune(r: &PruneReport) {
     let t = &r.total;
     let verb = if r.dry_run { "would free" } else { "freed" };
     for s in &r.storages {
@@ -320,7 +306,7 @@ pub async fn check(a: CheckArgs, out: &Out) -> Result<bool> {
     Ok(r.is_ok())
 }
 
-fn print_check(r: &CheckReport) {
+pub fn print_check(r: &CheckReport) {
     println!(
         "checked {} snapshot(s), {} tree(s), {} blob(s), {} index file(s), {} pack(s) on {}",
         r.snapshots,

@@ -205,6 +205,8 @@ impl Out {
                     );
                 }
             }
+            ActionOutcome::Check(c) => crate::lifecycle::print_check(c),
+            ActionOutcome::Prune(p) => crate::lifecycle::print_prune(p),
             ActionOutcome::Backup(b) => self.backup(b),
             ActionOutcome::Restore(r) => self.restore(r),
         }

@@ -83,8 +83,9 @@ extern "C" {
 #endif // __cplusplus
 
 /*
- Runs one `freezer_action` (a JSON object with upstream's option names: `action`,
- `path_to_backup`, `backup_name`, `container`, `restore_abs_path`, ...). On return `*result`
+ Runs one `freezer_action` (a JSON object with upstream's option names: `action` (`backup`,
+ `restore`, `info`, `admin`, and the extensions `check` and `prune`), `path_to_backup`,
+ `backup_name`, `container`, `restore_abs_path`, ...). On return `*result`
  (if `result` is not null) holds a JSON document to free with [`freezer_string_free`]: the
  outcome, or `{"error": ..., "kind": ...}`.
 

@@ -170,23 +170,6 @@ fn init(
     Ok(py.import("json")?.call_method1("loads", (doc,))?.unbind())
 }
 
-/// Opens the repository that `options` (upstream's storage options: `container`, `storage`,
-/// `encrypt_pass_file`, ...) name.
-async fn open_repo(action: &FreezerAction) -> freezer_core::Result<Repository> {
-    let ctx = context();
-    let sinks = freezer_core::job::sinks_of(action, &ctx.env)?;
-    if sinks.is_empty() {
-        return Err(Error::bad_input(
-            "container",
-            "no storage given: set container (and storage when not local)",
-        ));
-    }
-    let pass = freezer_core::job::passphrase_of(action)?;
-    let mut repo = Repository::open(sinks, pass.as_ref()).await?;
-    repo.set_lock_wait(ctx.lock_wait);
-    Ok(repo)
-}
-
 /// Runs a lifecycle operation on the repository `options` name; returns its report as a dict,
 /// or raises `IncompleteError(message, report)` when `complete` says it is not.
 fn lifecycle<T, F, Fut>(
@@ -206,7 +189,7 @@ where
     let report = py.detach(|| -> PyResult<T> {
         runtime()?
             .block_on(async {
-                let repo = open_repo(&action).await?;
+                let repo = freezer_core::job::open_repository(&action, &context()).await?;
                 op(repo).await
             })
             .map_err(to_py)

@@ -66,6 +66,11 @@ def test_info_and_admin_actions(tmp_path):
     with pytest.raises(freezer_py.IncompleteError) as e:
         freezer_py.check(storage, read_data="1/1")
     assert e.value.args[1]["damaged"][0]["object"].startswith("pack ")
+    # The same through an action (an extension), as a job document would run it.
+    with pytest.raises(freezer_py.IncompleteError) as e:
+        freezer_py.run_action({**storage, "action": "check", "read_data": "all"})
+    assert e.value.args[1]["action"] == "check"
+    assert e.value.args[1]["damaged"]
     with pytest.raises(freezer_py.BadInputError):
         freezer_py.check(storage, read_data="0/3")
     import shutil

@@ -48,6 +48,27 @@ pub struct PruneOptions {
     pub dry_run: bool,
 }
 
+impl PruneOptions {
+    /// Reads a `max_unused` share: a percentage (`5%`) or a fraction (`0.05`), 0 to 1.
+    pub fn parse_share(s: &str) -> Result<f64> {
+        let t = s.trim();
+        let bad = || {
+            Error::bad_input(
+                "max_unused",
+                format!("{t:?} is not a share: give a percentage (5%) or a fraction (0.05)"),
+            )
+        };
+        let v = match t.strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+            None => t.parse::<f64>().map_err(|_| bad())?,
+        };
+        if !(0.0..=1.0).contains(&v) {
+            return Err(bad());
+        }
+        Ok(v)
+    }
+}
+
 impl Default for PruneOptions {
     fn default() -> Self {
         PruneOptions {

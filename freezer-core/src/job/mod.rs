@@ -21,8 +21,8 @@ pub use storage::{CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec, read_s
 
 use crate::crypto::Passphrase;
 use crate::engine::{
-    BackupOptions, BackupResult, ForgetOptions, NoProgress, Progress, PruneOptions, RestoreOptions,
-    RestoreResult, RetentionResult,
+    BackupOptions, BackupResult, CheckOptions, CheckReport, ForgetOptions, NoProgress, Progress,
+    PruneOptions, PruneReport, RestoreOptions, RestoreResult, RetentionResult,
 };
 use crate::error::{Error, Result};
 use crate::repo::snapshot::{SnapshotFilter, SnapshotSelector, SnapshotSummary, select};
@@ -183,6 +183,10 @@ pub enum ActionOutcome {
     },
     /// Retention (`admin`): what was forgotten, then what the prune freed.
     Admin(Box<AdminResult>),
+    /// Verification (`check`, an extension).
+    Check(Box<CheckReport>),
+    /// Removal of unused data (`prune`, an extension).
+    Prune(Box<PruneReport>),
 }
 
 /// What an `admin` action did.
@@ -196,6 +200,8 @@ impl ActionOutcome {
             ActionOutcome::Restore(r) => r.is_complete(),
             ActionOutcome::Info { .. } => true,
             ActionOutcome::Admin(a) => a.is_complete(),
+            ActionOutcome::Check(c) => c.is_ok(),
+            ActionOutcome::Prune(p) => p.is_complete(),
         }
     }
 }
@@ -220,13 +226,26 @@ pub fn passphrase_of(action: &FreezerAction) -> Result<Option<Passphrase>> {
         .transpose()
 }
 
-/// Runs one action.
-pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<ActionOutcome> {
-    action.validate()?;
+/// Opens the repository an action's storage options name (`container`, `storage`,
+/// `storages`, `encrypt_pass_file`...), waiting for locks as `ctx` says.
+pub async fn open_repository(action: &FreezerAction, ctx: &RunContext) -> Result<Repository> {
     let sinks = sinks_of(action, &ctx.env)?;
+    if sinks.is_empty() {
+        return Err(Error::bad_input(
+            "container",
+            "no storage given: set container (a folder for storage local, bucket[/prefix] for s3)",
+        ));
+    }
     let pass = passphrase_of(action)?;
     let mut repo = Repository::open(sinks, pass.as_ref()).await?;
     repo.set_lock_wait(ctx.lock_wait);
+    Ok(repo)
+}
+
+/// Runs one action.
+pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<ActionOutcome> {
+    action.validate()?;
+    let mut repo = open_repository(action, ctx).await?;
     let now = ctx.now.unwrap_or_else(crate::time::now);
     let hostname = action
         .hostname
@@ -381,6 +400,18 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             )
             .await?;
             Ok(ActionOutcome::Admin(Box::new(r)))
+        }
+        Action::Check => {
+            let mut opts = CheckOptions::new(ctx.actor.clone());
+            opts.read_data = action.read_data()?;
+            let r = crate::engine::check(&mut repo, &opts, ctx.progress.clone()).await?;
+            Ok(ActionOutcome::Check(Box::new(r)))
+        }
+        Action::Prune => {
+            let opts = action.prune_options()?;
+            let r =
+                crate::engine::prune(&mut repo, &opts, &ctx.actor, ctx.progress.clone()).await?;
+            Ok(ActionOutcome::Prune(Box::new(r)))
         }
         other => Err(Error::unsupported(format!("action {other:?}"))),
     }

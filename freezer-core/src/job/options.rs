@@ -72,6 +72,10 @@ pub enum Action {
     Admin,
     /// Run a command.
     Exec,
+    /// Verify the repository (an extension; `read_data` chooses how much is read).
+    Check,
+    /// Remove data no snapshot references (an extension; `max_unused`, `dry_run`).
+    Prune,
 }
 
 /// Upstream's `freezer_action` options, those this release uses typed, the rest kept as-is.
@@ -289,6 +293,20 @@ pub struct FreezerAction {
     /// Restore: the file-set checksum the restored files must have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency_checksum: Option<String>,
+    /// `check`: which packs to read whole (`all`, `n/m`, `x%`, or `true`); none by default.
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub read_data: Option<String>,
+    /// `prune`: repack a pack when more than this share of it is unused (`5%` or `0.05`).
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_unused: Option<String>,
     /// Every other option, by upstream name, as given (the storage options among them are
     /// read by [`FreezerAction::all_storages`]).
     #[serde(flatten)]
@@ -554,6 +572,27 @@ impl FreezerAction {
         Ok(Some(r))
     }
 
+    /// `read_data` for a `check` action.
+    pub fn read_data(&self) -> Result<crate::engine::ReadData> {
+        match self.read_data.as_deref().map(str::trim) {
+            None | Some("") | Some("false") | Some("False") => Ok(crate::engine::ReadData::None),
+            Some("true") | Some("True") => Ok(crate::engine::ReadData::All),
+            Some(s) => s.parse(),
+        }
+    }
+
+    /// `max_unused` and `dry_run` for a `prune` action.
+    pub fn prune_options(&self) -> Result<crate::engine::PruneOptions> {
+        let mut o = crate::engine::PruneOptions {
+            dry_run: self.dry_run,
+            ..crate::engine::PruneOptions::default()
+        };
+        if let Some(s) = &self.max_unused {
+            o.max_unused = crate::engine::PruneOptions::parse_share(s)?;
+        }
+        Ok(o)
+    }
+
     /// `upload_limit` and `download_limit` in bytes per second.
     pub fn limits(&self) -> Result<(Option<u64>, Option<u64>)> {
         super::storage::limits(self.upload_limit.as_deref(), self.download_limit.as_deref())
@@ -616,6 +655,12 @@ impl FreezerAction {
                 }
             }
             Action::Info => {}
+            Action::Check => {
+                self.read_data()?;
+            }
+            Action::Prune => {
+                self.prune_options()?;
+            }
             Action::Exec => {
                 return Err(Error::unsupported("action exec in this release"));
             }

@@ -242,6 +242,47 @@ async fn admin_retention_then_prune_keeps_every_kept_snapshot_restorable() {
         );
     }
 
+    // check and prune as actions (extensions), as a scheduled job runs them.
+    let check = FreezerAction {
+        action: Some(Action::Check),
+        read_data: Some("1/2".into()),
+        ..backup_action(&repo, &data, "daily")
+    };
+    let ActionOutcome::Check(c) = run_action(&check, &ctx_at(at(61 * DAY))).await.unwrap() else {
+        panic!("not a check outcome")
+    };
+    assert!(c.is_ok(), "{:?}", c.damaged);
+    assert!(c.packs_read > 0 && c.packs_read < c.packs, "{c:?}");
+    let prune = FreezerAction {
+        action: Some(Action::Prune),
+        max_unused: Some("0%".into()),
+        dry_run: true,
+        ..backup_action(&repo, &data, "daily")
+    };
+    let ActionOutcome::Prune(p) = run_action(&prune, &ctx_at(at(61 * DAY))).await.unwrap() else {
+        panic!("not a prune outcome")
+    };
+    assert!(p.dry_run && p.is_complete(), "{p:?}");
+    for (field, bad) in [
+        (
+            "read_data",
+            FreezerAction {
+                read_data: Some("7/3".into()),
+                ..check.clone()
+            },
+        ),
+        (
+            "max_unused",
+            FreezerAction {
+                max_unused: Some("150%".into()),
+                ..prune.clone()
+            },
+        ),
+    ] {
+        let e = run_action(&bad, &ctx_at(at(61 * DAY))).await.unwrap_err();
+        assert!(e.to_string().contains(field), "{e}");
+    }
+
     // An admin action without a rule is refused before anything runs.
     let bare = FreezerAction {
         action: Some(Action::Admin),

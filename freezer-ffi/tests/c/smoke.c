@@ -28,6 +28,19 @@ int main(int argc, char **argv) {
     bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_OK, doc, "restore");
     freezer_string_free(doc);
 
+    /* The lifecycle through actions: a listing, a check reading every pack, retention. */
+    snprintf(opts, sizeof opts, "{\"action\":\"info\",\"container\":\"%s\"}", argv[2]);
+    bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_OK, doc, "info");
+    if (!strstr(doc, "\"level\":0")) { fprintf(stderr, "no listing: %s\n", doc); bad = 1; }
+    freezer_string_free(doc);
+    snprintf(opts, sizeof opts, "{\"action\":\"check\",\"read_data\":\"all\",\"container\":\"%s\"}", argv[2]);
+    bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_OK, doc, "check");
+    if (!strstr(doc, "\"damaged\":[]")) { fprintf(stderr, "check: %s\n", doc); bad = 1; }
+    freezer_string_free(doc);
+    snprintf(opts, sizeof opts, "{\"action\":\"admin\",\"backup_name\":\"c\",\"keep_last\":1,\"container\":\"%s\"}", argv[2]);
+    bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_OK, doc, "admin");
+    freezer_string_free(doc);
+
     bad |= expect(freezer_run_action("{\"action\": ", &doc), FREEZER_RESULT_BAD_INPUT, doc, "malformed JSON");
     if (!strstr(doc, "malformed JSON")) { fprintf(stderr, "unclear error: %s\n", doc); bad = 1; }
     freezer_string_free(doc);
