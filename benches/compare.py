@@ -305,6 +305,29 @@ def ensure_packages():
         subprocess.run(["apt-get", "install", "-y", *missing], check=True, env=env)
 
 
+def work_folder(path, prefix):
+    """The work folder of a benchmark run: `path` (created, and refused unless empty) or a new
+    folder under /tmp. It holds `bin/` (a private copy of the binary), `secrets/` (mode 0700)
+    and `logs/`."""
+    if path:
+        work = os.path.abspath(path)
+        os.makedirs(work, exist_ok=True)
+        if os.listdir(work):
+            sys.exit(f"--work {work}: not empty (deleting it here would slow the next file creations; "
+                     "delete it yourself, then wait 5 minutes before measuring)")
+    else:
+        work = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    say(f"work folder {work}")
+    os.makedirs(os.path.join(work, "bin"))
+    os.makedirs(os.path.join(work, "secrets"), mode=0o700)
+    return work
+
+
+def private_copy(binary, work):
+    """A copy of `binary` in WORK/bin: a rebuild in the checkout during the runs cannot change it."""
+    return shutil.copy2(binary, os.path.join(work, "bin", os.path.basename(binary)))
+
+
 def ensure_freezer(path):
     if path:
         if not os.access(path, os.X_OK):
@@ -722,27 +745,16 @@ def main():
     ensure_packages()
     freezer = ensure_freezer(args.freezer)
 
-    if args.work:
-        work = os.path.abspath(args.work)
-        os.makedirs(work, exist_ok=True)
-        if os.listdir(work):
-            sys.exit(f"--work {work}: not empty (deleting it here would slow the next file creations; "
-                     "delete it yourself, then wait 5 minutes before measuring)")
-    else:
-        work = tempfile.mkdtemp(prefix="freezer-compare-", dir="/tmp")
-    say(f"work folder {work}")
-    # A private copy of the binary: a rebuild in the checkout during the runs cannot change it.
-    os.makedirs(os.path.join(work, "bin"))
+    work = work_folder(args.work, "freezer-compare-")
     binary_info = {
         "path": freezer,
         "mtime": datetime.datetime.fromtimestamp(os.stat(freezer).st_mtime).astimezone().isoformat(timespec="seconds"),
     }
     with open(freezer, "rb") as f:
         binary_info["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
-    freezer = shutil.copy2(freezer, os.path.join(work, "bin", "freezer"))
+    freezer = private_copy(freezer, work)
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     secrets = os.path.join(work, "secrets")
-    os.makedirs(secrets, mode=0o700)
     runner = Runner(os.path.join(work, "logs"), args.idle_timeout, args.drop_caches)
     tools = [Freezer(freezer, secrets), Restic(secrets), Borg()]
 

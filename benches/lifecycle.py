@@ -30,7 +30,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (the runner, the tools' settings and the restore check)
@@ -104,16 +103,9 @@ def main():
         subprocess.run(["apt-get", "install", "-y", "restic"], check=True,
                        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
     binary = compare.ensure_freezer(args.freezer)
-    args.work = os.path.abspath(args.work) if args.work else tempfile.mkdtemp(prefix="freezer-lifecycle-",
-                                                                             dir="/tmp")
-    os.makedirs(args.work, exist_ok=True)
-    if os.listdir(args.work):
-        sys.exit(f"--work {args.work}: not empty")
-    say(f"work folder {args.work}")
-    os.makedirs(os.path.join(args.work, "bin"))
-    binary = shutil.copy2(binary, os.path.join(args.work, "bin", "freezer"))
+    args.work = compare.work_folder(args.work, "freezer-lifecycle-")
+    binary = compare.private_copy(binary, args.work)
     secrets = os.path.join(args.work, "secrets")
-    os.makedirs(secrets, mode=0o700)
     runner = Runner(os.path.join(args.work, "logs"), 0.0)
     report = {"config": {"command": "python3 benches/lifecycle.py " + shlex.join(sys.argv[1:]), "runs": runs,
                          "size_mb": size_mb, "snapshots": args.snapshots, "keep": args.keep},

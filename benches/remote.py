@@ -34,7 +34,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -321,15 +320,9 @@ def main():
         subprocess.run(["apt-get", "install", "-y", "restic"], check=True,
                        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
     binary = compare.ensure_freezer(args.freezer)
-    args.work = os.path.abspath(args.work) if args.work else tempfile.mkdtemp(prefix="freezer-remote-", dir="/tmp")
-    os.makedirs(args.work, exist_ok=True)
-    if os.listdir(args.work):
-        sys.exit(f"--work {args.work}: not empty")
-    say(f"work folder {args.work}")
-    os.makedirs(os.path.join(args.work, "bin"))
-    binary = shutil.copy2(binary, os.path.join(args.work, "bin", "freezer"))
+    args.work = compare.work_folder(args.work, "freezer-remote-")
+    binary = compare.private_copy(binary, args.work)
     secrets = os.path.join(args.work, "secrets")
-    os.makedirs(secrets, mode=0o700)
     runner = Runner(os.path.join(args.work, "logs"), 0.0)
     servers = Servers(args.work)
     report = {"config": {"command": "python3 benches/remote.py " + shlex.join(sys.argv[1:]), "runs": runs,

@@ -208,7 +208,7 @@ pub async fn forget(a: ForgetArgs, out: &Out) -> Result<bool> {
     Ok(pruned.as_ref().is_none_or(|p| p.is_complete()))
 }
 
-fn print_forget(r: &ForgetReport) {
+pub fn print_forget(r: &ForgetReport) {
     let tz = TimeZone::system();
     let mut series = None;
     for d in &r.decisions {

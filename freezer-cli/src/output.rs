@@ -191,18 +191,9 @@ impl Out {
         match o {
             ActionOutcome::Info { snapshots } => self.summaries(snapshots),
             ActionOutcome::Admin(a) => {
-                println!(
-                    "{} snapshot(s) forgotten, {} kept",
-                    a.forget.forgotten.len(),
-                    a.forget.kept
-                );
+                crate::lifecycle::print_forget(&a.forget);
                 if let Some(p) = &a.prune {
-                    println!(
-                        "prune: {} packs deleted, {} repacked, {} freed",
-                        p.total.packs_deleted,
-                        p.total.packs_repacked,
-                        size(p.total.bytes_freed)
-                    );
+                    crate::lifecycle::print_prune(p);
                 }
             }
             ActionOutcome::Check(c) => crate::lifecycle::print_check(c),

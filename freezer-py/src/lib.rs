@@ -130,14 +130,27 @@ fn run_action_py(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Py<PyAn
             .block_on(run_action(&action, &context()))
             .map_err(to_py)
     })?;
-    let doc = serde_json::to_string(&outcome).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let complete = outcome.is_complete();
+    to_result(
+        py,
+        &outcome,
+        complete,
+        "the action did not complete everything",
+    )
+}
+
+/// `report` as a dict; raises `IncompleteError(message, dict)` unless `complete`.
+fn to_result(
+    py: Python<'_>,
+    report: &impl serde::Serialize,
+    complete: bool,
+    message: &str,
+) -> PyResult<Py<PyAny>> {
+    let doc = serde_json::to_string(report).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let result = py.import("json")?.call_method1("loads", (doc,))?.unbind();
-    if !outcome.is_complete() {
+    if !complete {
         let class = exceptions(py)?.incomplete.bind(py).clone();
-        return Err(PyErr::from_type(
-            class,
-            ("the action did not complete everything", result),
-        ));
+        return Err(PyErr::from_type(class, (message.to_string(), result)));
     }
     Ok(result)
 }
@@ -194,19 +207,12 @@ where
             })
             .map_err(to_py)
     })?;
-    let doc = serde_json::to_string(&report).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let result = py.import("json")?.call_method1("loads", (doc,))?.unbind();
-    if !complete(&report) {
-        let class = exceptions(py)?.incomplete.bind(py).clone();
-        return Err(PyErr::from_type(
-            class,
-            (
-                "the repository is damaged or the operation incomplete",
-                result,
-            ),
-        ));
-    }
-    Ok(result)
+    to_result(
+        py,
+        &report,
+        complete(&report),
+        "the repository is damaged or the operation incomplete",
+    )
 }
 
 /// Verifies the whole repository that `options` name (`container`, `storage`,

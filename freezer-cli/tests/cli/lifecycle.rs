@@ -46,13 +46,7 @@ fn a_killed_backup_leaves_a_stale_lock_that_the_next_run_takes_over() {
         .unwrap();
     let locks = e.path("repo/locks");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let locked = || {
-        std::fs::read_dir(&locks).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
-        })
-    };
-    while !locked() {
+    while !support::has_lock(&e.path("repo")) {
         assert!(
             std::time::Instant::now() < deadline,
             "the backup took no lock"

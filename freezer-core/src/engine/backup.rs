@@ -38,8 +38,6 @@ use crate::source::{Source, SourceEntry};
 /// Bytes read from a file at a time (a pooled buffer size, see `buffer`). Small, so that a
 /// chunk waiting for its compressor pins little memory besides itself.
 const READ_BLOCK: usize = crate::buffer::CLASSES[0];
-/// Blobs listed in one index file at most.
-const INDEX_FLUSH_BLOBS: usize = 200_000;
 
 /// What to back up and how.
 #[derive(Clone, Debug)]
@@ -423,7 +421,7 @@ pub async fn backup(
     }
     tracing::info!(elapsed = ?started.elapsed(), packs = packs.len(), "backup: data stored");
     for (mask, file) in by_mask {
-        for part in split_index(file) {
+        for part in file.split() {
             // A storage that fails here is dropped by the tee and gets no snapshot.
             let _ = repo.write_index(&part, mask).await;
         }
@@ -479,20 +477,6 @@ pub async fn backup(
         warnings,
         retention: None,
     })
-}
-
-fn split_index(file: IndexFile) -> Vec<IndexFile> {
-    let mut out = vec![IndexFile::default()];
-    let mut n = 0;
-    for (id, blobs) in file.packs {
-        if n + blobs.len() > INDEX_FLUSH_BLOBS && n > 0 {
-            out.push(IndexFile::default());
-            n = 0;
-        }
-        n += blobs.len();
-        out.last_mut().expect("non-empty").packs.push((id, blobs));
-    }
-    out
 }
 
 #[allow(clippy::too_many_arguments)]

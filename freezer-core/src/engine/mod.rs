@@ -134,16 +134,7 @@ pub(crate) async fn prefetch_trees(
     let mut cache = std::collections::HashMap::new();
     let mut level = vec![root];
     while !level.is_empty() {
-        let fetched: Vec<(crate::id::Id, Result<crate::repo::tree::Tree>)> = reader
-            .read_many(&level)
-            .await
-            .into_iter()
-            .map(|(id, b)| {
-                let tree =
-                    b.and_then(|b| crate::repo::tree::Tree::decode(&b, &format!("tree {id}")));
-                (id, tree)
-            })
-            .collect();
+        let fetched = reader.read_trees(&level).await;
         let mut next = std::collections::HashSet::new();
         for (id, tree) in fetched {
             let Ok(tree) = tree else { continue };

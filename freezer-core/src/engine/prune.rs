@@ -32,11 +32,8 @@ use super::Progress;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{NodeKind, Tree};
-use crate::repo::{Actor, Repository};
-
-/// Trees asked for in one [`crate::repo::BlobReader::read_many`] call at most.
-const TREE_BATCH: usize = 1024;
+use crate::repo::tree::NodeKind;
+use crate::repo::{Actor, Repository, TREE_BATCH};
 
 /// How to prune.
 #[derive(Clone, Debug)]
@@ -354,11 +351,9 @@ async fn used_blobs(
         for batch in level.chunks(TREE_BATCH) {
             let owner: HashMap<Id, Id> = batch.iter().copied().collect();
             let ids: Vec<Id> = batch.iter().map(|(t, _)| *t).collect();
-            for (id, blob) in reader.read_many(&ids).await {
+            for (id, tree) in reader.read_trees(&ids).await {
                 let snap = owner.get(&id).copied().unwrap_or_default();
-                let tree = blob
-                    .and_then(|b| Tree::decode(&b, &format!("tree {id}")))
-                    .map_err(|e| {
+                let tree = tree.map_err(|e| {
                         e.context(format!(
                             "prune stopped before deleting anything (`freezer check` says more): snapshot {snap}, tree {id}"
                         ))

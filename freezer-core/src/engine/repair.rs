@@ -16,13 +16,11 @@ use super::check::detail;
 use crate::crypto::Crypto;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repo::index::IndexFile;
+use crate::repo::index::{IndexFile, IndexFileSplitter};
 use crate::repo::pack::{self, PackedBlob};
 use crate::repo::{Actor, Repository, pack_key};
 use crate::sink::{Sink, SinkExt};
 
-/// Most blobs listed by one new index file (a pack with more gets a file of its own).
-const MAX_BLOBS_PER_INDEX: usize = 50_000;
 /// Pack headers read at once from one storage.
 const PARALLEL_HEADER_READS: usize = 16;
 /// Blobs a pack's header may list and still come with the first read of its tail; a larger
@@ -146,20 +144,16 @@ async fn repair_storage(
         })
         .buffered(PARALLEL_HEADER_READS);
     let mut written: HashSet<String> = HashSet::new();
-    let mut file = IndexFile::default();
-    let mut in_file = 0;
+    let mut files = IndexFileSplitter::default();
     while let Some((id, res)) = headers.next().await {
         progress.add_entries(1);
         match res {
             Ok(blobs) => {
-                if in_file + blobs.len() > MAX_BLOBS_PER_INDEX && in_file > 0 {
-                    write(repo, i, std::mem::take(&mut file), &mut written, out).await?;
-                    in_file = 0;
-                }
-                in_file += blobs.len();
                 out.packs_indexed += 1;
                 out.blobs += blobs.len() as u64;
-                file.packs.push((id, blobs));
+                if let Some(full) = files.push(id, blobs) {
+                    write(repo, i, full, &mut written, out).await?;
+                }
             }
             Err(e @ Error::Corrupt { .. }) => {
                 let object = format!("pack {id}");
@@ -177,8 +171,8 @@ async fn repair_storage(
             }
         }
     }
-    if !file.packs.is_empty() {
-        write(repo, i, file, &mut written, out).await?;
+    if let Some(last) = files.finish() {
+        write(repo, i, last, &mut written, out).await?;
     }
     // Only now that the new index is complete: the old one goes.
     for key in old {

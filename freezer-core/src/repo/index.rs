@@ -82,7 +82,48 @@ pub struct IndexFile {
     pub packs: Vec<(Id, Vec<PackedBlob>)>,
 }
 
+/// Blobs one index file lists at most (a pack is never split across files), so that no index
+/// file, nor the memory to decode one, grows with the repository.
+pub const INDEX_FILE_BLOBS: usize = 50_000;
+
+/// Gathers packs, one at a time, into index files of at most [`INDEX_FILE_BLOBS`] blobs.
+#[derive(Debug, Default)]
+pub struct IndexFileSplitter {
+    file: IndexFile,
+    blobs: usize,
+}
+
+impl IndexFileSplitter {
+    /// Adds a pack; returns the file it completes when the pack does not fit in it.
+    pub fn push(&mut self, pack: Id, blobs: Vec<PackedBlob>) -> Option<IndexFile> {
+        let full = (self.blobs > 0 && self.blobs + blobs.len() > INDEX_FILE_BLOBS).then(|| {
+            self.blobs = 0;
+            std::mem::take(&mut self.file)
+        });
+        self.blobs += blobs.len();
+        self.file.packs.push((pack, blobs));
+        full
+    }
+
+    /// The last file, when it lists a pack.
+    pub fn finish(self) -> Option<IndexFile> {
+        (!self.file.packs.is_empty()).then_some(self.file)
+    }
+}
+
 impl IndexFile {
+    /// Splits into files of at most [`INDEX_FILE_BLOBS`] blobs (none when empty).
+    pub fn split(self) -> Vec<IndexFile> {
+        let mut splitter = IndexFileSplitter::default();
+        let mut out: Vec<IndexFile> = self
+            .packs
+            .into_iter()
+            .filter_map(|(pack, blobs)| splitter.push(pack, blobs))
+            .collect();
+        out.extend(splitter.finish());
+        out
+    }
+
     /// Encodes the plaintext of an index file.
     pub fn encode(&self) -> Vec<u8> {
         let n: usize = self.packs.iter().map(|(_, b)| b.len()).sum();
@@ -257,6 +298,27 @@ mod tests {
         let mut bad = enc.clone();
         bad[0] = b'X';
         assert!(IndexFile::decode(&bad, "index").is_err());
+    }
+
+    #[test]
+    fn big_index_files_split_between_packs() {
+        let many: Vec<PackedBlob> = (0..INDEX_FILE_BLOBS as u32 / 2 + 1)
+            .map(|i| blob(1, i))
+            .collect();
+        let f = IndexFile {
+            packs: (0..5).map(|p| (Id([p; 32]), many.clone())).collect(),
+        };
+        let parts = f.clone().split();
+        assert_eq!(parts.len(), 5, "two half-full packs never share a file");
+        assert_eq!(
+            parts.into_iter().flat_map(|p| p.packs).collect::<Vec<_>>(),
+            f.packs
+        );
+        let small = IndexFile {
+            packs: vec![(Id([1; 32]), vec![blob(1, 0)]), (Id([2; 32]), vec![])],
+        };
+        assert_eq!(small.clone().split(), [small]);
+        assert!(IndexFile::default().split().is_empty());
     }
 
     #[test]

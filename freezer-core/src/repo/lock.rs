@@ -361,70 +361,37 @@ mod tests {
     use crate::crypto::MasterKey;
     use crate::sink::MemorySink;
 
+    /// A lock of user `u` on host `h`, failing at once on a conflict.
+    async fn take(
+        tee: &Arc<Tee>,
+        c: &Crypto,
+        exclusive: bool,
+        operation: &str,
+    ) -> Result<LockGuard> {
+        acquire(
+            tee.clone(),
+            c.clone(),
+            "h",
+            "u",
+            exclusive,
+            operation,
+            Duration::ZERO,
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn shared_locks_coexist_exclusive_ones_do_not() {
         let tee = Arc::new(Tee::new(vec![Arc::new(MemorySink::new("m"))]).unwrap());
         let c = Crypto::new(&MasterKey::generate(true));
-        let a = acquire(
-            tee.clone(),
-            c.clone(),
-            "h",
-            "u",
-            false,
-            "backup",
-            Duration::ZERO,
-        )
-        .await
-        .unwrap();
-        let b = acquire(
-            tee.clone(),
-            c.clone(),
-            "h",
-            "u",
-            false,
-            "backup",
-            Duration::ZERO,
-        )
-        .await
-        .unwrap();
-        let e = acquire(
-            tee.clone(),
-            c.clone(),
-            "h",
-            "u",
-            true,
-            "prune",
-            Duration::ZERO,
-        )
-        .await
-        .unwrap_err();
+        let a = take(&tee, &c, false, "backup").await.unwrap();
+        let b = take(&tee, &c, false, "backup").await.unwrap();
+        let e = take(&tee, &c, true, "prune").await.unwrap_err();
         assert!(matches!(e, Error::Locked { .. }), "{e}");
         a.release().await.unwrap();
         b.release().await.unwrap();
-        let x = acquire(
-            tee.clone(),
-            c.clone(),
-            "h",
-            "u",
-            true,
-            "prune",
-            Duration::ZERO,
-        )
-        .await
-        .unwrap();
-        assert!(
-            acquire(
-                tee.clone(),
-                c.clone(),
-                "h",
-                "u",
-                false,
-                "backup",
-                Duration::ZERO
-            )
-            .await
-            .is_err()
-        );
+        let x = take(&tee, &c, true, "prune").await.unwrap();
+        assert!(take(&tee, &c, false, "backup").await.is_err());
         x.release().await.unwrap();
         assert!(tee.list("locks/").await.unwrap().is_empty());
     }
@@ -444,17 +411,7 @@ mod tests {
             pid_namespace: None,
         };
         write_lock(&tee, &c, &old).await.unwrap();
-        let g = acquire(
-            tee.clone(),
-            c.clone(),
-            "h",
-            "u",
-            false,
-            "backup",
-            Duration::ZERO,
-        )
-        .await
-        .unwrap();
+        let g = take(&tee, &c, false, "backup").await.unwrap();
         assert_eq!(g.notes.len(), 1, "{:?}", g.notes);
         assert!(g.notes[0].contains("ops@gone-host"), "{:?}", g.notes);
         assert!(

@@ -814,7 +814,21 @@ impl BlobReader {
         let data = self.read_blob(id).await?;
         Tree::decode(&data, &format!("tree {id}"))
     }
+
+    /// Reads and decodes many trees with few requests, as [`BlobReader::read_many`] reads
+    /// blobs. Walks of many trees call it a level at a time, at most [`TREE_BATCH`] trees per
+    /// call, so that what they hold decoded stays bounded.
+    pub async fn read_trees(&self, ids: &[Id]) -> Vec<(Id, Result<Tree>)> {
+        self.read_many(ids)
+            .await
+            .into_iter()
+            .map(|(id, b)| (id, b.and_then(|b| Tree::decode(&b, &format!("tree {id}")))))
+            .collect()
+    }
 }
+
+/// Trees a walk asks [`BlobReader::read_trees`] for at once.
+pub const TREE_BATCH: usize = 1024;
 
 async fn open_key(
     tee: &Tee,

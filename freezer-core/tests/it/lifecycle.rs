@@ -38,14 +38,6 @@ fn ctx_at(t: Timestamp) -> RunContext {
     c
 }
 
-/// Whether a lock is in place (a finished lock file, not one being written).
-fn has_lock(locks: &Path) -> bool {
-    std::fs::read_dir(locks).is_ok_and(|d| {
-        d.flatten()
-            .any(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
-    })
-}
-
 async fn run_backup(a: &FreezerAction, t: Timestamp) -> BackupResult {
     match run_action(a, &ctx_at(t)).await.unwrap() {
         ActionOutcome::Backup(b) => {
@@ -372,9 +364,8 @@ async fn prune_while_a_backup_runs_both_succeed() {
     let mut slow = backup_action(&repo, &data, "web");
     slow.upload_limit = Some("1M".into());
     let backup = tokio::spawn(async move { run_backup(&slow, at(5 * DAY)).await });
-    let locks = repo.join("locks");
     for _ in 0..200 {
-        if has_lock(&locks) {
+        if has_lock(&repo) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -421,7 +412,7 @@ async fn prune_while_a_backup_runs_both_succeed() {
     std::fs::write(data.join("big"), pseudo_random(3 << 20, 8888)).unwrap();
     let backup = tokio::spawn(async move { run_backup(&slow, at(6 * DAY)).await });
     for _ in 0..200 {
-        if has_lock(&locks) {
+        if has_lock(&repo) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

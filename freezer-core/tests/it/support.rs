@@ -616,3 +616,11 @@ pub fn pack_files(repo: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Whether a local repository holds a lock (a finished lock file, not one being written).
+pub fn has_lock(repo: &Path) -> bool {
+    std::fs::read_dir(repo.join("locks")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
+    })
+}

@@ -12,13 +12,10 @@ use std::collections::{HashMap, HashSet};
 use super::{CheckReport, Problems, Snapshots};
 use crate::engine::Progress;
 use crate::id::Id;
-use crate::repo::BlobReader;
 use crate::repo::index::Index;
-use crate::repo::tree::{NodeKind, Tree};
+use crate::repo::tree::NodeKind;
+use crate::repo::{BlobReader, TREE_BATCH};
 use crate::sink::SinkMask;
-
-/// Trees asked for in one [`BlobReader::read_many`] call.
-const TREE_BATCH: usize = 512;
 
 /// The members in `mask`.
 fn members(mask: SinkMask) -> impl Iterator<Item = usize> {
@@ -78,9 +75,9 @@ pub(super) async fn walk(
         let ids: Vec<Id> = level.keys().copied().collect();
         let mut next: HashMap<Id, SinkMask> = HashMap::new();
         for batch in ids.chunks(TREE_BATCH) {
-            for (id, res) in reader.read_many(batch).await {
+            for (id, res) in reader.read_trees(batch).await {
                 let needed = level[&id];
-                let tree = match res.and_then(|b| Tree::decode(&b, &format!("tree {id}"))) {
+                let tree = match res {
                     Ok(t) => t,
                     Err(e) => {
                         let p = problems.add(format!("tree {id}"), e, needed);
@@ -165,8 +162,8 @@ pub(super) async fn map_damage(
     while !level.is_empty() {
         let mut next = Vec::new();
         for batch in level.chunks(TREE_BATCH) {
-            for (id, res) in reader.read_many(batch).await {
-                let Ok(tree) = res.and_then(|b| Tree::decode(&b, &format!("tree {id}"))) else {
+            for (id, res) in reader.read_trees(batch).await {
+                let Ok(tree) = res else {
                     continue;
                 };
                 let mut s = Summary::default();

@@ -10,11 +10,11 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 
 use super::PruneStats;
-use super::plan::{Action, INDEX_FILE_BLOBS, PackPlan, StoragePlan, slot};
+use super::plan::{Action, PackPlan, StoragePlan, slot};
 use crate::engine::Progress;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repo::index::IndexFile;
+use crate::repo::index::{IndexFile, IndexFileSplitter};
 use crate::repo::pack::{self, DecodeScratch, EncodedBlob, PackWriter, PackedBlob};
 use crate::repo::{Repository, object, pack_key};
 use crate::sink::{Sink, SinkExt};
@@ -86,8 +86,7 @@ pub(super) async fn execute(
     if plan.rewrites_index() {
         let mut listed: HashSet<Id> = HashSet::new();
         let mut new_keys: HashSet<String> = HashSet::new();
-        let mut file = IndexFile::default();
-        let mut blobs = 0;
+        let mut files = IndexFileSplitter::default();
         let flush = |file: IndexFile| async move {
             let (id, _) = repo.write_index(&file, bit).await?;
             Ok::<String, Error>(format!("index/{id}"))
@@ -100,14 +99,12 @@ pub(super) async fn execute(
                     .pack_pos(&pack)
                     .and_then(|pos| plan.action(pos))
                     == Some(Action::Keep);
-                if keep && listed.insert(pack) {
-                    blobs += packed.len();
-                    file.packs.push((pack, packed));
-                    if blobs >= INDEX_FILE_BLOBS {
-                        new_keys.insert(flush(std::mem::take(&mut file)).await?);
-                        stats.index_files_written += 1;
-                        blobs = 0;
-                    }
+                if keep
+                    && listed.insert(pack)
+                    && let Some(full) = files.push(pack, packed)
+                {
+                    new_keys.insert(flush(full).await?);
+                    stats.index_files_written += 1;
                 }
             }
         }
@@ -122,18 +119,15 @@ pub(super) async fn execute(
             ));
         }
         for (pack, packed) in new_packs {
-            if listed.insert(pack) {
-                blobs += packed.len();
-                file.packs.push((pack, packed));
-                if blobs >= INDEX_FILE_BLOBS {
-                    new_keys.insert(flush(std::mem::take(&mut file)).await?);
-                    stats.index_files_written += 1;
-                    blobs = 0;
-                }
+            if listed.insert(pack)
+                && let Some(full) = files.push(pack, packed)
+            {
+                new_keys.insert(flush(full).await?);
+                stats.index_files_written += 1;
             }
         }
-        if !file.packs.is_empty() {
-            new_keys.insert(flush(file).await?);
+        if let Some(last) = files.finish() {
+            new_keys.insert(flush(last).await?);
             stats.index_files_written += 1;
         }
         let old: Vec<String> = plan

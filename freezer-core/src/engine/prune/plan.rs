@@ -7,13 +7,11 @@ use std::collections::HashSet;
 use super::PruneStats;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repo::index::Location;
+use crate::repo::index::{INDEX_FILE_BLOBS, Location};
 use crate::repo::pack::BlobType;
 use crate::repo::{Repository, pack_key};
 use crate::sink::SinkMask;
 
-/// Blobs listed in one index file written by prune, about (a pack is never split).
-pub(super) const INDEX_FILE_BLOBS: usize = 50_000;
 /// Header bytes a packed blob costs, about: for the estimates of a dry run.
 const HEADER_BYTES_PER_BLOB: u64 = 40;
 
