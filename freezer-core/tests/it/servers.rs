@@ -450,12 +450,15 @@ fn swift_backend() -> &'static SwiftBackend {
             "from swift.common.ring import RingBuilder\n{script}"
         )));
         let mut children = Vec::new();
+        // `fallocate_reserve = 0`: Swift's default keeps 1% of the disk free and answers 507
+        // below it (the proxy turns that into 503), which a nearly full CI disk hits.
         for (kind, port) in ports {
             let conf = etc.join(format!("{kind}-server.conf"));
             std::fs::write(
                 &conf,
                 format!(
                     "[DEFAULT]\nbind_ip = 127.0.0.1\nbind_port = {port}\nworkers = 0\nmount_check = false\n\
+                     fallocate_reserve = 0\ndisable_fallocate = true\n\
                      devices = {}\nswift_dir = {}\nuser = {user}\n\
                      [pipeline:main]\npipeline = {kind}-server\n[app:{kind}-server]\nuse = egg:swift#{kind}\n",
                     dir.join("srv").display(),
