@@ -27,9 +27,11 @@ def init(container: str, encrypt_pass_file: str | None = None) -> dict[str, Any]
     names a file whose first line is the passphrase."""
 
 def run_action(options: Mapping[str, Any] | str) -> dict[str, Any]:
-    """Runs one ``freezer_action`` (``backup``, ``restore``, ``info`` or ``admin``) given
-    upstream's option names, as a dict or a JSON string; returns the result. The GIL is
-    released while it runs."""
+    """Runs one ``freezer_action`` (``backup``, ``restore``, ``info``, ``admin``, and the
+    extensions ``check`` and ``prune``) given upstream's option names, as a dict or a JSON
+    string; returns the result. A backup into a place that holds nothing creates the
+    repository there (listed in ``created_repository``); a place holding other files raises
+    ``BadInputError``. The GIL is released while it runs."""
 
 def check(options: Mapping[str, Any] | str, read_data: str | None = None) -> dict[str, Any]:
     """Verifies the repository the storage options name (``container``, ``storage``,

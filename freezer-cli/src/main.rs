@@ -444,7 +444,11 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             action.always_level = a.always_level;
             action.restart_always_level = a.restart_always_level;
             action.consistency_check = a.consistency_check;
-            let outcome = job::run_action(&action, &context(out, a.repo.lock_wait())).await?;
+            let mut ctx = context(out, a.repo.lock_wait());
+            // `freezer backup` goes only into a repository made with `freezer init`, so that a
+            // mistyped --repo fails instead of starting a new repository; jobs create theirs.
+            ctx.create_repository = false;
+            let outcome = job::run_action(&action, &ctx).await?;
             Ok(out.outcome(&outcome))
         }
         Command::Restore(a) => {

@@ -113,6 +113,9 @@ impl Out {
             .snapshot_id
             .map(|i| i.short())
             .unwrap_or_else(|| "(dry run)".into());
+        for place in &r.created_repository {
+            println!("created a new repository at {place}");
+        }
         println!(
             "snapshot {id} saved: level {}, {} files ({} new, {} changed, {} unchanged), {} read, {} added in {:.2} s",
             r.snapshot.level,
@@ -409,6 +412,7 @@ fn backup_json(r: &BackupResult) -> serde_json::Value {
         "warnings": r.warnings,
         "snapshot": r.snapshot,
         "retention": r.retention,
+        "created_repository": r.created_repository,
     })
 }
 

@@ -139,7 +139,9 @@ fn run_json(input: &str) -> (FreezerResult, String) {
 /// `restore`, `info`, `admin`, and the extensions `check` and `prune`), `path_to_backup`,
 /// `backup_name`, `container`, `restore_abs_path`, ...). On return `*result`
 /// (if `result` is not null) holds a JSON document to free with [`freezer_string_free`]: the
-/// outcome, or `{"error": ..., "kind": ...}`.
+/// outcome, or `{"error": ..., "kind": ...}`. A backup into a place that holds nothing
+/// creates the repository there (encrypted when `encrypt_pass_file` is given), as upstream's
+/// agent creates its container; a place holding other files is refused.
 ///
 /// # Safety
 /// `options_json` is null or a NUL-terminated string; `result` is null or valid for one

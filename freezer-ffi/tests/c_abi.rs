@@ -1,7 +1,7 @@
 //! The C ABI from C: the committed header is current, and a C program that includes it and
 //! links the library backs up and restores a folder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn crate_dir() -> PathBuf {
@@ -65,7 +65,6 @@ fn a_c_program_backs_up_and_restores() {
     std::fs::create_dir_all(data.join("sub")).unwrap();
     std::fs::write(data.join("sub/hello.txt"), "hello from C\n").unwrap();
     let (repo, target) = (tmp.path().join("repo"), tmp.path().join("out"));
-    freezer_core_init(&repo);
     let out = Command::new(&exe)
         .arg(&data)
         .arg(&repo)
@@ -82,21 +81,10 @@ fn a_c_program_backs_up_and_restores() {
         std::fs::read_to_string(target.join("sub/hello.txt")).unwrap(),
         "hello from C\n"
     );
-}
-
-/// Creates an unencrypted repository (the C ABI does not create repositories yet).
-fn freezer_core_init(repo: &Path) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sinks: Vec<std::sync::Arc<dyn freezer_core::sink::Sink>> = vec![std::sync::Arc::new(
-        freezer_core::sink::LocalSink::new(repo),
-    )];
-    let actor = freezer_core::repo::Actor {
-        hostname: "c".into(),
-        username: "c".into(),
-    };
-    rt.block_on(freezer_core::repo::Repository::init(
-        sinks,
-        freezer_core::repo::InitOptions::new(None, actor),
-    ))
-    .unwrap();
+    // The refused backup into the data folder left it as it was.
+    let names: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["sub"]);
 }

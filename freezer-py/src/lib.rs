@@ -118,9 +118,10 @@ fn options_json(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<String> 
     ))
 }
 
-/// Runs one action (`backup`, `restore`, `info` or `admin`) given upstream's `freezer_action` options; returns
-/// the result as a dict. Raises `IncompleteError(message, result)` when the action ran but did
-/// not complete everything.
+/// Runs one action (`backup`, `restore`, `info`, `admin`, `check`, `prune`) given upstream's
+/// `freezer_action` options; returns the result as a dict. A backup into a place that holds
+/// nothing creates the repository there. Raises `IncompleteError(message, result)` when the
+/// action ran but did not complete everything.
 #[pyfunction]
 fn run_action_py(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     let text = options_json(py, options)?;

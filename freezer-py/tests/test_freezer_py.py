@@ -32,6 +32,24 @@ def test_round_trip(tmp_path):
     assert os.stat(out).st_mode & 0o777 == 0o640
 
 
+def test_a_jobs_first_backup_creates_its_repository(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f.txt").write_text("first\n")
+    repo = str(tmp_path / "new" / "repo")
+    action = {"action": "backup", "path_to_backup": str(data), "backup_name": "py", "container": repo}
+    first = freezer_py.run_action(action)
+    assert first["created_repository"] == ["local:" + repo]
+    second = freezer_py.run_action(action)
+    assert "created_repository" not in second
+    assert second["snapshot"]["level"] == 1
+    # A folder holding other files is never taken over.
+    with pytest.raises(freezer_py.BadInputError) as e:
+        freezer_py.run_action({**action, "container": str(data)})
+    assert "f.txt" in str(e.value) and "freezer init" in str(e.value)
+    assert sorted(os.listdir(data)) == ["f.txt"]
+
+
 def test_info_and_admin_actions(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

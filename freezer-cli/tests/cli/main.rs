@@ -396,7 +396,7 @@ fn job_documents_run_and_bad_ones_are_named() {
     let e = Env::new();
     odd_tree(&e.path("data"));
     let p = e.pass();
-    e.ok(&["init", "--repo", "repo", "--encrypt-pass-file", p]);
+    // No `freezer init`: a job's first backup creates its repository, as upstream's does.
     let repo = e.path("repo");
     let job = serde_json::json!({
         "job_id": "j1",
@@ -414,7 +414,12 @@ fn job_documents_run_and_bad_ones_are_named() {
     let out = e.json(&["job", "run", "job.json"]);
     assert_eq!(out["complete"], true, "{out}");
     assert_eq!(out["actions"].as_array().unwrap().len(), 2);
+    let created = &out["actions"][0]["created_repository"];
+    assert_eq!(created.as_array().map(Vec::len), Some(1), "{out}");
     assert_same_tree(&e.path("data"), &e.path("out"), true);
+    // It is encrypted with the job's passphrase.
+    let o = e.run(&["snapshots", "--repo", "repo"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 
     std::fs::write(e.path("broken.json"), "{\"job_actions\": [").unwrap();
     let o = e.run(&["job", "run", "broken.json"]);

@@ -115,6 +115,10 @@ pub struct BackupResult {
     /// action with `remove_older_than`); the engine itself leaves it `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<super::RetentionResult>,
+    /// Storages where this backup created the repository, because they held none (a job's
+    /// first backup, as upstream's agent creates its container); the engine leaves it empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub created_repository: Vec<String>,
 }
 
 impl BackupResult {
@@ -406,6 +410,7 @@ pub async fn backup(
             sinks,
             warnings,
             retention: None,
+            created_repository: Vec::new(),
         });
     }
 
@@ -476,6 +481,7 @@ pub async fn backup(
         sinks,
         warnings,
         retention: None,
+        created_repository: Vec::new(),
     })
 }
 

@@ -26,8 +26,8 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 use crate::repo::snapshot::{SnapshotFilter, SnapshotSelector, SnapshotSummary, select};
-use crate::repo::{Actor, Repository};
-use crate::sink::Sink;
+use crate::repo::{Actor, InitOptions, Repository};
+use crate::sink::{Sink, SinkExt};
 use crate::source::Source;
 use crate::source::checksum::consistency_checksum;
 use crate::source::fs::{FsOptions, FsSource};
@@ -143,6 +143,10 @@ pub struct RunContext {
     pub env: Environment,
     /// How long an action waits for a live conflicting lock (a prune, a backup) before it fails.
     pub lock_wait: Duration,
+    /// Whether a backup into storages that hold no repository creates one, as upstream's
+    /// agent creates its container (default). Storages holding other files are never taken
+    /// over. Off, such a backup fails with `NotFound`, as `freezer backup` does.
+    pub create_repository: bool,
 }
 
 impl std::fmt::Debug for RunContext {
@@ -164,6 +168,7 @@ impl RunContext {
             now: None,
             env: Environment::new(),
             lock_wait: crate::repo::lock::DEFAULT_LOCK_WAIT,
+            create_repository: true,
         }
     }
 }
@@ -242,10 +247,65 @@ pub async fn open_repository(action: &FreezerAction, ctx: &RunContext) -> Result
     Ok(repo)
 }
 
+/// Creates the repository a backup action names, on the storages that hold none, and
+/// returns them. A storage without a `config` must be empty, but for the key files of an
+/// interrupted `init`: one holding anything else (upstream's backups, another program's
+/// files) is refused, never taken over. Another node creating it at the same moment wins or
+/// loses the race (the config is written only if absent); either way the repository is then
+/// there, and this returns no storage.
+async fn create_repository(action: &FreezerAction, ctx: &RunContext) -> Result<Vec<String>> {
+    let sinks = sinks_of(action, &ctx.env)?;
+    for s in &sinks {
+        let has_config = match s.exists("config").await {
+            Err(Error::NotFound { .. }) => false,
+            r => r?,
+        };
+        if has_config {
+            continue;
+        }
+        let held = match s.list("").await {
+            Err(Error::NotFound { .. }) => Vec::new(),
+            r => r?,
+        };
+        let others: Vec<_> = held
+            .iter()
+            .filter(|m| !m.key.starts_with("keys/"))
+            .collect();
+        if let Some(first) = others.first() {
+            return Err(Error::bad_input(
+                "container",
+                format!(
+                    "{} holds no repository but {} other object(s) ({} among them): a backup creates its repository only where nothing is; give an empty container, or make one there with `freezer init`",
+                    s.describe(),
+                    others.len(),
+                    first.key
+                ),
+            ));
+        }
+    }
+    let opts = InitOptions::new(passphrase_of(action)?, ctx.actor.clone());
+    match Repository::init(sinks, opts).await {
+        Ok(report) => Ok(report.created),
+        Err(Error::AlreadyExists { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs one action.
 pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<ActionOutcome> {
     action.validate()?;
-    let mut repo = open_repository(action, ctx).await?;
+    let mut created = Vec::new();
+    let mut repo = match open_repository(action, ctx).await {
+        Err(Error::NotFound { .. })
+            if action.action() == Action::Backup && ctx.create_repository && !action.dry_run =>
+        {
+            created = create_repository(action, ctx)
+                .await
+                .map_err(|e| e.context("creating the repository for this backup"))?;
+            open_repository(action, ctx).await?
+        }
+        r => r?,
+    };
     let now = ctx.now.unwrap_or_else(crate::time::now);
     let hostname = action
         .hostname
@@ -291,6 +351,7 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             let (series_host, series_name) = (opts.hostname.clone(), opts.backup_name.clone());
             let mut r =
                 crate::engine::backup(&mut repo, source, &opts, ctx.progress.clone()).await?;
+            r.created_repository = created;
             // Upstream's agent runs retention after a backup that carries its options. Only
             // after a complete one: an incomplete backup must not make older copies go.
             if let Some(rules) = action.retention(&ctx.tz)?

@@ -224,16 +224,28 @@ impl Repository {
             }
             let member = tee.member(i);
             member.prepare().await?;
+            let mut written = Vec::new();
             for k in &keys {
                 let key = format!("keys/{}", Id::of_stored(k));
                 member
                     .put(&key, Payload::from(k.clone()), PutMode::Overwrite)
                     .await?;
+                written.push(key);
             }
             // The config goes last: its presence is what makes a repository.
-            member
+            let created = member
                 .put("config", Payload::from(config.encode()), PutMode::Create)
-                .await?;
+                .await;
+            if let Err(e) = created {
+                // Another `init` (or a backup creating its repository) won the race: the key
+                // files written here wrap a master key no config names, so they go again.
+                if matches!(e, Error::AlreadyExists { .. }) && existing.is_empty() {
+                    for key in &written {
+                        let _ = member.delete(key).await;
+                    }
+                }
+                return Err(e);
+            }
             report.created.push(member.describe());
         }
         Ok(report)
@@ -843,6 +855,7 @@ async fn open_key(
             "encrypted, but it has no key file",
         ));
     }
+    let mut foreign = Vec::new();
     for meta in list {
         let Some(Ok(id)) = meta.key.rsplit('/').next().map(Id::from_hex) else {
             continue;
@@ -851,13 +864,21 @@ async fn open_key(
         let key = KeyFile::decode(&data, &meta.key)?;
         if let Some(m) = key.unwrap(pass, &meta.key)? {
             if m.repo_id != config.id || m.enc_key.is_none() {
-                return Err(Error::corrupt(
-                    &meta.key,
-                    "this key belongs to another repository",
-                ));
+                // Left by an `init` that lost a race and died before removing it: it opens
+                // nothing here, and another key may.
+                foreign.push(meta.key);
+                continue;
             }
             return Ok((m, id));
         }
+    }
+    if !foreign.is_empty() {
+        return Err(Error::corrupt(
+            foreign.join(", "),
+            format!(
+                "opens with the passphrase given but belongs to another repository than {what}; no key of this one opens"
+            ),
+        ));
     }
     Err(Error::WrongKey {
         what: format!("no key of repository {what} opens with the passphrase given"),

@@ -98,7 +98,7 @@ impl S3Sink {
                 max_retries: 0,
                 ..Default::default()
             })
-            .with_conditional_put(object_store::aws::S3ConditionalPut::Disabled);
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
         if let Some(e) = &opts.endpoint {
             b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
         }
@@ -134,6 +134,17 @@ impl S3Sink {
 
     fn what(&self, key: &str) -> String {
         format!("{}/{key}", self.describe())
+    }
+
+    /// `AlreadyExists` when `path` exists: creating where the server has no conditional put.
+    async fn refuse_existing(&self, path: &StorePath, what: &str) -> Result<()> {
+        match self.store.head(path).await {
+            Ok(_) => Err(Error::AlreadyExists {
+                what: what.to_string(),
+            }),
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(e, what)),
+        }
     }
 
     /// Creates the bucket when it does not exist (`freezer init`).
@@ -241,6 +252,23 @@ fn http_error(what: &str, e: reqwest::Error) -> Error {
 }
 
 /// Sorts object_store's errors by what the caller can do about them.
+/// Whether a conditional put failed because the server does not implement `If-None-Match`
+/// (501, or a 400 naming the header), not because the object exists.
+fn conditional_put_unsupported(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    match e {
+        E::NotImplemented { .. } | E::NotSupported { .. } => true,
+        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotFound { .. } => false,
+        other => {
+            let text = other.to_string().to_ascii_lowercase();
+            text.contains("notimplemented")
+                || text.contains("not implemented")
+                || text.contains("501")
+                || text.contains("if-none-match")
+        }
+    }
+}
+
 fn map_err(e: object_store::Error, what: &str) -> Error {
     use object_store::Error as E;
     let what = what.to_string();
@@ -314,22 +342,33 @@ impl Sink for S3Sink {
     async fn put(&self, key: &str, payload: Payload, mode: PutMode) -> Result<()> {
         let path = self.path(key)?;
         let what = self.what(key);
-        if mode == PutMode::Create {
-            // Conditional PUT is not spoken by every S3 implementation: look first. Only
-            // `init` creates objects this way, and it does so once.
-            match self.store.head(&path).await {
-                Ok(_) => return Err(Error::AlreadyExists { what }),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(map_err(e, &what)),
-            }
-        }
         if payload.len() <= MULTIPART_FROM {
             let body: PutPayload = payload.parts().iter().cloned().collect();
+            if mode == PutMode::Create {
+                // `If-None-Match: *` (AWS, Ceph RGW, MinIO): of two writers, one loses (`init`s
+                // racing, nodes creating their repository at once). Swift's s3api answers 501:
+                // there, looking first is all there is.
+                let opts = PutOptions {
+                    mode: object_store::PutMode::Create,
+                    ..Default::default()
+                };
+                match self.store.put_opts(&path, body.clone(), opts).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if !conditional_put_unsupported(&e) => return Err(map_err(e, &what)),
+                    Err(e) => {
+                        tracing::debug!("{what}: no conditional put ({e})");
+                        self.refuse_existing(&path, &what).await?;
+                    }
+                }
+            }
             self.store
                 .put_opts(&path, body, PutOptions::default())
                 .await
                 .map_err(|e| map_err(e, &what))?;
             return Ok(());
+        }
+        if mode == PutMode::Create {
+            self.refuse_existing(&path, &what).await?;
         }
         let mut upload = self
             .store

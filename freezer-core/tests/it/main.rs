@@ -5,6 +5,7 @@ mod check;
 mod conformance;
 mod copy;
 mod damage;
+mod first_backup;
 mod ftp;
 mod hostile;
 mod lifecycle;

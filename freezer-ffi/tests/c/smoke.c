@@ -19,9 +19,16 @@ int main(int argc, char **argv) {
     int bad = 0;
     if (strlen(freezer_version()) == 0) return 3;
 
+    /* The first backup creates the repository, as upstream's agent creates its container. */
     snprintf(opts, sizeof opts, "{\"action\":\"backup\",\"path_to_backup\":\"%s\",\"backup_name\":\"c\",\"container\":\"%s\"}", argv[1], argv[2]);
     bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_OK, doc, "backup");
     if (!strstr(doc, "\"snapshot_id\"")) { fprintf(stderr, "no snapshot id: %s\n", doc); bad = 1; }
+    if (!strstr(doc, "\"created_repository\"")) { fprintf(stderr, "no repository created: %s\n", doc); bad = 1; }
+    freezer_string_free(doc);
+
+    /* Never over other files: the data folder is no place for a repository. */
+    snprintf(opts, sizeof opts, "{\"action\":\"backup\",\"path_to_backup\":\"%s\",\"backup_name\":\"c\",\"container\":\"%s\"}", argv[1], argv[1]);
+    bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_BAD_INPUT, doc, "backup into a folder with other files");
     freezer_string_free(doc);
 
     snprintf(opts, sizeof opts, "{\"action\":\"restore\",\"backup_name\":\"c\",\"container\":\"%s\",\"restore_abs_path\":\"%s\"}", argv[2], argv[3]);

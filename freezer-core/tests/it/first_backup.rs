@@ -1,0 +1,213 @@
+//! A job's first backup creates its repository, as upstream's agent creates its container:
+//! only where nothing is, once when several nodes start together, and never over other files.
+
+use std::path::Path;
+
+use freezer_core::Error;
+use freezer_core::engine::BackupResult;
+use freezer_core::job::{
+    Action, ActionOutcome, FreezerAction, RunContext, StorageSpec, run_action,
+};
+use freezer_core::repo::Repository;
+
+use crate::support::*;
+
+fn backup_action(
+    repos: &[&Path],
+    data: &Path,
+    host: &str,
+    pass_file: Option<&Path>,
+) -> FreezerAction {
+    let mut a = FreezerAction {
+        action: Some(Action::Backup),
+        path_to_backup: Some(data.display().to_string()),
+        backup_name: Some("web".into()),
+        hostname: Some(host.into()),
+        container: Some(repos[0].display().to_string()),
+        encrypt_pass_file: pass_file.map(|p| p.display().to_string()),
+        ..FreezerAction::default()
+    };
+    // More storages of the same run, as upstream's `[storage:NAME]` sections.
+    a.storages = repos[1..]
+        .iter()
+        .map(|r| StorageSpec::from_url(&r.display().to_string()).unwrap())
+        .collect();
+    a
+}
+
+async fn backup(a: &FreezerAction) -> BackupResult {
+    match run_action(a, &RunContext::current()).await.unwrap() {
+        ActionOutcome::Backup(b) => {
+            assert!(b.is_complete(), "{b:?}");
+            *b
+        }
+        other => panic!("not a backup: {other:?}"),
+    }
+}
+
+fn keys(repo: &Path) -> usize {
+    std::fs::read_dir(repo.join("keys")).map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_first_backup_creates_an_encrypted_repository_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, data, pass_file) = (
+        tmp.path().join("a/b/repo"),
+        tmp.path().join("data"),
+        tmp.path().join("pass"),
+    );
+    odd_tree(&data);
+    std::fs::write(&pass_file, "secret\n").unwrap();
+    let a = backup_action(&[&repo], &data, "node1", Some(&pass_file));
+
+    let first = backup(&a).await;
+    assert_eq!(first.created_repository, vec![local(&repo).describe()]);
+    assert_eq!(keys(&repo), 1);
+    let second = backup(&a).await;
+    assert!(second.created_repository.is_empty(), "{second:?}");
+    assert_eq!(second.snapshot.level, 1);
+
+    // Encrypted with the job's passphrase: without it, nothing opens.
+    let e = Repository::open(vec![local(&repo)], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::WrongKey { .. }), "{e}");
+    let mut r = open(&[&repo], Some("secret")).await;
+    let out = tmp.path().join("out");
+    restore_id(&mut r, second.snapshot_id.unwrap(), &out).await;
+    assert_same_tree(&data, &out, true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_place_holding_other_files_is_never_taken_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, data) = (tmp.path().join("repo"), tmp.path().join("data"));
+    odd_tree(&data);
+    // What upstream's agent leaves in a local container.
+    let theirs = repo.join("data/tar/node1_web/1700000000/0_1700000000");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("data"), b"upstream's tar stream").unwrap();
+    let before = fingerprint(&repo);
+
+    let e = run_action(
+        &backup_action(&[&repo], &data, "node1", None),
+        &RunContext::current(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::BadInput { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&repo.display().to_string()) && text.contains("data/tar/node1_web"),
+        "{text}"
+    );
+    assert!(text.contains("freezer init"), "{text}");
+    assert_eq!(fingerprint(&repo), before, "nothing was written");
+    assert!(!repo.join("config").exists() && !repo.join("keys").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_runs_and_front_ends_that_ask_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, data) = (tmp.path().join("repo"), tmp.path().join("data"));
+    odd_tree(&data);
+    let mut a = backup_action(&[&repo], &data, "node1", None);
+    a.dry_run = true;
+    let e = run_action(&a, &RunContext::current()).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    a.dry_run = false;
+    let mut ctx = RunContext::current();
+    ctx.create_repository = false;
+    let e = run_action(&a, &ctx).await.unwrap_err();
+    assert!(
+        matches!(e, Error::NotFound { .. }) && e.to_string().contains("freezer init"),
+        "{e}"
+    );
+    // Restores, listings and retention never create one either.
+    a.action = Some(Action::Info);
+    let e = run_action(&a, &RunContext::current()).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    assert!(!repo.exists(), "nothing was made");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_starting_together_share_one_new_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, pass_file) = (tmp.path().join("repo"), tmp.path().join("pass"));
+    std::fs::write(&pass_file, "shared\n").unwrap();
+    let mut runs = Vec::new();
+    for n in 0..4 {
+        let data = tmp.path().join(format!("data{n}"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("f"), pseudo_random(100_000, n)).unwrap();
+        let a = backup_action(&[&repo], &data, &format!("node{n}"), Some(&pass_file));
+        runs.push(tokio::spawn(async move { (backup(&a).await, data) }));
+    }
+    let mut creators = 0;
+    let mut done = Vec::new();
+    for r in runs {
+        let (b, data) = r.await.unwrap();
+        creators += b.created_repository.len();
+        done.push((b.snapshot_id.unwrap(), data));
+    }
+    assert_eq!(creators, 1, "one node created it");
+    assert_eq!(keys(&repo), 1, "the losers' key files are gone");
+    let mut r = open(&[&repo], Some("shared")).await;
+    for (i, (id, data)) in done.iter().enumerate() {
+        let out = tmp.path().join(format!("out{i}"));
+        restore_id(&mut r, *id, &out).await;
+        assert_same_tree(data, &out, true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_storage_added_to_a_job_becomes_a_replica() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (r1, r2, data) = (
+        tmp.path().join("r1"),
+        tmp.path().join("r2"),
+        tmp.path().join("data"),
+    );
+    odd_tree(&data);
+    backup(&backup_action(&[&r1], &data, "node1", None)).await;
+    std::fs::create_dir_all(&r2).unwrap();
+    let b = backup(&backup_action(&[&r1, &r2], &data, "node1", None)).await;
+    assert_eq!(b.created_repository, vec![local(&r2).describe()]);
+    assert!(b.sinks.iter().all(|s| s.holds_snapshot), "{b:?}");
+    let mut r = open(&[&r2], None).await;
+    let out = tmp.path().join("out");
+    restore_id(&mut r, b.snapshot_id.unwrap(), &out).await;
+    assert_same_tree(&data, &out, true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_left_by_a_lost_race_is_passed_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, other) = (tmp.path().join("repo"), tmp.path().join("other"));
+    init(vec![local(&repo)], Some("pw")).await;
+    init(vec![local(&other)], Some("pw")).await;
+    // A key of another repository that opens with the same passphrase, as an `init` that lost
+    // the race for the config and died before removing its key would leave.
+    let stray = std::fs::read_dir(other.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::copy(stray.path(), repo.join("keys").join(stray.file_name())).unwrap();
+    Repository::open(vec![local(&repo)], Some(&pass("pw")))
+        .await
+        .unwrap();
+    // When only the stray key opens, the error names it.
+    let own: Vec<_> = std::fs::read_dir(repo.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name() != Some(&stray.file_name()))
+        .collect();
+    std::fs::remove_file(&own[0]).unwrap();
+    let e = Repository::open(vec![local(&repo)], Some(&pass("pw")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("another repository"), "{e}");
+}
