@@ -1,6 +1,7 @@
 //! Whole-repository verification: [`check`].
 //!
-//! On every live storage of the repository's tee, `check` reads and decodes every index file
+//! On every live storage of the repository's tee, `check` verifies the `config` and the key
+//! files (and that the key the passphrase opened is there), reads and decodes every index file
 //! and every snapshot, compares the packs the index files list with the packs the storage
 //! holds (missing, truncated, unreferenced), walks the trees of every snapshot a level at a
 //! time (a tree shared by several snapshots is read once) and checks that every blob they
@@ -24,6 +25,7 @@ use super::Progress;
 use crate::crypto::Crypto;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::repo::config::{Config, KeyFile};
 use crate::repo::index::{Index, IndexFile};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{Actor, Repository, object, pack_key};
@@ -278,6 +280,8 @@ async fn run(
         }
     }
 
+    check_metadata(&tee, repo, &names, &mut problems).await;
+
     let mut index = Index::default();
     let mut views = Vec::new();
     // Index files already decoded (from another storage): their packs, ends and counts.
@@ -361,6 +365,75 @@ async fn run(
     }
     report.damaged = problems.into_damage();
     Ok(report)
+}
+
+/// Checks each live storage's `config` (it decodes and equals the one the repository was
+/// opened with) and key files (each matches its name and decodes), and that the key the
+/// passphrase opened is on every storage, so that each one alone can be opened with it.
+async fn check_metadata(tee: &Tee, repo: &Repository, names: &[String], problems: &mut Problems) {
+    let want = repo.config().encode();
+    for (i, name) in names.iter().enumerate() {
+        if tee.live() & (1 << i) == 0 {
+            continue;
+        }
+        let sink = tee.member(i);
+        let config = match sink.get_bytes("config").await {
+            Ok(data) => Config::decode(&data, "config").map(|c| c.encode() == want),
+            Err(e) => Err(e),
+        };
+        match config {
+            Ok(true) => {}
+            Ok(false) => {
+                problems.add(
+                    format!("config on {name}"),
+                    "differs from the config the repository was opened with",
+                    1 << i,
+                );
+            }
+            Err(e) => {
+                problems.add(format!("config on {name}"), detail(&e, "config"), 1 << i);
+            }
+        }
+        let keys = match sink.list("keys/").await {
+            Ok(k) => k,
+            Err(e) => {
+                problems.add(
+                    format!("keys on {name}"),
+                    format!("not listed: {e}"),
+                    1 << i,
+                );
+                continue;
+            }
+        };
+        let mut holds_opened = false;
+        for meta in keys {
+            let id = name_of(&meta.key);
+            let what = format!("key {id} on {name}");
+            let res = async {
+                let data = sink.get_bytes(&meta.key).await?;
+                if Id::from_hex(id).ok() != Some(Id::of_stored(&data)) {
+                    return Err(Error::corrupt(&what, "content does not match its name"));
+                }
+                KeyFile::decode(&data, &what).map(|_| ())
+            }
+            .await;
+            match res {
+                Ok(()) => holds_opened |= repo.key_id().is_some_and(|k| k.to_string() == id),
+                Err(e) => {
+                    problems.add(what.clone(), detail(&e, &what), 1 << i);
+                }
+            }
+        }
+        if let Some(k) = repo.key_id()
+            && !holds_opened
+        {
+            problems.add(
+                format!("key {k} on {name}"),
+                "missing or damaged: the key the passphrase opened is not on this storage, so it cannot be opened alone with that passphrase (add a key with `freezer key add` while every storage is reachable)",
+                1 << i,
+            );
+        }
+    }
 }
 
 /// Drops storage `i` from the run because it could not be listed or read.

@@ -331,6 +331,11 @@ impl Repository {
         })
     }
 
+    /// The id of the key file the passphrase opened (`None` without encryption).
+    pub fn key_id(&self) -> Option<Id> {
+        self.key_id
+    }
+
     /// The config.
     pub fn config(&self) -> &Config {
         &self.config
@@ -855,22 +860,38 @@ async fn open_key(
             "encrypted, but it has no key file",
         ));
     }
-    let mut foreign = Vec::new();
+    let (mut foreign, mut damaged) = (Vec::new(), Vec::new());
     for meta in list {
         let Some(Ok(id)) = meta.key.rsplit('/').next().map(Id::from_hex) else {
             continue;
         };
         let data = tee.get_bytes(&meta.key).await?;
-        let key = KeyFile::decode(&data, &meta.key)?;
-        if let Some(m) = key.unwrap(pass, &meta.key)? {
-            if m.repo_id != config.id || m.enc_key.is_none() {
+        // A damaged key file locks out only the passphrases it held: the others still open.
+        let unwrapped = match KeyFile::decode(&data, &meta.key) {
+            Ok(key) => key.unwrap(pass, &meta.key),
+            Err(e) => Err(e),
+        };
+        match unwrapped {
+            Ok(Some(m)) if m.repo_id != config.id || m.enc_key.is_none() => {
                 // Left by an `init` that lost a race and died before removing it: it opens
                 // nothing here, and another key may.
                 foreign.push(meta.key);
-                continue;
             }
-            return Ok((m, id));
+            Ok(Some(m)) => return Ok((m, id)),
+            Ok(None) => {}
+            Err(e @ Error::Corrupt { .. }) => damaged.push(e.to_string()),
+            Err(e) => return Err(e),
         }
+    }
+    if !damaged.is_empty() {
+        return Err(Error::corrupt(
+            format!("repository {what}"),
+            format!(
+                "no intact key opens with the passphrase given, and {} key file(s) are damaged: {}",
+                damaged.len(),
+                damaged.join("; ")
+            ),
+        ));
     }
     if !foreign.is_empty() {
         return Err(Error::corrupt(

@@ -552,3 +552,50 @@ async fn each_storage_of_a_tee_is_checked_and_repaired_on_its_own() {
     assert!(out.is_complete(), "{out:?}");
     assert_same_tree(&data, &target, true);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn damaged_keys_and_configs_are_named_per_storage_and_lock_nobody_else_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, a, b) = (
+        tmp.path().join("data"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    odd_tree(&data);
+    init(vec![local(&a), local(&b)], Some("pw")).await;
+    let mut repo = open(&[&a, &b], Some("pw")).await;
+    backup_dir(&mut repo, &data, "n").await;
+    let second = repo
+        .add_key(&pass("pw"), &pass("other"), Default::default(), &actor())
+        .await
+        .unwrap();
+    let opened = repo.key_id().unwrap();
+    assert!(run_check(&mut repo, ReadData::None).await.is_ok());
+
+    // The second key damaged on a; the key "pw" opens deleted from b; b's config changed.
+    let key_file = a.join("keys").join(second.to_string());
+    let bytes = std::fs::read(&key_file).unwrap();
+    std::fs::write(&key_file, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::remove_file(b.join("keys").join(opened.to_string())).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config")).unwrap()).unwrap();
+    config["pack_size"] = (1 << 20).into();
+    std::fs::write(b.join("config"), config.to_string()).unwrap();
+
+    let r = run_check(&mut repo, ReadData::None).await;
+    assert_eq!(r.damaged.len(), 3, "{:#?}", r.damaged);
+    let d = find(&r, &format!("key {second} on {}", storage(&repo, 0)));
+    assert!(d.error.contains("does not match its name"), "{}", d.error);
+    let d = find(&r, &format!("key {opened} on {}", storage(&repo, 1)));
+    assert!(d.error.contains("cannot be opened alone"), "{}", d.error);
+    let d = find(&r, &format!("config on {}", storage(&repo, 1)));
+    assert!(d.error.contains("differs"), "{}", d.error);
+
+    // The damaged key locks out only its own passphrase; "pw" still opens a.
+    open(&[&a], Some("pw")).await;
+    let e = Repository::open(vec![local(&a)], Some(&pass("other")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("damaged"), "{e}");
+}
