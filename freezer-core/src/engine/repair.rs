@@ -3,10 +3,12 @@
 //! For each live storage it reads the header of every pack from the pack's tail (ranged reads:
 //! the last 4 bytes give the sealed header's length), writes new index files for that storage
 //! listing every pack whose header decodes, and only then deletes that storage's old index
-//! files. A pack whose header is damaged is reported and left in place. It takes an exclusive
-//! lock, and writes and deletes nothing but index files (and its lock).
+//! files. A pack whose header is damaged is reported and left in place; when an old index file
+//! that still decodes lists it, each blob it locates there is read and verified against its
+//! id, and the blobs that verify are indexed again (salvaged). It takes an exclusive lock, and
+//! writes and deletes nothing but index files (and its lock).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt as _;
@@ -32,8 +34,12 @@ const TAIL_GUESS_BLOBS: usize = 256;
 pub struct DamagedPack {
     /// `pack <id>`, or the key of an object under `data/` that is not named as a pack.
     pub object: String,
-    /// Why it was left out.
+    /// Why it was left out, and what was salvaged of it.
     pub error: String,
+    /// Blobs of it that an old index file located and that verified: indexed again.
+    pub salvaged_blobs: u64,
+    /// Blobs an old index file listed in it that did not verify: lost.
+    pub lost_blobs: u64,
 }
 
 /// What `repair_index` did on one storage.
@@ -131,10 +137,13 @@ async fn repair_storage(
             _ => out.damaged_packs.push(DamagedPack {
                 object: meta.key,
                 error: "not a pack: packs are named data/<first 2 hex digits>/<id>".into(),
+                salvaged_blobs: 0,
+                lost_blobs: 0,
             }),
         }
     }
     packs.sort_unstable();
+    let sizes: HashMap<Id, u64> = packs.iter().copied().collect();
     let crypto = repo.crypto().clone();
     // In order, so that the same packs give the same index files.
     let mut headers = futures::stream::iter(packs)
@@ -145,6 +154,8 @@ async fn repair_storage(
         .buffered(PARALLEL_HEADER_READS);
     let mut written: HashSet<String> = HashSet::new();
     let mut files = IndexFileSplitter::default();
+    // Packs whose header is damaged, with their sizes and what is wrong.
+    let mut damaged: Vec<(Id, u64, String)> = Vec::new();
     while let Some((id, res)) = headers.next().await {
         progress.add_entries(1);
         match res {
@@ -156,11 +167,8 @@ async fn repair_storage(
                 }
             }
             Err(e @ Error::Corrupt { .. }) => {
-                let object = format!("pack {id}");
-                out.damaged_packs.push(DamagedPack {
-                    error: detail(&e, &object),
-                    object,
-                });
+                let size = sizes.get(&id).copied().unwrap_or_default();
+                damaged.push((id, size, detail(&e, &format!("pack {id}"))));
             }
             // A pack that could not be read (a dropped connection...) is not damaged: leaving
             // it out of the new index would orphan its blobs. Stop before deleting anything.
@@ -168,6 +176,37 @@ async fn repair_storage(
                 return Err(e.context(format!(
                     "reading the header of pack {id}; the old index files were left in place"
                 )));
+            }
+        }
+    }
+    let located = located_by_old_index(repo, i, &old, &damaged).await;
+    for (id, size, error) in damaged {
+        let object = format!("pack {id}");
+        let Some(listed) = located.get(&id) else {
+            out.damaged_packs.push(DamagedPack {
+                object,
+                error,
+                salvaged_blobs: 0,
+                lost_blobs: 0,
+            });
+            continue;
+        };
+        let (good, lost) = salvage(member.as_ref(), &crypto, &id, size, listed).await?;
+        let salvaged = good.len() as u64;
+        out.damaged_packs.push(DamagedPack {
+            object,
+            error: format!(
+                "{error}; an old index file located {} blob(s) in it: {salvaged} verified and are indexed again, {lost} did not",
+                listed.len()
+            ),
+            salvaged_blobs: salvaged,
+            lost_blobs: lost,
+        });
+        if !good.is_empty() {
+            out.packs_indexed += 1;
+            out.blobs += salvaged;
+            if let Some(full) = files.push(id, good) {
+                write(repo, i, full, &mut written, out).await?;
             }
         }
     }
@@ -182,6 +221,71 @@ async fn repair_storage(
         }
     }
     Ok(())
+}
+
+/// What the old index files of storage `i` (those that still decode, one at a time) say the
+/// `damaged` packs hold.
+async fn located_by_old_index(
+    repo: &Repository,
+    i: usize,
+    old: &[String],
+    damaged: &[(Id, u64, String)],
+) -> HashMap<Id, Vec<PackedBlob>> {
+    let mut located: HashMap<Id, Vec<PackedBlob>> = HashMap::new();
+    if damaged.is_empty() {
+        return located;
+    }
+    let wanted: HashSet<Id> = damaged.iter().map(|(id, _, _)| *id).collect();
+    for key in old {
+        let Ok(plain) = repo.read_object(key, 1 << i).await else {
+            continue;
+        };
+        let Ok(file) = IndexFile::decode(&plain, key) else {
+            continue;
+        };
+        for (pack, blobs) in file.packs {
+            if wanted.contains(&pack) {
+                let known = located.entry(pack).or_default();
+                for b in blobs {
+                    if !known.iter().any(|k| k.id == b.id && k.offset == b.offset) {
+                        known.push(b);
+                    }
+                }
+            }
+        }
+    }
+    located
+}
+
+/// Reads pack `id` (`size` bytes) whole and verifies each blob `listed` locates in it against
+/// its id: returns the blobs that verify (in pack order, one per id) and how many did not.
+async fn salvage(
+    sink: &dyn Sink,
+    crypto: &Crypto,
+    id: &Id,
+    size: u64,
+    listed: &[PackedBlob],
+) -> Result<(Vec<PackedBlob>, u64)> {
+    let data = sink.get_bytes(&pack_key(id)).await?;
+    let mut scratch = pack::DecodeScratch::default();
+    let mut listed = listed.to_vec();
+    listed.sort_by_key(|b| b.offset);
+    let (mut good, mut seen) = (Vec::new(), HashSet::new());
+    let mut lost = 0;
+    for b in listed {
+        let (start, end) = (b.offset as usize, b.offset as usize + b.length as usize);
+        let what = format!("blob {} in pack {id}", b.id);
+        let verified = end as u64 <= size.min(data.len() as u64)
+            && pack::decode_blob_with(crypto, &mut scratch, &data[start..end], &b, &what).is_ok();
+        if verified {
+            if seen.insert(b.id) {
+                good.push(b);
+            }
+        } else {
+            lost += 1;
+        }
+    }
+    Ok((good, lost))
 }
 
 /// Writes one new index file to storage `i`.

@@ -431,7 +431,7 @@ impl Repository {
 
     /// Reads a small object from the first storage in `mask` that has it, checking that its
     /// bytes match its id.
-    async fn read_object(&self, key: &str, mask: SinkMask) -> Result<Vec<u8>> {
+    pub(crate) async fn read_object(&self, key: &str, mask: SinkMask) -> Result<Vec<u8>> {
         let expected = key.rsplit('/').next().and_then(|h| Id::from_hex(h).ok());
         let mut first_err = None;
         for i in 0..self.tee.len() {

@@ -599,3 +599,54 @@ async fn damaged_keys_and_configs_are_named_per_storage_and_lock_nobody_else_out
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("damaged"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_salvages_the_blobs_of_a_pack_whose_header_is_damaged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, dir) = (tmp.path().join("corpus"), tmp.path().join("repo"));
+    corpus(&data, 4, 8);
+    init_small_packs(vec![local(&dir)], Some("pw")).await;
+    let mut repo = open(&[&dir], Some("pw")).await;
+    let id = backup_dir(&mut repo, &data, "c").await.snapshot_id.unwrap();
+    repo.load_index().await.unwrap();
+    let pack = data_pack(&repo, &dir);
+    let pos = repo.index().pack_pos(&id_of(&pack)).unwrap();
+    let listed = repo
+        .index()
+        .blobs()
+        .filter(|(_, locs)| locs.iter().any(|l| l.pack == pos))
+        .count() as u64;
+    // A flipped byte in the sealed header at the pack's tail.
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let n = bytes.len() - 10;
+    bytes[n] ^= 0x01;
+    std::fs::write(&pack, bytes).unwrap();
+
+    // With the old index still there, every blob is found, verified and indexed again.
+    let fixed = repair_index(&mut repo, &actor(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let s = &fixed.storages[0];
+    assert_eq!(s.damaged_packs.len(), 1, "{s:?}");
+    let d = &s.damaged_packs[0];
+    assert_eq!(d.object, format!("pack {}", id_of(&pack)));
+    assert_eq!((d.salvaged_blobs, d.lost_blobs), (listed, 0), "{d:?}");
+    assert!(d.error.contains("indexed again"), "{}", d.error);
+    assert_eq!(s.packs_indexed as usize, pack_files(&dir).len());
+    let out = tmp.path().join("out");
+    let r = restore_id(&mut repo, id, &out).await;
+    assert!(r.is_complete(), "{r:?}");
+    assert_same_tree(&data, &out, true);
+
+    // Without an index that locates them, nothing of it can be salvaged: it is named.
+    for f in files_in(&dir.join("index")) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let fixed = repair_index(&mut repo, &actor(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let d = &fixed.storages[0].damaged_packs[0];
+    assert_eq!((d.salvaged_blobs, d.lost_blobs), (0, 0), "{d:?}");
+    let r = run_check(&mut repo, ReadData::None).await;
+    assert!(!r.is_ok());
+}

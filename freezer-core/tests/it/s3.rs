@@ -100,3 +100,44 @@ impl crate::conformance::Restartable for S3Server {
         S3Server::restart(self)
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_first_backup_creates_the_bucket_and_the_repository() {
+    use freezer_core::job::{ActionOutcome, FreezerAction, RunContext, run_action};
+    let server = S3Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    odd_tree(&data);
+    // Upstream's option names; the bucket does not exist yet.
+    let action: FreezerAction = serde_json::from_value(serde_json::json!({
+        "action": "backup", "path_to_backup": data, "backup_name": "web",
+        "storage": "s3", "container": "fresh/node1", "endpoint": server.endpoint,
+    }))
+    .unwrap();
+    let mut ctx = RunContext::current();
+    ctx.env = [
+        ("ACCESS_KEY".to_string(), server.access_key.clone()),
+        ("SECRET_KEY".to_string(), server.secret_key.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let ActionOutcome::Backup(b) = run_action(&action, &ctx).await.unwrap() else {
+        panic!("not a backup")
+    };
+    assert!(b.is_complete(), "{b:?}");
+    assert_eq!(b.created_repository.len(), 1, "{b:?}");
+    assert!(
+        b.created_repository[0].starts_with("s3://fresh/node1"),
+        "{b:?}"
+    );
+    let ActionOutcome::Backup(again) = run_action(&action, &ctx).await.unwrap() else {
+        panic!("not a backup")
+    };
+    assert!(again.created_repository.is_empty());
+    let mut repo = Repository::open(vec![sink(&server, "fresh", "node1")], None)
+        .await
+        .unwrap();
+    let target = tmp.path().join("out");
+    restore_id(&mut repo, again.snapshot_id.unwrap(), &target).await;
+    assert_same_tree(&data, &target, true);
+}
