@@ -414,7 +414,9 @@ pub async fn backup(
         });
     }
 
-    // Index first, snapshot last: a snapshot is only ever visible where its data is.
+    // Index first, snapshot last: a snapshot is only ever visible where its data is. And
+    // only where the config still names the repository whose keys sealed the data.
+    repo.confirm_config().await;
     let mut by_mask: HashMap<SinkMask, IndexFile> = HashMap::new();
     for (id, mask, blobs) in &packs {
         repo.add_pack(*id, *mask, blobs);

@@ -390,18 +390,21 @@ async fn check_metadata(tee: &Tee, repo: &Repository, names: &[String], problems
                     1 << i,
                 );
             }
-            Err(e) => {
+            Err(
+                e @ (Error::Corrupt { .. } | Error::NotFound { .. } | Error::Unsupported { .. }),
+            ) => {
                 problems.add(format!("config on {name}"), detail(&e, "config"), 1 << i);
+            }
+            // Unreachable, not damaged: the storage is left out of this check.
+            Err(e) => {
+                fail_storage(tee, problems, i, name, &e);
+                continue;
             }
         }
         let keys = match sink.list("keys/").await {
             Ok(k) => k,
             Err(e) => {
-                problems.add(
-                    format!("keys on {name}"),
-                    format!("not listed: {e}"),
-                    1 << i,
-                );
+                fail_storage(tee, problems, i, name, &e);
                 continue;
             }
         };
@@ -419,13 +422,18 @@ async fn check_metadata(tee: &Tee, repo: &Repository, names: &[String], problems
             .await;
             match res {
                 Ok(()) => holds_opened |= repo.key_id().is_some_and(|k| k.to_string() == id),
-                Err(e) => {
+                Err(e @ (Error::Corrupt { .. } | Error::NotFound { .. })) => {
                     problems.add(what.clone(), detail(&e, &what), 1 << i);
+                }
+                Err(e) => {
+                    fail_storage(tee, problems, i, name, &e);
+                    break;
                 }
             }
         }
         if let Some(k) = repo.key_id()
             && !holds_opened
+            && tee.live() & (1 << i) != 0
         {
             problems.add(
                 format!("key {k} on {name}"),

@@ -179,7 +179,7 @@ async fn repair_storage(
             }
         }
     }
-    let located = located_by_old_index(repo, i, &old, &damaged).await;
+    let located = located_by_old_index(repo, i, &old, &damaged).await?;
     for (id, size, error) in damaged {
         let object = format!("pack {id}");
         let Some(listed) = located.get(&id) else {
@@ -224,24 +224,32 @@ async fn repair_storage(
 }
 
 /// What the old index files of storage `i` (those that still decode, one at a time) say the
-/// `damaged` packs hold.
+/// `damaged` packs hold. A file that cannot be read (not a damaged one) stops the repair: it
+/// may be the only record of where a damaged pack's blobs are, and it is deleted next.
 async fn located_by_old_index(
     repo: &Repository,
     i: usize,
     old: &[String],
     damaged: &[(Id, u64, String)],
-) -> HashMap<Id, Vec<PackedBlob>> {
+) -> Result<HashMap<Id, Vec<PackedBlob>>> {
     let mut located: HashMap<Id, Vec<PackedBlob>> = HashMap::new();
     if damaged.is_empty() {
-        return located;
+        return Ok(located);
     }
     let wanted: HashSet<Id> = damaged.iter().map(|(id, _, _)| *id).collect();
     for key in old {
-        let Ok(plain) = repo.read_object(key, 1 << i).await else {
-            continue;
+        let file = match repo.read_object(key, 1 << i).await {
+            Ok(plain) => IndexFile::decode(&plain, key),
+            Err(e) => Err(e),
         };
-        let Ok(file) = IndexFile::decode(&plain, key) else {
-            continue;
+        let file = match file {
+            Ok(f) => f,
+            Err(Error::Corrupt { .. }) => continue,
+            Err(e) => {
+                return Err(e.context(format!(
+                    "reading old index file {key} to salvage damaged packs; the old index files were left in place"
+                )));
+            }
         };
         for (pack, blobs) in file.packs {
             if wanted.contains(&pack) {
@@ -254,7 +262,7 @@ async fn located_by_old_index(
             }
         }
     }
-    located
+    Ok(located)
 }
 
 /// Reads pack `id` (`size` bytes) whole and verifies each blob `listed` locates in it against
@@ -268,23 +276,36 @@ async fn salvage(
 ) -> Result<(Vec<PackedBlob>, u64)> {
     let data = sink.get_bytes(&pack_key(id)).await?;
     let mut scratch = pack::DecodeScratch::default();
+    let ids: HashSet<Id> = listed.iter().map(|b| b.id).collect();
     let mut listed = listed.to_vec();
     listed.sort_by_key(|b| b.offset);
     let (mut good, mut seen) = (Vec::new(), HashSet::new());
-    let mut lost = 0;
+    let held = size.min(data.len() as u64);
     for b in listed {
-        let (start, end) = (b.offset as usize, b.offset as usize + b.length as usize);
+        if seen.contains(&b.id) {
+            continue;
+        }
+        let (start, end) = (
+            u64::from(b.offset),
+            u64::from(b.offset) + u64::from(b.length),
+        );
         let what = format!("blob {} in pack {id}", b.id);
-        let verified = end as u64 <= size.min(data.len() as u64)
-            && pack::decode_blob_with(crypto, &mut scratch, &data[start..end], &b, &what).is_ok();
+        let verified = end <= held
+            && pack::decode_blob_with(
+                crypto,
+                &mut scratch,
+                &data[start as usize..end as usize],
+                &b,
+                &what,
+            )
+            .is_ok();
         if verified {
-            if seen.insert(b.id) {
-                good.push(b);
-            }
-        } else {
-            lost += 1;
+            seen.insert(b.id);
+            good.push(b);
         }
     }
+    // Blobs (by id) located there of which no copy verified.
+    let lost = ids.difference(&seen).count() as u64;
     Ok((good, lost))
 }
 

@@ -254,6 +254,8 @@ pub async fn open_repository(action: &FreezerAction, ctx: &RunContext) -> Result
 /// loses the race (the config is written only if absent); either way the repository is then
 /// there, and this returns no storage.
 async fn create_repository(action: &FreezerAction, ctx: &RunContext) -> Result<Vec<String>> {
+    // First: a missing passphrase file is that, not a reason to look at the storages.
+    let passphrase = passphrase_of(action)?;
     let sinks = sinks_of(action, &ctx.env)?;
     for s in &sinks {
         let has_config = match s.exists("config").await {
@@ -271,7 +273,11 @@ async fn create_repository(action: &FreezerAction, ctx: &RunContext) -> Result<V
             .iter()
             .filter(|m| !m.key.starts_with("keys/"))
             .collect();
-        if let Some(first) = others.first() {
+        // Another node may have created it since the look above: its files are no reason
+        // to refuse.
+        if let Some(first) = others.first()
+            && !s.exists("config").await.unwrap_or(false)
+        {
             return Err(Error::bad_input(
                 "container",
                 format!(
@@ -283,7 +289,7 @@ async fn create_repository(action: &FreezerAction, ctx: &RunContext) -> Result<V
             ));
         }
     }
-    let opts = InitOptions::new(passphrase_of(action)?, ctx.actor.clone());
+    let opts = InitOptions::new(passphrase, ctx.actor.clone());
     match Repository::init(sinks, opts).await {
         Ok(report) => Ok(report.created),
         Err(Error::AlreadyExists { .. }) => Ok(Vec::new()),

@@ -142,8 +142,27 @@ impl LockGuard {
             t.abort();
         }
         let key = self.key.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        self.tee.delete(&key).await
+        remove_everywhere(&self.tee, &key).await
     }
+}
+
+/// Deletes lock `key` from every storage of `tee`, also those that failed during the run (the
+/// lock was written there first, and a storage back from a blip must not keep a lock of a
+/// live process that blocks every later operation until it turns stale). A failure counts
+/// only on storages still live.
+async fn remove_everywhere(tee: &Tee, key: &str) -> Result<()> {
+    let live = tee.live();
+    let mut first_err = None;
+    for i in 0..tee.len() {
+        match tee.member(i).delete(key).await {
+            Ok(()) | Err(Error::NotFound { .. }) => {}
+            Err(e) if live & (1 << i) != 0 => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {}
+        }
+    }
+    first_err.map_or(Ok(()), Err)
 }
 
 impl Drop for LockGuard {
@@ -154,7 +173,7 @@ impl Drop for LockGuard {
             let tee = self.tee.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let _ = tee.delete(&key).await;
+                    let _ = remove_everywhere(&tee, &key).await;
                 });
             }
         }

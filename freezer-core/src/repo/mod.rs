@@ -232,19 +232,26 @@ impl Repository {
                     .await?;
                 written.push(key);
             }
-            // The config goes last: its presence is what makes a repository.
-            let created = member
+            // The config goes last: its presence is what makes a repository. Whether the one
+            // there now is ours is read back, not inferred: a create retried after a timeout
+            // may find its own, and where creation is not atomic (FTP, S3 servers without
+            // `If-None-Match`) a racing writer may have replaced it.
+            match member
                 .put("config", Payload::from(config.encode()), PutMode::Create)
-                .await;
-            if let Err(e) = created {
+                .await
+            {
+                Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let what = format!("{}/config", member.describe());
+            let there = Config::decode(&member.get_bytes("config").await?, &what)?;
+            if there.id != config.id {
                 // Another `init` (or a backup creating its repository) won the race: the key
                 // files written here wrap a master key no config names, so they go again.
-                if matches!(e, Error::AlreadyExists { .. }) && existing.is_empty() {
-                    for key in &written {
-                        let _ = member.delete(key).await;
-                    }
+                for key in &written {
+                    let _ = member.delete(key).await;
                 }
-                return Err(e);
+                return Err(Error::AlreadyExists { what });
             }
             report.created.push(member.describe());
         }
@@ -329,6 +336,36 @@ impl Repository {
             warnings: vec![],
             lock_wait: lock::DEFAULT_LOCK_WAIT,
         })
+    }
+
+    /// Drops from this run every storage whose `config` no longer names this repository:
+    /// where creating is not atomic (FTP, S3 servers without `If-None-Match`), a node creating
+    /// the repository at the same moment may have replaced the config this one opened, and
+    /// data written under a master key no config names could never be read. Backups call it
+    /// before they write index files.
+    pub(crate) async fn confirm_config(&self) {
+        for i in 0..self.tee.len() {
+            if self.tee.live() & (1 << i) == 0 {
+                continue;
+            }
+            let member = self.tee.member(i);
+            let res = read_config(member.as_ref()).await.and_then(|c| {
+                if c.id == self.config.id {
+                    return Ok(());
+                }
+                Err(Error::corrupt(
+                    format!("{}/config", member.describe()),
+                    format!(
+                        "names repository {}, not {} which this run opened: another node created a repository there at the same moment; run again",
+                        c.id.short(),
+                        self.config.id.short()
+                    ),
+                ))
+            });
+            if let Err(e) = res {
+                self.tee.fail(i, &e);
+            }
+        }
     }
 
     /// The id of the key file the passphrase opened (`None` without encryption).
@@ -860,12 +897,23 @@ async fn open_key(
             "encrypted, but it has no key file",
         ));
     }
-    let (mut foreign, mut damaged) = (Vec::new(), Vec::new());
+    // Key files that open with the passphrase but belong to another repository, damaged
+    // ones, and intact ones of this repository that the passphrase does not open.
+    let (mut foreign, mut damaged, mut intact) = (Vec::new(), Vec::new(), 0);
     for meta in list {
         let Some(Ok(id)) = meta.key.rsplit('/').next().map(Id::from_hex) else {
             continue;
         };
-        let data = tee.get_bytes(&meta.key).await?;
+        let data = match read_key_file(tee, &meta.key, id).await {
+            Ok(Some(d)) => d,
+            // Gone since the listing: a loser of a race to create the repository removed it.
+            Ok(None) => continue,
+            Err(e @ Error::Corrupt { .. }) => {
+                damaged.push(e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         // A damaged key file locks out only the passphrases it held: the others still open.
         let unwrapped = match KeyFile::decode(&data, &meta.key) {
             Ok(key) => key.unwrap(pass, &meta.key),
@@ -878,30 +926,64 @@ async fn open_key(
                 foreign.push(meta.key);
             }
             Ok(Some(m)) => return Ok((m, id)),
-            Ok(None) => {}
+            Ok(None) => intact += 1,
             Err(e @ Error::Corrupt { .. }) => damaged.push(e.to_string()),
             Err(e) => return Err(e),
         }
     }
+    let mut notes = Vec::new();
     if !damaged.is_empty() {
-        return Err(Error::corrupt(
-            format!("repository {what}"),
-            format!(
-                "no intact key opens with the passphrase given, and {} key file(s) are damaged: {}",
-                damaged.len(),
-                damaged.join("; ")
-            ),
+        notes.push(format!(
+            "{} key file(s) are damaged: {}",
+            damaged.len(),
+            damaged.join("; ")
         ));
     }
     if !foreign.is_empty() {
+        notes.push(format!(
+            "{} opens with it but belongs to another repository (left by an init that lost a race; it can be deleted)",
+            foreign.join(", ")
+        ));
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", notes.join("; "))
+    };
+    if intact == 0 && !notes.is_empty() {
+        // No intact key of this repository at all: no passphrase can open it.
         return Err(Error::corrupt(
-            foreign.join(", "),
-            format!(
-                "opens with the passphrase given but belongs to another repository than {what}; no key of this one opens"
-            ),
+            format!("repository {what}"),
+            format!("no intact key of this repository is left{notes}"),
         ));
     }
     Err(Error::WrongKey {
-        what: format!("no key of repository {what} opens with the passphrase given"),
+        what: format!("no key of repository {what} opens with the passphrase given{notes}"),
     })
+}
+
+/// Reads key file `key` (named by `id`) from the first storage holding an intact copy: one
+/// whose bytes match its name. `None` when no storage holds it any more.
+async fn read_key_file(tee: &Tee, key: &str, id: Id) -> Result<Option<Vec<u8>>> {
+    let mut first_err = None;
+    for i in 0..tee.len() {
+        if tee.live() & (1 << i) == 0 {
+            continue;
+        }
+        let member = tee.member(i);
+        match member.get_bytes(key).await {
+            Ok(data) if Id::of_stored(&data) == id => return Ok(Some(data.to_vec())),
+            Ok(_) => {
+                first_err.get_or_insert(Error::corrupt(
+                    format!("{}/{key}", member.describe()),
+                    "content does not match its name",
+                ));
+            }
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => {
+                first_err = Some(e);
+            }
+        }
+    }
+    first_err.map_or(Ok(None), Err)
 }

@@ -253,18 +253,21 @@ fn http_error(what: &str, e: reqwest::Error) -> Error {
 
 /// Sorts object_store's errors by what the caller can do about them.
 /// Whether a conditional put failed because the server does not implement `If-None-Match`
-/// (501, or a 400 naming the header), not because the object exists.
+/// (status 501, or a 400 naming the header), not because the object exists or the request
+/// failed: only the status and the error code count, never text that may hold a port, a
+/// duration or a request id.
 fn conditional_put_unsupported(e: &object_store::Error) -> bool {
     use object_store::Error as E;
     match e {
         E::NotImplemented { .. } | E::NotSupported { .. } => true,
         E::AlreadyExists { .. } | E::Precondition { .. } | E::NotFound { .. } => false,
         other => {
-            let text = other.to_string().to_ascii_lowercase();
-            text.contains("notimplemented")
-                || text.contains("not implemented")
-                || text.contains("501")
-                || text.contains("if-none-match")
+            let text = other.to_string();
+            let lower = text.to_ascii_lowercase();
+            lower.contains("status code: 501")
+                || (lower.contains("status code: 400")
+                    && (text.contains("<Code>NotImplemented</Code>")
+                        || lower.contains("if-none-match")))
         }
     }
 }
@@ -523,6 +526,25 @@ mod tests {
         object_store::Error::Generic {
             store: "S3",
             source: text.into(),
+        }
+    }
+
+    #[test]
+    fn only_a_501_or_a_400_naming_the_header_means_no_conditional_put() {
+        let unsupported = |t: &str| conditional_put_unsupported(&generic(t));
+        assert!(unsupported(
+            "Error performing PUT http://127.0.0.1:8080/b/config in 3ms - Server returned non-2xx status code: 501 Not Implemented: <Error><Code>NotImplemented</Code><Message>Conditional object PUTs are not supported.</Message></Error>"
+        ));
+        assert!(unsupported(
+            "Server returned non-2xx status code: 400 Bad Request: <Error><Code>InvalidArgument</Code><ArgumentName>If-None-Match</ArgumentName></Error>"
+        ));
+        // "501" in a port, a duration or a request id is no answer about the header.
+        for t in [
+            "Error performing PUT http://127.0.0.1:45011/b/config in 12.501ms - Server returned non-2xx status code: 503 Service Unavailable: SlowDown",
+            "Error performing PUT http://127.0.0.1:9000/b/config in 30s - HTTP error: request or response body error: operation timed out, request id 501ab",
+            "Server returned non-2xx status code: 400 Bad Request: <Error><Code>InvalidBucketName</Code></Error>",
+        ] {
+            assert!(!unsupported(t), "{t}");
         }
     }
 

@@ -596,7 +596,7 @@ async fn damaged_keys_and_configs_are_named_per_storage_and_lock_nobody_else_out
     let e = Repository::open(vec![local(&a)], Some(&pass("other")))
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(matches!(e, Error::WrongKey { .. }), "{e}");
     assert!(e.to_string().contains("damaged"), "{e}");
 }
 
@@ -649,4 +649,116 @@ async fn repair_salvages_the_blobs_of_a_pack_whose_header_is_damaged() {
     assert_eq!((d.salvaged_blobs, d.lost_blobs), (0, 0), "{d:?}");
     let r = run_check(&mut repo, ReadData::None).await;
     assert!(!r.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn salvage_keeps_only_blobs_that_verify_and_an_unreadable_old_index_stops_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, dir) = (tmp.path().join("corpus"), tmp.path().join("repo"));
+    corpus(&data, 4, 9);
+    init_small_packs(vec![local(&dir)], Some("pw")).await;
+    let mut repo = open(&[&dir], Some("pw")).await;
+    backup_dir(&mut repo, &data, "c").await;
+    repo.load_index().await.unwrap();
+    // The pack of the most blobs.
+    let count = |p: &Path| {
+        let pos = repo.index().pack_pos(&id_of(p)).unwrap();
+        repo.index()
+            .blobs()
+            .filter(|(_, locs)| locs.iter().any(|l| l.pack == pos))
+            .count() as u64
+    };
+    let pack = pack_files(&dir)
+        .into_iter()
+        .max_by_key(|p| count(p))
+        .unwrap();
+    let listed = count(&pack);
+    assert!(listed > 1, "a pack of several blobs");
+    // The header damaged (sealed: the flip is found), and the first blob's body too.
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let n = bytes.len() - 10;
+    bytes[n] ^= 0x01;
+    bytes[100] ^= 0x01;
+    std::fs::write(&pack, bytes).unwrap();
+
+    // An old index file that cannot be read (not a damaged one) stops the repair before it
+    // deletes anything: it may be the only record of where the blobs are.
+    let old = files_in(&dir.join("index"));
+    let failing = Arc::new(IndexReadsFail(local(&dir)));
+    let mut through = Repository::open(vec![failing], Some(&pass("pw")))
+        .await
+        .unwrap();
+    match repair_index(&mut through, &actor(), Arc::new(NoProgress)).await {
+        Ok(fixed) => {
+            let why = fixed.storages[0].error.clone().unwrap();
+            assert!(why.contains("old index files were left in place"), "{why}");
+        }
+        // Reloading the index afterwards fails the same way.
+        Err(e) => assert!(e.to_string().contains("connection reset"), "{e}"),
+    }
+    assert_eq!(files_in(&dir.join("index")), old, "nothing deleted");
+    // The storage failed during the repair, yet its lock went: a live process's lock left
+    // there would hold up every later operation of this process until it turned stale.
+    assert!(!has_lock(&dir));
+
+    // Readable again: every blob but the damaged one is salvaged.
+    let mut repo = open(&[&dir], Some("pw")).await;
+    let fixed = repair_index(&mut repo, &actor(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(fixed.is_complete(), "{fixed:?}");
+    let d = &fixed.storages[0].damaged_packs[0];
+    assert_eq!((d.salvaged_blobs, d.lost_blobs), (listed - 1, 1), "{d:?}");
+    // What check then names is exactly the lost blob's absence.
+    let r = run_check(&mut repo, ReadData::None).await;
+    assert_eq!(r.damaged.len(), 1, "{:#?}", r.damaged);
+    let lost = &r.damaged[0].object;
+    assert!(
+        lost.starts_with("blob ") || lost.starts_with("tree "),
+        "{lost}"
+    );
+}
+
+/// A storage whose index files cannot be read, as over a dropped connection.
+#[derive(Debug)]
+struct IndexReadsFail(Arc<dyn freezer_core::sink::Sink>);
+
+#[async_trait::async_trait]
+impl freezer_core::sink::Sink for IndexReadsFail {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    async fn put(
+        &self,
+        key: &str,
+        p: freezer_core::sink::Payload,
+        m: freezer_core::sink::PutMode,
+    ) -> freezer_core::Result<()> {
+        self.0.put(key, p, m).await
+    }
+    async fn get(
+        &self,
+        key: &str,
+        r: Option<std::ops::Range<u64>>,
+    ) -> freezer_core::Result<freezer_core::sink::GetBody> {
+        if key.starts_with("index/") {
+            return Err(Error::io(
+                key,
+                std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            ));
+        }
+        self.0.get(key, r).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> freezer_core::Result<Vec<freezer_core::sink::ObjectMeta>> {
+        self.0.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> freezer_core::Result<()> {
+        self.0.delete(key).await
+    }
+    async fn head(&self, key: &str) -> freezer_core::Result<freezer_core::sink::ObjectMeta> {
+        self.0.head(key).await
+    }
 }

@@ -211,3 +211,75 @@ async fn a_key_left_by_a_lost_race_is_passed_over() {
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("another repository"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_replaced_during_a_backup_keeps_the_snapshot_off_that_storage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, other, data) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("other"),
+        tmp.path().join("data"),
+    );
+    odd_tree(&data);
+    init(vec![local(&a), local(&b)], None).await;
+    init(vec![local(&other)], None).await;
+    let mut repo = open(&[&a, &b], None).await;
+    // As where creating is not atomic: a racing node's config replaced the one opened.
+    std::fs::copy(other.join("config"), b.join("config")).unwrap();
+    let r = backup_dir(&mut repo, &data, "n").await;
+    assert!(!r.is_complete());
+    assert!(
+        r.sinks[0].holds_snapshot && !r.sinks[1].holds_snapshot,
+        "{r:?}"
+    );
+    let why = r.sinks[1].error.clone().unwrap();
+    assert!(
+        why.contains("another node created a repository there"),
+        "{why}"
+    );
+    assert!(std::fs::read_dir(b.join("snapshots")).map_or(0, |d| d.count()) == 0);
+    assert!(std::fs::read_dir(b.join("index")).map_or(0, |d| d.count()) == 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_are_read_from_an_intact_copy_and_a_wrong_passphrase_stays_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init(vec![local(&a), local(&b)], Some("pw")).await;
+    let key = std::fs::read_dir(a.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // The only key damaged on a, intact on b: it opens from b.
+    let bytes = std::fs::read(&key).unwrap();
+    std::fs::write(&key, &bytes[..bytes.len() / 2]).unwrap();
+    Repository::open(vec![local(&a), local(&b)], Some(&pass("pw")))
+        .await
+        .unwrap();
+    // Alone, a has no intact key: that is damage, whatever the passphrase.
+    let e = Repository::open(vec![local(&a)], Some(&pass("pw")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    // With an intact key beside the damaged one, a wrong passphrase is a wrong key (named so
+    // for scripts and retries), and the damage is mentioned.
+    let repo = Repository::open(vec![local(&b)], Some(&pass("pw")))
+        .await
+        .unwrap();
+    repo.add_key(&pass("pw"), &pass("second"), Default::default(), &actor())
+        .await
+        .unwrap();
+    let damaged = b.join("keys").join(key.file_name().unwrap());
+    std::fs::write(&damaged, &bytes[..bytes.len() / 2]).unwrap();
+    Repository::open(vec![local(&b)], Some(&pass("second")))
+        .await
+        .unwrap();
+    let e = Repository::open(vec![local(&b)], Some(&pass("wrong")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::WrongKey { .. }), "{e}");
+    assert!(e.to_string().contains("damaged"), "{e}");
+}
