@@ -253,9 +253,11 @@ pub async fn open_repository(action: &FreezerAction, ctx: &RunContext) -> Result
 /// files) is refused, never taken over. Another node creating it at the same moment wins or
 /// loses the race (the config is written only if absent); either way the repository is then
 /// there, and this returns no storage.
-async fn create_repository(action: &FreezerAction, ctx: &RunContext) -> Result<Vec<String>> {
-    // First: a missing passphrase file is that, not a reason to look at the storages.
-    let passphrase = passphrase_of(action)?;
+async fn create_repository(
+    action: &FreezerAction,
+    ctx: &RunContext,
+    passphrase: Option<Passphrase>,
+) -> Result<Vec<String>> {
     let sinks = sinks_of(action, &ctx.env)?;
     for s in &sinks {
         let has_config = match s.exists("config").await {
@@ -305,7 +307,9 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
         Err(Error::NotFound { .. })
             if action.action() == Action::Backup && ctx.create_repository && !action.dry_run =>
         {
-            created = create_repository(action, ctx)
+            // A missing passphrase file is that, not a reason to create anything.
+            let passphrase = passphrase_of(action)?;
+            created = create_repository(action, ctx, passphrase)
                 .await
                 .map_err(|e| e.context("creating the repository for this backup"))?;
             open_repository(action, ctx).await?

@@ -283,3 +283,19 @@ async fn keys_are_read_from_an_intact_copy_and_a_wrong_passphrase_stays_wrong() 
     assert!(matches!(e, Error::WrongKey { .. }), "{e}");
     assert!(e.to_string().contains("damaged"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_passphrase_file_is_named_and_nothing_is_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, data) = (tmp.path().join("repo"), tmp.path().join("data"));
+    odd_tree(&data);
+    let missing = tmp.path().join("no-such-pass");
+    let a = backup_action(&[&repo], &data, "node1", Some(&missing));
+    let e = run_action(&a, &RunContext::current()).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("no-such-pass") && !text.contains("creating"),
+        "{text}"
+    );
+    assert!(!repo.exists());
+}
