@@ -422,9 +422,11 @@ async fn check_metadata(tee: &Tee, repo: &Repository, names: &[String], problems
             .await;
             match res {
                 Ok(()) => holds_opened |= repo.key_id().is_some_and(|k| k.to_string() == id),
-                Err(e @ (Error::Corrupt { .. } | Error::NotFound { .. })) => {
+                Err(e @ Error::Corrupt { .. }) => {
                     problems.add(what.clone(), detail(&e, &what), 1 << i);
                 }
+                // Deleted since the listing (by an `init` that lost a race, or `key remove`).
+                Err(Error::NotFound { .. }) => {}
                 Err(e) => {
                     fail_storage(tee, problems, i, name, &e);
                     break;

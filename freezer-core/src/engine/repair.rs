@@ -197,7 +197,7 @@ async fn repair_storage(
             object,
             error: format!(
                 "{error}; an old index file located {} blob(s) in it: {salvaged} verified and are indexed again, {lost} did not",
-                listed.len()
+                salvaged + lost
             ),
             salvaged_blobs: salvaged,
             lost_blobs: lost,

@@ -108,7 +108,9 @@ fn process_alive(pid: u32) -> bool {
 #[derive(Debug)]
 pub struct LockGuard {
     tee: Arc<Tee>,
-    key: Arc<std::sync::Mutex<String>>,
+    /// The lock's current key, last, after earlier ones that some storage may still hold
+    /// (a refresh deletes the old key only where storages are live).
+    keys: Arc<std::sync::Mutex<Vec<String>>>,
     refresher: Option<tokio::task::JoinHandle<()>>,
     /// Stale locks removed on the way in, one message each.
     pub notes: Vec<String>,
@@ -141,27 +143,33 @@ impl LockGuard {
         if let Some(t) = self.refresher.take() {
             t.abort();
         }
-        let key = self.key.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        remove_everywhere(&self.tee, &key).await
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        remove_everywhere(&self.tee, &keys).await
     }
 }
 
-/// Deletes lock `key` from every storage of `tee`, also those that failed during the run (the
-/// lock was written there first, and a storage back from a blip must not keep a lock of a
-/// live process that blocks every later operation until it turns stale). A failure counts
-/// only on storages still live.
-async fn remove_everywhere(tee: &Tee, key: &str) -> Result<()> {
+/// How long removing a lock from a storage that failed during the run may take: it is a
+/// courtesy, and must not hold up the end of the operation.
+const FAILED_STORAGE_REMOVAL: Duration = Duration::from_secs(5);
+
+/// Deletes the lock's `keys` from every storage of `tee`: from the live ones together (a
+/// failure there is returned), then, briefly and best effort, from those that failed during
+/// the run, where the lock was written first (a storage back from a blip must not keep a lock
+/// of a live process that holds up every later operation until it turns stale).
+async fn remove_everywhere(tee: &Tee, keys: &[String]) -> Result<()> {
     let live = tee.live();
     let mut first_err = None;
-    for i in 0..tee.len() {
-        match tee.member(i).delete(key).await {
+    for r in futures::future::join_all(keys.iter().map(|k| tee.delete(k))).await {
+        match r {
             Ok(()) | Err(Error::NotFound { .. }) => {}
-            Err(e) if live & (1 << i) != 0 => {
+            Err(e) => {
                 first_err.get_or_insert(e);
             }
-            Err(_) => {}
         }
     }
+    let failed = (0..tee.len()).filter(|i| live & (1 << i) == 0);
+    let courtesy = failed.flat_map(|i| keys.iter().map(move |k| tee.member(i).delete(k)));
+    let _ = tokio::time::timeout(FAILED_STORAGE_REMOVAL, futures::future::join_all(courtesy)).await;
     first_err.map_or(Ok(()), Err)
 }
 
@@ -169,11 +177,11 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         if let Some(t) = self.refresher.take() {
             t.abort();
-            let key = self.key.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let tee = self.tee.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let _ = remove_everywhere(&tee, &key).await;
+                    let _ = remove_everywhere(&tee, &keys).await;
                 });
             }
         }
@@ -324,10 +332,10 @@ pub async fn acquire(
         tokio::time::sleep(nap).await;
         pause = (pause * 2).min(Duration::from_secs(5));
     };
-    let key = Arc::new(std::sync::Mutex::new(key));
+    let keys = Arc::new(std::sync::Mutex::new(vec![key]));
     let refreshed = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
     let refresher = {
-        let (tee, key, crypto) = (tee.clone(), key.clone(), crypto.clone());
+        let (tee, keys, crypto) = (tee.clone(), keys.clone(), crypto.clone());
         let refreshed = refreshed.clone();
         tokio::spawn(async move {
             let mut info = info;
@@ -337,18 +345,26 @@ pub async fn acquire(
                 let written = std::time::Instant::now();
                 if let Ok(new_key) = write_lock(&tee, &crypto, &info).await {
                     *refreshed.lock().unwrap_or_else(|e| e.into_inner()) = written;
-                    let old = std::mem::replace(
-                        &mut *key.lock().unwrap_or_else(|e| e.into_inner()),
-                        new_key,
-                    );
-                    let _ = tee.delete(&old).await;
+                    let old = {
+                        let mut k = keys.lock().unwrap_or_else(|e| e.into_inner());
+                        k.push(new_key);
+                        k[k.len() - 2].clone()
+                    };
+                    // Gone everywhere only when every storage is live; else it stays listed,
+                    // for the release to remove where it still is.
+                    let everywhere = tee.live().count_ones() as usize == tee.len();
+                    if tee.delete(&old).await.is_ok() && everywhere {
+                        keys.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .retain(|k| *k != old);
+                    }
                 }
             }
         })
     };
     Ok(LockGuard {
         tee,
-        key,
+        keys,
         refresher: Some(refresher),
         notes,
         refreshed,

@@ -244,14 +244,25 @@ impl Repository {
                 Err(e) => return Err(e),
             }
             let what = format!("{}/config", member.describe());
-            let there = Config::decode(&member.get_bytes("config").await?, &what)?;
-            if there.id != config.id {
+            let there = match member.get_bytes("config").await {
+                Ok(data) => Config::decode(&data, &what).map(|c| c.id == config.id),
+                Err(e) => Err(e),
+            };
+            let lost = match there {
+                Ok(true) => None,
+                Ok(false) => Some(Error::AlreadyExists { what }),
+                // Not ours either: ours decodes.
+                Err(e @ (Error::Corrupt { .. } | Error::Unsupported { .. })) => Some(e),
+                // Unknown (it could be ours): the key files stay, lest ours lose its keys.
+                Err(e) => return Err(e),
+            };
+            if let Some(e) = lost {
                 // Another `init` (or a backup creating its repository) won the race: the key
                 // files written here wrap a master key no config names, so they go again.
                 for key in &written {
                     let _ = member.delete(key).await;
                 }
-                return Err(Error::AlreadyExists { what });
+                return Err(e);
             }
             report.created.push(member.describe());
         }
@@ -965,7 +976,9 @@ async fn open_key(
 /// Reads key file `key` (named by `id`) from the first storage holding an intact copy: one
 /// whose bytes match its name. `None` when no storage holds it any more.
 async fn read_key_file(tee: &Tee, key: &str, id: Id) -> Result<Option<Vec<u8>>> {
-    let mut first_err = None;
+    // A damaged copy counts before an unreachable one: the key is then passed over as
+    // damaged and the other keys are tried, rather than the whole open failing.
+    let (mut damaged, mut failed) = (None, None);
     for i in 0..tee.len() {
         if tee.live() & (1 << i) == 0 {
             continue;
@@ -974,16 +987,16 @@ async fn read_key_file(tee: &Tee, key: &str, id: Id) -> Result<Option<Vec<u8>>> 
         match member.get_bytes(key).await {
             Ok(data) if Id::of_stored(&data) == id => return Ok(Some(data.to_vec())),
             Ok(_) => {
-                first_err.get_or_insert(Error::corrupt(
+                damaged.get_or_insert(Error::corrupt(
                     format!("{}/{key}", member.describe()),
                     "content does not match its name",
                 ));
             }
             Err(Error::NotFound { .. }) => {}
             Err(e) => {
-                first_err = Some(e);
+                failed.get_or_insert(e);
             }
         }
     }
-    first_err.map_or(Ok(None), Err)
+    damaged.or(failed).map_or(Ok(None), Err)
 }
