@@ -6,8 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 step() { printf '\n== %s\n' "$*"; }
+# Free space shapes some failures (Swift refuses writes below its reserve): show it at the
+# start and when a step fails.
+trap 'echo "== failed; free space:"; df -h / /tmp 2>/dev/null' ERR
 
 step "prerequisites"
+df -h / /tmp 2>/dev/null || true
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v gcc >/dev/null || need_apt+=(gcc)
