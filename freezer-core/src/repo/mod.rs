@@ -243,14 +243,14 @@ impl Repository {
                 Ok(()) | Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
-            let what = format!("{}/config", member.describe());
-            let there = match member.get_bytes("config").await {
-                Ok(data) => Config::decode(&data, &what).map(|c| c.id == config.id),
-                Err(e) => Err(e),
-            };
-            let lost = match there {
+            let lost = match read_config(member.as_ref())
+                .await
+                .map(|c| c.id == config.id)
+            {
                 Ok(true) => None,
-                Ok(false) => Some(Error::AlreadyExists { what }),
+                Ok(false) => Some(Error::AlreadyExists {
+                    what: format!("{}/config", member.describe()),
+                }),
                 // Not ours either: ours decodes.
                 Err(e @ (Error::Corrupt { .. } | Error::Unsupported { .. })) => Some(e),
                 // Unknown (it could be ours): the key files stay, lest ours lose its keys.
@@ -477,31 +477,13 @@ impl Repository {
         }
     }
 
-    /// Reads a small object from the first storage in `mask` that has it, checking that its
-    /// bytes match its id.
+    /// Reads a small object from the first storage in `mask` that holds an intact copy (its
+    /// bytes match its name) and decodes it.
     pub(crate) async fn read_object(&self, key: &str, mask: SinkMask) -> Result<Vec<u8>> {
-        let expected = key.rsplit('/').next().and_then(|h| Id::from_hex(h).ok());
-        let mut first_err = None;
-        for i in 0..self.tee.len() {
-            if mask & self.tee.live() & (1 << i) == 0 {
-                continue;
-            }
-            let member = self.tee.member(i);
-            let what = format!("{}/{key}", member.describe());
-            let res = member.get_bytes(key).await.and_then(|data| {
-                if expected.is_some_and(|id| Id::of_stored(&data) != id) {
-                    return Err(Error::corrupt(&what, "content does not match its name"));
-                }
-                object::decode(&self.crypto, &data, &what)
-            });
-            match res {
-                Ok(p) => return Ok(p),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        Err(first_err.unwrap_or_else(|| Error::not_found(key)))
+        let (data, holder) = read_named(&self.tee, key, mask)
+            .await?
+            .ok_or_else(|| Error::not_found(key))?;
+        object::decode(&self.crypto, &data, &format!("{holder}/{key}"))
     }
 
     /// Stores a small object under `<dir>/<id>` on the storages in `mask`; returns its id and
@@ -915,8 +897,8 @@ async fn open_key(
         let Some(Ok(id)) = meta.key.rsplit('/').next().map(Id::from_hex) else {
             continue;
         };
-        let data = match read_key_file(tee, &meta.key, id).await {
-            Ok(Some(d)) => d,
+        let data = match read_named(tee, &meta.key, tee.all()).await {
+            Ok(Some((d, _))) => d,
             // Gone since the listing: a loser of a race to create the repository removed it.
             Ok(None) => continue,
             Err(e @ Error::Corrupt { .. }) => {
@@ -973,19 +955,22 @@ async fn open_key(
     })
 }
 
-/// Reads key file `key` (named by `id`) from the first storage holding an intact copy: one
-/// whose bytes match its name. `None` when no storage holds it any more.
-async fn read_key_file(tee: &Tee, key: &str, id: Id) -> Result<Option<Vec<u8>>> {
-    // A damaged copy counts before an unreachable one: the key is then passed over as
-    // damaged and the other keys are tried, rather than the whole open failing.
+/// Reads `key` from the first storage in `mask` holding a copy whose bytes match its name
+/// (when the name is an id), with that storage's description. A damaged copy counts before an
+/// unreachable one, so that a caller can pass over what is damaged. `None` when no storage in
+/// `mask` holds it.
+async fn read_named(tee: &Tee, key: &str, mask: SinkMask) -> Result<Option<(Bytes, String)>> {
+    let expected = key.rsplit('/').next().and_then(|h| Id::from_hex(h).ok());
     let (mut damaged, mut failed) = (None, None);
     for i in 0..tee.len() {
-        if tee.live() & (1 << i) == 0 {
+        if mask & tee.live() & (1 << i) == 0 {
             continue;
         }
         let member = tee.member(i);
         match member.get_bytes(key).await {
-            Ok(data) if Id::of_stored(&data) == id => return Ok(Some(data.to_vec())),
+            Ok(data) if expected.is_none_or(|id| Id::of_stored(&data) == id) => {
+                return Ok(Some((data, member.describe())));
+            }
             Ok(_) => {
                 damaged.get_or_insert(Error::corrupt(
                     format!("{}/{key}", member.describe()),

@@ -684,7 +684,7 @@ async fn salvage_keeps_only_blobs_that_verify_and_an_unreadable_old_index_stops_
     // An old index file that cannot be read (not a damaged one) stops the repair before it
     // deletes anything: it may be the only record of where the blobs are.
     let old = files_in(&dir.join("index"));
-    let failing = Arc::new(IndexReadsFail(local(&dir)));
+    let failing = Flaky::failing_reads_under(local(&dir), "index/");
     let mut through = Repository::open(vec![failing], Some(&pass("pw")))
         .await
         .unwrap();
@@ -717,48 +717,4 @@ async fn salvage_keeps_only_blobs_that_verify_and_an_unreadable_old_index_stops_
         lost.starts_with("blob ") || lost.starts_with("tree "),
         "{lost}"
     );
-}
-
-/// A storage whose index files cannot be read, as over a dropped connection.
-#[derive(Debug)]
-struct IndexReadsFail(Arc<dyn freezer_core::sink::Sink>);
-
-#[async_trait::async_trait]
-impl freezer_core::sink::Sink for IndexReadsFail {
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-    async fn put(
-        &self,
-        key: &str,
-        p: freezer_core::sink::Payload,
-        m: freezer_core::sink::PutMode,
-    ) -> freezer_core::Result<()> {
-        self.0.put(key, p, m).await
-    }
-    async fn get(
-        &self,
-        key: &str,
-        r: Option<std::ops::Range<u64>>,
-    ) -> freezer_core::Result<freezer_core::sink::GetBody> {
-        if key.starts_with("index/") {
-            return Err(Error::io(
-                key,
-                std::io::Error::from(std::io::ErrorKind::ConnectionReset),
-            ));
-        }
-        self.0.get(key, r).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-    ) -> freezer_core::Result<Vec<freezer_core::sink::ObjectMeta>> {
-        self.0.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> freezer_core::Result<()> {
-        self.0.delete(key).await
-    }
-    async fn head(&self, key: &str) -> freezer_core::Result<freezer_core::sink::ObjectMeta> {
-        self.0.head(key).await
-    }
 }

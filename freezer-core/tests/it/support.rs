@@ -428,12 +428,14 @@ impl freezer_core::source::Source for Counting {
 }
 
 /// A sink that forwards to another and starts failing (every call, as a dropped connection
-/// would) after `puts_before_failing` puts, or when `down` is set.
+/// would) after `puts_before_failing` puts, or when `down` is set; reads of keys under
+/// `reads_fail_under` always fail that way.
 #[derive(Debug)]
 pub struct Flaky {
     pub inner: Arc<dyn Sink>,
     pub puts_before_failing: std::sync::atomic::AtomicI64,
     pub down: std::sync::atomic::AtomicBool,
+    pub reads_fail_under: Option<&'static str>,
 }
 
 impl Flaky {
@@ -442,6 +444,17 @@ impl Flaky {
             inner,
             puts_before_failing: puts_before_failing.into(),
             down: false.into(),
+            reads_fail_under: None,
+        })
+    }
+
+    /// A sink whose reads of keys under `prefix` fail, as over a dropped connection.
+    pub fn failing_reads_under(inner: Arc<dyn Sink>, prefix: &'static str) -> Arc<Self> {
+        Arc::new(Flaky {
+            inner,
+            puts_before_failing: i64::MAX.into(),
+            down: false.into(),
+            reads_fail_under: Some(prefix),
         })
     }
 
@@ -484,6 +497,12 @@ impl Sink for Flaky {
         r: Option<std::ops::Range<u64>>,
     ) -> freezer_core::Result<freezer_core::sink::GetBody> {
         self.check()?;
+        if self.reads_fail_under.is_some_and(|p| key.starts_with(p)) {
+            return Err(freezer_core::Error::io(
+                key,
+                std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            ));
+        }
         self.inner.get(key, r).await
     }
     async fn list(
