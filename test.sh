@@ -10,6 +10,9 @@ step() { printf '\n== %s\n' "$*"; }
 # start and when a step fails.
 trap 'echo "== failed; free space:"; df -h / /tmp 2>/dev/null' ERR
 
+# A clean build gains nothing from incremental compilation, whose caches take gigabytes.
+export CARGO_INCREMENTAL=0
+
 step "prerequisites"
 df -h / /tmp 2>/dev/null || true
 need_apt=()
@@ -58,6 +61,9 @@ command -v keystone-manage >/dev/null || swift_apt+=(keystone)
 if [ ${#swift_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${swift_apt[@]}"
 fi
+
+# The downloaded packages are no longer needed once installed.
+apt-get clean 2>/dev/null || true
 
 # Both lock files are current (a stale one fails here, not after the long test run).
 cargo metadata --locked --format-version 1 >/dev/null

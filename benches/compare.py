@@ -323,6 +323,27 @@ def work_folder(path, prefix):
     return work
 
 
+def finish_work(work, keep, failed, flag="--keep"):
+    """Ends a run's work folder: kept whole with `keep`; after a failure only its `logs/` stay,
+    for the post-mortem; otherwise deleted. Corpora and repositories take gigabytes each, and a
+    benchmark left behind on a small disk starves everything that runs after it."""
+    if keep:
+        say(f"work folder kept: {work}")
+        return
+    if not failed:
+        say(f"deleting {work}")
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    for name in os.listdir(work):
+        if name != "logs":
+            path = os.path.join(work, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+    say(f"logs kept in {os.path.join(work, 'logs')} (the rest of the work folder is deleted; {flag} keeps it)")
+
+
 def private_copy(binary, work):
     """A copy of `binary` in WORK/bin: a rebuild in the checkout during the runs cannot change it."""
     return shutil.copy2(binary, os.path.join(work, "bin", os.path.basename(binary)))
@@ -801,7 +822,7 @@ def main():
                         print(f"--- {e.log}{ext} (tail)\n{tail}", file=sys.stderr)
                 except OSError:
                     pass
-        say(f"work folder kept: {work}")
+        finish_work(work, args.keep, failed=True)
         return 2
 
     report["measurements"] = runner.samples
@@ -824,11 +845,7 @@ def main():
         with open(args.markdown_out, "w") as f:
             f.write(render_markdown(report))
         say(f"wrote {args.markdown_out}")
-    if args.keep:
-        say(f"work folder kept: {work}")
-    else:
-        say(f"deleting {work}")
-        shutil.rmtree(work)
+    finish_work(work, args.keep, failed=False)
     return 0
 
 

@@ -2,7 +2,7 @@
 """Retention and prune on a repository with history: freezer-rs against restic.
 
     python3 benches/lifecycle.py [--runs 3] [--size-mb 256] [--snapshots 30] [--keep 10]
-                                 [--work DIR] [--freezer PATH] [--json-out FILE]
+                                 [--work DIR] [--keep-work] [--freezer PATH] [--json-out FILE]
                                  [--markdown-out FILE] [--quick]
 
 One invocation makes the corpus (../shared/bench/corpus.py, seed 1). In each run, with a fresh
@@ -92,6 +92,8 @@ def main():
     ap.add_argument("--snapshots", type=int, default=30, help="backups before the prune (default 30)")
     ap.add_argument("--keep", type=int, default=10, help="snapshots kept (default 10)")
     ap.add_argument("--work", help="work folder, empty or missing (default: a new folder under /tmp)")
+    ap.add_argument("--keep-work", action="store_true",
+                    help="keep the work folder (corpus, repositories); by default only its logs/ outlive a failure")
     ap.add_argument("--freezer", help="the freezer binary (default: target/release/freezer, built if missing)")
     ap.add_argument("--json-out", help="write every measurement and the summary as JSON")
     ap.add_argument("--markdown-out", help="write the table as Markdown")
@@ -104,6 +106,16 @@ def main():
                        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
     binary = compare.ensure_freezer(args.freezer)
     args.work = compare.work_folder(args.work, "freezer-lifecycle-")
+    code = 2
+    try:
+        code = measure(args, binary, runs, size_mb)
+    finally:
+        compare.finish_work(args.work, args.keep_work, failed=code != 0, flag="--keep-work")
+    return code
+
+
+def measure(args, binary, runs, size_mb):
+    """The runs and the report; the exit code."""
     binary = compare.private_copy(binary, args.work)
     secrets = os.path.join(args.work, "secrets")
     runner = Runner(os.path.join(args.work, "logs"), 0.0)

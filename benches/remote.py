@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Backups to remote storages on loopback: freezer-rs against restic, and the tee.
 
-    python3 benches/remote.py [--runs 3] [--size-mb 256] [--work DIR] [--freezer PATH]
+    python3 benches/remote.py [--runs 3] [--size-mb 256] [--work DIR] [--keep-work] [--freezer PATH]
                               [--json-out FILE] [--markdown-out FILE] [--quick] [--no-swift]
 
 One invocation makes the corpus (../shared/bench/corpus.py, seed 1) and starts, on 127.0.0.1,
@@ -307,6 +307,8 @@ def main():
     ap.add_argument("--runs", type=int, default=None, help="runs to take the median of (default 3; 1 with --quick)")
     ap.add_argument("--size-mb", type=int, default=None, help="corpus size (default 256; 24 with --quick)")
     ap.add_argument("--work", help="work folder, empty or missing (default: a new folder under /tmp)")
+    ap.add_argument("--keep-work", action="store_true",
+                    help="keep the work folder (corpus, repositories); by default only its logs/ outlive a failure")
     ap.add_argument("--freezer", help="the freezer binary (default: target/release/freezer, built if missing)")
     ap.add_argument("--json-out", help="write every measurement and the summary as JSON")
     ap.add_argument("--markdown-out", help="write the table as Markdown")
@@ -321,6 +323,16 @@ def main():
                        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
     binary = compare.ensure_freezer(args.freezer)
     args.work = compare.work_folder(args.work, "freezer-remote-")
+    code = 2
+    try:
+        code = measure(args, binary, runs, size_mb)
+    finally:
+        compare.finish_work(args.work, args.keep_work, failed=code != 0, flag="--keep-work")
+    return code
+
+
+def measure(args, binary, runs, size_mb):
+    """The runs and the report; the exit code."""
     binary = compare.private_copy(binary, args.work)
     secrets = os.path.join(args.work, "secrets")
     runner = Runner(os.path.join(args.work, "logs"), 0.0)

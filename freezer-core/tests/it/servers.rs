@@ -38,6 +38,46 @@ pub fn find_tool(name: &str, var: &str, install: &str) -> PathBuf {
     );
 }
 
+thread_local! {
+    /// The server logs the current test has used, shown when it fails.
+    static TEST_LOGS: std::cell::RefCell<Vec<(String, PathBuf)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Shows the end of `log` (`what` names it) when the current test fails: a server's own account
+/// of a failure that the test only sees as a timeout or a status code. The logs are shown by a
+/// panic hook, in the failing test's captured output.
+pub fn show_log_on_failure(what: &str, log: &Path) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let _ = TEST_LOGS.try_with(|logs| {
+                for (what, log) in logs.borrow().iter() {
+                    let text = std::fs::read_to_string(log).unwrap_or_default();
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = &lines[lines.len().saturating_sub(40)..];
+                    eprintln!(
+                        "--- {what}: the last {} lines of {}\n{}",
+                        tail.len(),
+                        log.display(),
+                        tail.join("\n")
+                    );
+                }
+            });
+        }));
+    });
+    TEST_LOGS.with(|logs| {
+        let mut logs = logs.borrow_mut();
+        if !logs.iter().any(|(_, l)| l == log) {
+            logs.push((what.to_string(), log.to_path_buf()));
+        }
+    });
+}
+
 fn wait_for(port: u16, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -467,8 +507,10 @@ fn swift_backend() -> &'static SwiftBackend {
             )
             .unwrap();
             let log = dir.join(format!("{kind}.log"));
+            // `--verbose` logs to the console (the log file) as well as to syslog.
             let child = Command::new(swift_tool(&format!("swift-{kind}-server")))
                 .arg(&conf)
+                .arg("--verbose")
                 .stdout(std::fs::File::create(&log).unwrap())
                 .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
                 .spawn()
@@ -523,13 +565,26 @@ impl SwiftServer {
     /// One TempAuth proxy for every test that neither stops it nor changes its settings.
     pub fn shared() -> &'static SwiftServer {
         static SHARED: std::sync::OnceLock<SwiftServer> = std::sync::OnceLock::new();
-        SHARED.get_or_init(|| {
+        let s = SHARED.get_or_init(|| {
             let s = SwiftServer::start();
             if let Some(c) = &s.child {
                 reap_at_exit(c.id(), Some(s._dir.path()));
             }
             s
-        })
+        });
+        s.show_logs_on_failure();
+        s
+    }
+
+    /// The proxy's and the backend servers' logs are shown when the current test fails.
+    fn show_logs_on_failure(&self) {
+        show_log_on_failure("swift-proxy-server", &self.log);
+        for kind in ["account", "container", "object"] {
+            show_log_on_failure(
+                &format!("swift-{kind}-server"),
+                &swift_backend().dir.join(format!("{kind}.log")),
+            );
+        }
     }
 
     /// A proxy on `port` authenticating with `auth`.
@@ -607,6 +662,7 @@ impl SwiftServer {
             child: None,
             _dir: dir,
         };
+        s.show_logs_on_failure();
         s.spawn();
         s
     }
@@ -723,6 +779,7 @@ impl KeystoneServer {
             "keystone-user-pw-do-not-log",
         );
         let log = dir.path().join("keystone.log");
+        show_log_on_failure("keystone", &log);
         let mut child = Command::new("/usr/bin/python3")
             .arg(&script)
             .arg(dir.path())
@@ -1011,7 +1068,7 @@ impl FtpServer {
                  anonymous_enable=NO\nlocal_enable=YES\nwrite_enable=YES\nlocal_umask=022\n\
                  pasv_enable=YES\npasv_min_port={pasv_lo}\npasv_max_port={pasv_hi}\npasv_address=127.0.0.1\n\
                  port_enable=NO\nconnect_from_port_20=NO\nseccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\n\
-                 secure_chroot_dir={}\nxferlog_enable=NO\nvsftpd_log_file={}\npam_service_name=vsftpd\n\
+                 secure_chroot_dir={}\nxferlog_enable=YES\nxferlog_std_format=NO\nlog_ftp_protocol=YES\nvsftpd_log_file={}\npam_service_name=vsftpd\n\
                  userlist_enable=NO\nutf8_filesystem=YES\nmax_clients=200\nmax_per_ip=200\n{ssl}",
                 p("empty").display(),
                 p("vsftpd.log").display()
@@ -1031,6 +1088,8 @@ impl FtpServer {
             child: None,
             dir,
         };
+        // Commands and transfers (vsftpd writes `<password>` for the password).
+        show_log_on_failure("vsftpd", &s.dir.path().join("vsftpd.log"));
         s.spawn();
         s
     }
