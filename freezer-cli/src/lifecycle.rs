@@ -371,7 +371,7 @@ pub async fn repair(command: RepairCommand, out: &Out) -> Result<bool> {
             ),
         }
         for d in &s.damaged_packs {
-            eprintln!("  damaged, not indexed: {}: {}", d.object, d.error);
+            eprintln!("  damaged: {}: {}", d.object, d.error);
         }
     }
     for w in &report.warnings {

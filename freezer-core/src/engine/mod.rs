@@ -40,6 +40,15 @@ pub trait Progress: Send + Sync {
     fn add_entries(&self, _entries: u64) {}
 }
 
+/// An error for storage `i`, which the tee dropped while writing `what`.
+fn storage_failed(repo: &crate::repo::Repository, i: usize, what: &str) -> Error {
+    let status = &repo.tee().status()[i];
+    Error::io(
+        format!("{}: {what}", status.sink),
+        std::io::Error::other(status.error.clone().unwrap_or_else(|| "not written".into())),
+    )
+}
+
 /// A [`Progress`] that ignores everything.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoProgress;

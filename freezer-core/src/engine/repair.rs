@@ -3,23 +3,29 @@
 //! For each live storage it reads the header of every pack from the pack's tail (ranged reads:
 //! the last 4 bytes give the sealed header's length), writes new index files for that storage
 //! listing every pack whose header decodes, and only then deletes that storage's old index
-//! files. A pack whose header is damaged is reported and left in place; when an old index file
-//! that still decodes lists it, each blob it locates there is read and verified against its
-//! id, and the blobs that verify are indexed again (salvaged). It takes an exclusive lock, and
-//! writes and deletes nothing but index files (and its lock).
+//! files. A pack whose header is damaged is reported. When an old index file that still decodes
+//! lists it, each blob it locates there is read and verified against its id, and the blobs that
+//! verify (salvaged) are copied as they are into a new pack, which the new index lists instead:
+//! the repository is whole again, for `check --read-data`, `prune` and later repairs alike.
+//! The damaged pack is deleted after the old index files when nothing in it can have been
+//! missed: every located blob verified, together they fill the pack from its start without a
+//! gap, and every old index file decoded. Otherwise it is left in place, outside the index;
+//! `prune` deletes it once no snapshot needs a blob that was lost with it. A damaged pack that
+//! no old index file locates is left in place. Repair takes an exclusive lock; besides index
+//! files it writes only the new packs, and it deletes only damaged packs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt as _;
 
-use super::Progress;
 use super::check::detail;
+use super::{Progress, storage_failed};
 use crate::crypto::Crypto;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::index::{IndexFile, IndexFileSplitter};
-use crate::repo::pack::{self, PackedBlob};
+use crate::repo::pack::{self, EncodedBlob, PackWriter, PackedBlob};
 use crate::repo::{Actor, Repository, pack_key};
 use crate::sink::{Sink, SinkExt};
 
@@ -36,10 +42,14 @@ pub struct DamagedPack {
     pub object: String,
     /// Why it was left out, and what was salvaged of it.
     pub error: String,
-    /// Blobs of it that an old index file located and that verified: indexed again.
+    /// Blobs of it that an old index file located and that verified: copied into `new_pack`.
     pub salvaged_blobs: u64,
     /// Blobs an old index file listed in it that did not verify: lost.
     pub lost_blobs: u64,
+    /// The new pack that holds the salvaged blobs.
+    pub new_pack: Option<String>,
+    /// Whether the damaged pack was deleted (every blob located in it was salvaged).
+    pub deleted: bool,
 }
 
 /// What `repair_index` did on one storage.
@@ -51,7 +61,7 @@ pub struct StorageRepair {
     pub packs_indexed: u64,
     /// Blobs listed by the new index files.
     pub blobs: u64,
-    /// Packs left out because their header is damaged; they are left in place.
+    /// Packs left out because their header is damaged, and what was salvaged of them.
     pub damaged_packs: Vec<DamagedPack>,
     /// New index files written.
     pub index_files_written: u64,
@@ -139,6 +149,8 @@ async fn repair_storage(
                 error: "not a pack: packs are named data/<first 2 hex digits>/<id>".into(),
                 salvaged_blobs: 0,
                 lost_blobs: 0,
+                new_pack: None,
+                deleted: false,
             }),
         }
     }
@@ -154,6 +166,8 @@ async fn repair_storage(
         .buffered(PARALLEL_HEADER_READS);
     let mut written: HashSet<String> = HashSet::new();
     let mut files = IndexFileSplitter::default();
+    // The packs the new index files list.
+    let mut indexed: HashSet<Id> = HashSet::new();
     // Packs whose header is damaged, with their sizes and what is wrong.
     let mut damaged: Vec<(Id, u64, String)> = Vec::new();
     while let Some((id, res)) = headers.next().await {
@@ -162,6 +176,7 @@ async fn repair_storage(
             Ok(blobs) => {
                 out.packs_indexed += 1;
                 out.blobs += blobs.len() as u64;
+                indexed.insert(id);
                 if let Some(full) = files.push(id, blobs) {
                     write(repo, i, full, &mut written, out).await?;
                 }
@@ -179,7 +194,9 @@ async fn repair_storage(
             }
         }
     }
-    let located = located_by_old_index(repo, i, &old, &damaged).await?;
+    let (located, undecodable) = located_by_old_index(repo, i, &old, &damaged).await?;
+    // Damaged packs whose blobs were salvaged, finished once the old index files are gone.
+    let mut salvaged_packs = Vec::new();
     for (id, size, error) in damaged {
         let object = format!("pack {id}");
         let Some(listed) = located.get(&id) else {
@@ -188,26 +205,58 @@ async fn repair_storage(
                 error,
                 salvaged_blobs: 0,
                 lost_blobs: 0,
+                new_pack: None,
+                deleted: false,
             });
             continue;
         };
-        let (good, lost) = salvage(member.as_ref(), &crypto, &id, size, listed).await?;
-        let salvaged = good.len() as u64;
+        let found = salvage(member.as_ref(), &crypto, &id, size, listed).await?;
+        let (salvaged, lost) = (found.blobs.len() as u64, found.lost);
+        let error = format!(
+            "{error}; an old index file located {} blob(s) in it: {salvaged} verified, {lost} did not",
+            salvaged + lost
+        );
+        if found.blobs.is_empty() {
+            out.damaged_packs.push(DamagedPack {
+                object,
+                error: format!("{error}; it was left in place"),
+                salvaged_blobs: 0,
+                lost_blobs: lost,
+                new_pack: None,
+                deleted: false,
+            });
+            continue;
+        }
+        let mut writer = PackWriter::default();
+        for blob in &found.blobs {
+            writer.add(blob);
+        }
+        let pack = writer.finish(&crypto);
+        if repo.write_pack(&pack, 1 << i).await & (1 << i) == 0 {
+            return Err(storage_failed(
+                repo,
+                i,
+                &format!(
+                    "writing a new pack for the blobs salvaged from pack {id}; the old index files were left in place"
+                ),
+            ));
+        }
+        out.packs_indexed += 1;
+        out.blobs += salvaged;
+        indexed.insert(pack.id);
+        // Nothing of it can have been missed: it may go once no index file lists it.
+        let whole = lost == 0 && found.fills_from_start && undecodable == 0;
+        salvaged_packs.push((out.damaged_packs.len(), id, pack.id, whole));
         out.damaged_packs.push(DamagedPack {
             object,
-            error: format!(
-                "{error}; an old index file located {} blob(s) in it: {salvaged} verified and are indexed again, {lost} did not",
-                salvaged + lost
-            ),
+            error,
             salvaged_blobs: salvaged,
             lost_blobs: lost,
+            new_pack: Some(pack.id.to_string()),
+            deleted: false,
         });
-        if !good.is_empty() {
-            out.packs_indexed += 1;
-            out.blobs += salvaged;
-            if let Some(full) = files.push(id, good) {
-                write(repo, i, full, &mut written, out).await?;
-            }
+        if let Some(full) = files.push(pack.id, pack.blobs) {
+            write(repo, i, full, &mut written, out).await?;
         }
     }
     if let Some(last) = files.finish() {
@@ -220,21 +269,46 @@ async fn repair_storage(
             out.index_files_removed += 1;
         }
     }
+    // Then the damaged packs that no index lists any more and that hold nothing else. Without
+    // encryption a pack rebuilt whole has the damaged pack's name: it was written over it.
+    for (d, id, new, whole) in salvaged_packs {
+        let damaged = &mut out.damaged_packs[d];
+        let fate = if indexed.contains(&id) {
+            "they were written again as the whole pack, under its name".to_string()
+        } else if !whole {
+            format!(
+                "those that verified were copied to new pack {new}; the damaged pack stays, outside the index, in case it holds more"
+            )
+        } else {
+            match member.delete(&pack_key(&id)).await {
+                Ok(()) => {
+                    damaged.deleted = true;
+                    format!("they were copied to new pack {new} and the damaged pack deleted")
+                }
+                Err(e) => format!(
+                    "they were copied to new pack {new}; deleting the damaged pack failed ({e}), so it stays, outside the index"
+                ),
+            }
+        };
+        damaged.error = format!("{}; {fate}", damaged.error);
+    }
     Ok(())
 }
 
 /// What the old index files of storage `i` (those that still decode, one at a time) say the
-/// `damaged` packs hold. A file that cannot be read (not a damaged one) stops the repair: it
-/// may be the only record of where a damaged pack's blobs are, and it is deleted next.
+/// `damaged` packs hold, and how many old index files did not decode. A file that cannot be
+/// read (not a damaged one) stops the repair: it may be the only record of where a damaged
+/// pack's blobs are, and it is deleted next.
 async fn located_by_old_index(
     repo: &Repository,
     i: usize,
     old: &[String],
     damaged: &[(Id, u64, String)],
-) -> Result<HashMap<Id, Vec<PackedBlob>>> {
+) -> Result<(HashMap<Id, Vec<PackedBlob>>, usize)> {
     let mut located: HashMap<Id, Vec<PackedBlob>> = HashMap::new();
+    let mut undecodable = 0;
     if damaged.is_empty() {
-        return Ok(located);
+        return Ok((located, undecodable));
     }
     let wanted: HashSet<Id> = damaged.iter().map(|(id, _, _)| *id).collect();
     for key in old {
@@ -244,7 +318,10 @@ async fn located_by_old_index(
         };
         let file = match file {
             Ok(f) => f,
-            Err(Error::Corrupt { .. }) => continue,
+            Err(Error::Corrupt { .. }) => {
+                undecodable += 1;
+                continue;
+            }
             Err(e) => {
                 return Err(e.context(format!(
                     "reading old index file {key} to salvage damaged packs; the old index files were left in place"
@@ -262,51 +339,64 @@ async fn located_by_old_index(
             }
         }
     }
-    Ok(located)
+    Ok((located, undecodable))
+}
+
+/// What [`salvage`] found in a damaged pack.
+struct Salvaged {
+    /// The blobs that verify, in pack order, one per id, ready to be packed again as they are.
+    blobs: Vec<EncodedBlob>,
+    /// Blobs (by id) located there of which no copy verified.
+    lost: u64,
+    /// Whether the located blobs fill the pack from its first byte without a gap.
+    fills_from_start: bool,
 }
 
 /// Reads pack `id` (`size` bytes) whole and verifies each blob `listed` locates in it against
-/// its id: returns the blobs that verify (in pack order, one per id) and how many did not.
+/// its id.
 async fn salvage(
     sink: &dyn Sink,
     crypto: &Crypto,
     id: &Id,
     size: u64,
     listed: &[PackedBlob],
-) -> Result<(Vec<PackedBlob>, u64)> {
+) -> Result<Salvaged> {
     let data = sink.get_bytes(&pack_key(id)).await?;
     let mut scratch = pack::DecodeScratch::default();
     let ids: HashSet<Id> = listed.iter().map(|b| b.id).collect();
     let mut listed = listed.to_vec();
     listed.sort_by_key(|b| b.offset);
-    let (mut good, mut seen) = (Vec::new(), HashSet::new());
+    let (mut blobs, mut seen) = (Vec::new(), HashSet::new());
     let held = size.min(data.len() as u64);
+    let (mut fills_from_start, mut next) = (true, 0u64);
     for b in listed {
-        if seen.contains(&b.id) {
-            continue;
-        }
         let (start, end) = (
             u64::from(b.offset),
             u64::from(b.offset) + u64::from(b.length),
         );
+        fills_from_start &= start <= next;
+        next = next.max(end);
+        if seen.contains(&b.id) || end > held {
+            continue;
+        }
         let what = format!("blob {} in pack {id}", b.id);
-        let verified = end <= held
-            && pack::decode_blob_with(
-                crypto,
-                &mut scratch,
-                &data[start as usize..end as usize],
-                &b,
-                &what,
-            )
-            .is_ok();
-        if verified {
+        let stored = data.slice(start as usize..end as usize);
+        if let Ok(plain) = pack::decode_blob_with(crypto, &mut scratch, &stored, &b, &what) {
             seen.insert(b.id);
-            good.push(b);
+            blobs.push(EncodedBlob {
+                id: b.id,
+                kind: b.kind,
+                ulen: b.ulen,
+                plain_len: plain.len() as u32,
+                data: stored,
+            });
         }
     }
-    // Blobs (by id) located there of which no copy verified.
-    let lost = ids.difference(&seen).count() as u64;
-    Ok((good, lost))
+    Ok(Salvaged {
+        blobs,
+        lost: ids.difference(&seen).count() as u64,
+        fills_from_start,
+    })
 }
 
 /// Writes one new index file to storage `i`.

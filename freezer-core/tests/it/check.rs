@@ -602,11 +602,22 @@ async fn damaged_keys_and_configs_are_named_per_storage_and_lock_nobody_else_out
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repair_salvages_the_blobs_of_a_pack_whose_header_is_damaged() {
+    salvage_a_damaged_header(Some("pw")).await;
+}
+
+/// Without encryption the pack rebuilt from every blob is the original, under the same name:
+/// it is written over the damaged one, which must then not be deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unencrypted_pack_salvaged_whole_is_written_again_under_its_name() {
+    salvage_a_damaged_header(None).await;
+}
+
+async fn salvage_a_damaged_header(passphrase: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     let (data, dir) = (tmp.path().join("corpus"), tmp.path().join("repo"));
     corpus(&data, 4, 8);
-    init_small_packs(vec![local(&dir)], Some("pw")).await;
-    let mut repo = open(&[&dir], Some("pw")).await;
+    init_small_packs(vec![local(&dir)], passphrase).await;
+    let mut repo = open(&[&dir], passphrase).await;
     let id = backup_dir(&mut repo, &data, "c").await.snapshot_id.unwrap();
     repo.load_index().await.unwrap();
     let pack = data_pack(&repo, &dir);
@@ -616,13 +627,46 @@ async fn repair_salvages_the_blobs_of_a_pack_whose_header_is_damaged() {
         .blobs()
         .filter(|(_, locs)| locs.iter().any(|l| l.pack == pos))
         .count() as u64;
-    // A flipped byte in the sealed header at the pack's tail.
-    let mut bytes = std::fs::read(&pack).unwrap();
-    let n = bytes.len() - 10;
-    bytes[n] ^= 0x01;
+    // The header's length at the pack's very end says more than the pack holds (a flipped byte
+    // inside an unencrypted header could go unnoticed: it has no MAC).
+    let original = std::fs::read(&pack).unwrap();
+    let mut bytes = original.clone();
+    let n = bytes.len();
+    bytes[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
     std::fs::write(&pack, bytes).unwrap();
 
-    // With the old index still there, every blob is found, verified and indexed again.
+    // Without an index file that locates its blobs, nothing of it can be salvaged: it is
+    // named and left in place.
+    let saved: Vec<(PathBuf, Vec<u8>)> = files_in(&dir.join("index"))
+        .into_iter()
+        .map(|f| {
+            let b = std::fs::read(&f).unwrap();
+            std::fs::remove_file(&f).unwrap();
+            (f, b)
+        })
+        .collect();
+    let fixed = repair_index(&mut repo, &actor(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let d = &fixed.storages[0].damaged_packs[0];
+    assert_eq!(
+        (
+            d.salvaged_blobs,
+            d.lost_blobs,
+            d.new_pack.is_none(),
+            d.deleted
+        ),
+        (0, 0, true, false),
+        "{d:?}"
+    );
+    assert!(pack.exists());
+    assert!(!run_check(&mut repo, ReadData::None).await.is_ok());
+
+    // With the old index files back, every blob is found, verified and copied into a new
+    // pack, and the damaged pack goes.
+    for (f, b) in &saved {
+        std::fs::write(f, b).unwrap();
+    }
     let fixed = repair_index(&mut repo, &actor(), Arc::new(NoProgress))
         .await
         .unwrap();
@@ -631,24 +675,37 @@ async fn repair_salvages_the_blobs_of_a_pack_whose_header_is_damaged() {
     let d = &s.damaged_packs[0];
     assert_eq!(d.object, format!("pack {}", id_of(&pack)));
     assert_eq!((d.salvaged_blobs, d.lost_blobs), (listed, 0), "{d:?}");
-    assert!(d.error.contains("indexed again"), "{}", d.error);
+    let new = d.new_pack.clone().expect("a new pack");
+    if passphrase.is_some() {
+        assert!(d.error.contains(&new), "{}", d.error);
+        assert!(d.deleted && !pack.exists(), "{d:?}");
+    } else {
+        assert_eq!(new, id_of(&pack).to_string());
+        assert!(!d.deleted, "{d:?}");
+        assert_eq!(
+            std::fs::read(&pack).unwrap(),
+            original,
+            "the original bytes"
+        );
+    }
     assert_eq!(s.packs_indexed as usize, pack_files(&dir).len());
-    let out = tmp.path().join("out");
-    let r = restore_id(&mut repo, id, &out).await;
-    assert!(r.is_complete(), "{r:?}");
-    assert_same_tree(&data, &out, true);
 
-    // Without an index that locates them, nothing of it can be salvaged: it is named.
+    // The repository is whole again: every pack reads, and even a repair with no index file
+    // left finds nothing damaged.
+    let r = run_check(&mut repo, ReadData::All).await;
+    assert!(r.is_ok(), "{r:#?}");
     for f in files_in(&dir.join("index")) {
         std::fs::remove_file(f).unwrap();
     }
     let fixed = repair_index(&mut repo, &actor(), Arc::new(NoProgress))
         .await
         .unwrap();
-    let d = &fixed.storages[0].damaged_packs[0];
-    assert_eq!((d.salvaged_blobs, d.lost_blobs), (0, 0), "{d:?}");
-    let r = run_check(&mut repo, ReadData::None).await;
-    assert!(!r.is_ok());
+    assert!(fixed.storages[0].damaged_packs.is_empty(), "{fixed:?}");
+    assert!(run_check(&mut repo, ReadData::All).await.is_ok());
+    let out = tmp.path().join("out");
+    let r = restore_id(&mut repo, id, &out).await;
+    assert!(r.is_complete(), "{r:?}");
+    assert_same_tree(&data, &out, true);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -709,8 +766,10 @@ async fn salvage_keeps_only_blobs_that_verify_and_an_unreadable_old_index_stops_
     assert!(fixed.is_complete(), "{fixed:?}");
     let d = &fixed.storages[0].damaged_packs[0];
     assert_eq!((d.salvaged_blobs, d.lost_blobs), (listed - 1, 1), "{d:?}");
-    // What check then names is exactly the lost blob's absence.
-    let r = run_check(&mut repo, ReadData::None).await;
+    // The blobs that verified are in a new pack; the damaged one stays, outside the index.
+    assert!(d.new_pack.is_some() && !d.deleted && pack.exists(), "{d:?}");
+    // What check then names, even reading every pack, is exactly the lost blob's absence.
+    let r = run_check(&mut repo, ReadData::All).await;
     assert_eq!(r.damaged.len(), 1, "{:#?}", r.damaged);
     let lost = &r.damaged[0].object;
     assert!(

@@ -11,7 +11,7 @@ use futures::StreamExt as _;
 
 use super::PruneStats;
 use super::plan::{Action, PackPlan, StoragePlan, slot};
-use crate::engine::Progress;
+use crate::engine::{Progress, storage_failed};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::index::{IndexFile, IndexFileSplitter};
@@ -21,15 +21,6 @@ use crate::sink::{Sink, SinkExt};
 
 /// Deletions in flight at once.
 const DELETE_CONCURRENCY: usize = 16;
-
-/// An error for a storage that the tee dropped while writing `what`.
-fn storage_failed(repo: &Repository, i: usize, what: &str) -> Error {
-    let status = &repo.tee().status()[i];
-    Error::io(
-        format!("{}: {what}", status.sink),
-        std::io::Error::other(status.error.clone().unwrap_or_else(|| "not written".into())),
-    )
-}
 
 /// Why a pack is deleted.
 #[derive(Clone, Copy, Debug)]
