@@ -48,7 +48,8 @@ pub struct DamagedPack {
     pub lost_blobs: u64,
     /// The new pack that holds the salvaged blobs.
     pub new_pack: Option<String>,
-    /// Whether the damaged pack was deleted (every blob located in it was salvaged).
+    /// Whether the damaged pack was deleted: nothing in it can have been missed (see the module
+    /// documentation).
     pub deleted: bool,
 }
 
