@@ -344,6 +344,18 @@ def finish_work(work, keep, failed, flag="--keep"):
     say(f"logs kept in {os.path.join(work, 'logs')} (the rest of the work folder is deleted; {flag} keeps it)")
 
 
+def measure_in_work_folder(args, prefix, measure, *rest):
+    """Runs `measure(args, *rest)` (which returns the exit code) in a new work folder,
+    `args.work`, ended by `finish_work` (`--keep-work` keeps it); returns the exit code."""
+    args.work = work_folder(args.work, prefix)
+    code = 2
+    try:
+        code = measure(args, *rest)
+    finally:
+        finish_work(args.work, args.keep_work, failed=code != 0, flag="--keep-work")
+    return code
+
+
 def private_copy(binary, work):
     """A copy of `binary` in WORK/bin: a rebuild in the checkout during the runs cannot change it."""
     return shutil.copy2(binary, os.path.join(work, "bin", os.path.basename(binary)))

@@ -322,13 +322,7 @@ def main():
         subprocess.run(["apt-get", "install", "-y", "restic"], check=True,
                        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
     binary = compare.ensure_freezer(args.freezer)
-    args.work = compare.work_folder(args.work, "freezer-remote-")
-    code = 2
-    try:
-        code = measure(args, binary, runs, size_mb)
-    finally:
-        compare.finish_work(args.work, args.keep_work, failed=code != 0, flag="--keep-work")
-    return code
+    return compare.measure_in_work_folder(args, "freezer-remote-", measure, binary, runs, size_mb)
 
 
 def measure(args, binary, runs, size_mb):
