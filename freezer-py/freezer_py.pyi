@@ -45,3 +45,7 @@ def prune(options: Mapping[str, Any] | str, max_unused: float = 0.05,
 
 def repair_index(options: Mapping[str, Any] | str) -> dict[str, Any]:
     """Rebuilds the repository's index from its packs."""
+
+def repair_config(options: Mapping[str, Any] | str) -> dict[str, Any]:
+    """Restores a lost or damaged config (and its copies) from a copy, another storage of the
+    repository, or the key the passphrase opens; never overwrites an intact config."""

@@ -1,11 +1,12 @@
-//! The repository's lifecycle commands: `forget`, `prune`, `check`, `repair index`, `unlock`.
+//! The repository's lifecycle commands: `forget`, `prune`, `check`, `repair index`,
+//! `repair config`, `unlock`.
 //! Each parses its flags into freezer-core's options, runs the library, and prints the result
 //! (text on stdout, damage and warnings on stderr, or one JSON document).
 
 use clap::{Args, Subcommand};
 use freezer_core::engine::{
-    CheckOptions, CheckReport, ForgetOptions, ForgetReport, PruneOptions, PruneReport, ReadData,
-    RepairReport,
+    CheckOptions, CheckReport, ConfigRepairReport, ForgetOptions, ForgetReport, PruneOptions,
+    PruneReport, ReadData, RepairReport,
 };
 use freezer_core::job::FreezerAction;
 use freezer_core::repo::Actor;
@@ -140,6 +141,13 @@ pub struct CheckArgs {
 pub enum RepairCommand {
     /// Rebuild the index from the packs' headers (after a lost or damaged index).
     Index {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Restore a lost or damaged config (and its copies) from a copy, another storage of the
+    /// repository (give them all with -r), or the key the passphrase opens; never overwrites an
+    /// intact config.
+    Config {
         #[command(flatten)]
         repo: RepoArgs,
     },
@@ -353,7 +361,10 @@ pub fn print_check(r: &CheckReport) {
 }
 
 pub async fn repair(command: RepairCommand, out: &Out) -> Result<bool> {
-    let RepairCommand::Index { repo } = command;
+    let repo = match command {
+        RepairCommand::Index { repo } => repo,
+        RepairCommand::Config { repo } => return repair_config(repo, out).await,
+    };
     let mut r = repo.open().await?;
     let report: RepairReport =
         freezer_core::engine::repair_index(&mut r, &Actor::current(), out.progress_bar()).await?;
@@ -373,9 +384,59 @@ pub async fn repair(command: RepairCommand, out: &Out) -> Result<bool> {
         for d in &s.damaged_packs {
             eprintln!("  damaged: {}: {}", d.object, d.error);
         }
+        for q in &s.quarantined {
+            eprintln!("  could not be read, moved aside to {q}");
+        }
     }
     for w in &report.warnings {
         eprintln!("warning: {w}");
+    }
+    Ok(report.is_complete())
+}
+
+async fn repair_config(repo: RepoArgs, out: &Out) -> Result<bool> {
+    let report: ConfigRepairReport =
+        freezer_core::engine::repair_config(repo.sinks()?, repo.passphrase()?.as_ref()).await?;
+    if out.is_json() {
+        print_json(&serde_json::to_value(&report).expect("serializes"));
+        return Ok(report.is_complete());
+    }
+    for s in &report.storages {
+        if let Some(e) = &s.error {
+            eprintln!("{}: FAILED: {e}", s.storage);
+            continue;
+        }
+        let fate = |was: &str, written: bool| {
+            if written {
+                format!("{was}, restored")
+            } else {
+                was.to_string()
+            }
+        };
+        println!(
+            "{}: config {}; copy {}",
+            s.storage,
+            fate(&s.config_was, s.config_written),
+            fate(&s.copy_was, s.copy_written)
+        );
+        for q in &s.quarantined {
+            eprintln!("  the damaged one was moved aside to {q}");
+        }
+    }
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
+    if report.wrote() {
+        println!(
+            "repository {}: config restored from {}",
+            report.id.short(),
+            report.source
+        );
+    } else {
+        println!(
+            "repository {}: the config and its copies are intact, nothing was written",
+            report.id.short()
+        );
     }
     Ok(report.is_complete())
 }

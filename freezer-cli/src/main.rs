@@ -86,6 +86,10 @@ impl RepoArgs {
     async fn open(&self) -> freezer_core::Result<Repository> {
         let mut r = Repository::open(self.sinks()?, self.passphrase()?.as_ref()).await?;
         r.set_lock_wait(self.lock_wait());
+        // A config read from its copy or another storage, a key passed over: said at once.
+        for w in r.warnings() {
+            eprintln!("warning: {w}");
+        }
         Ok(r)
     }
 

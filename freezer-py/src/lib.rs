@@ -296,6 +296,29 @@ fn repair_index(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Py<PyAny
     )
 }
 
+/// Restores a lost or damaged config (and its copies) of the repository `options` name, from
+/// a copy, another of its storages, or the key the passphrase opens; never overwrites an intact
+/// config. Returns the report; raises `IncompleteError(message, report)` when a storage could
+/// not be repaired.
+#[pyfunction]
+fn repair_config(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let text = options_json(py, options)?;
+    let action = FreezerAction::from_json(&text).map_err(to_py)?;
+    let report = py.detach(|| -> PyResult<_> {
+        let sinks = freezer_core::job::sinks_of(&action, &context().env).map_err(to_py)?;
+        let pass = freezer_core::job::passphrase_of(&action).map_err(to_py)?;
+        runtime()?
+            .block_on(freezer_core::engine::repair_config(sinks, pass.as_ref()))
+            .map_err(to_py)
+    })?;
+    to_result(
+        py,
+        &report,
+        report.is_complete(),
+        "the config could not be repaired on every storage",
+    )
+}
+
 /// The version of freezer-rs.
 #[pyfunction]
 fn version() -> &'static str {
@@ -310,6 +333,7 @@ fn freezer_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check, m)?)?;
     m.add_function(wrap_pyfunction!(prune, m)?)?;
     m.add_function(wrap_pyfunction!(repair_index, m)?)?;
+    m.add_function(wrap_pyfunction!(repair_config, m)?)?;
     let run = wrap_pyfunction!(run_action_py, m)?;
     m.add("run_action", run)?;
     let ex = exceptions(py)?;

@@ -97,6 +97,36 @@ def test_info_and_admin_actions(tmp_path):
     assert repaired["storages"][0]["index_files_written"] >= 1
 
 
+def test_a_lost_config_is_repaired_and_init_never_writes_over_it(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f.txt").write_text("kept\n")
+    pass_file = tmp_path / "pass"
+    pass_file.write_text("secret\n")
+    repo = tmp_path / "repo"
+    storage = {"container": str(repo), "encrypt_pass_file": str(pass_file)}
+    freezer_py.init(str(repo), encrypt_pass_file=str(pass_file))
+    freezer_py.run_action({**storage, "action": "backup", "path_to_backup": str(data),
+                           "backup_name": "py"})
+    config = (repo / "config").read_bytes()
+    (repo / "config").unlink()
+    with pytest.raises(freezer_py.BadInputError) as e:
+        freezer_py.init(str(repo), encrypt_pass_file=str(pass_file))
+    assert "freezer repair config" in str(e.value)
+    assert not (repo / "config").exists()
+    (tmp_path / "wrong").write_text("wrong\n")
+    with pytest.raises(freezer_py.WrongKeyError):
+        freezer_py.repair_config({**storage, "encrypt_pass_file": str(tmp_path / "wrong")})
+    assert not (repo / "config").exists()
+    report = freezer_py.repair_config(storage)
+    assert report["storages"][0]["config_was"] == "missing"
+    assert report["storages"][0]["config_written"] is True
+    assert (repo / "config").read_bytes() == config
+    restored = freezer_py.run_action({**storage, "action": "restore", "backup_name": "py",
+                                      "restore_abs_path": str(tmp_path / "out")})
+    assert restored["files"] == 1
+
+
 def test_errors_are_in_one_hierarchy(tmp_path):
     with pytest.raises(freezer_py.NotFoundError) as e:
         freezer_py.run_action({"action": "restore", "backup_name": "x", "container": str(tmp_path / "none"),

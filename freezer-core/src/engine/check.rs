@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::config::{Config, KeyFile};
 use crate::repo::index::{Index, IndexFile};
+use crate::repo::recover;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{Actor, Repository, object, pack_key};
 use crate::sink::{Sink, SinkExt, SinkMask, Tee};
@@ -281,6 +282,7 @@ async fn run(
     }
 
     check_metadata(&tee, repo, &names, &mut problems).await;
+    check_copies(&tee, repo, &names, &mut problems, &mut report.warnings).await;
 
     let mut index = Index::default();
     let mut views = Vec::new();
@@ -386,14 +388,22 @@ async fn check_metadata(tee: &Tee, repo: &Repository, names: &[String], problems
             Ok(false) => {
                 problems.add(
                     format!("config on {name}"),
-                    "differs from the config the repository was opened with",
+                    "differs from the config the repository was opened with (its copy, or another storage's): damaged; `freezer repair config` restores it",
                     1 << i,
                 );
             }
-            Err(
-                e @ (Error::Corrupt { .. } | Error::NotFound { .. } | Error::Unsupported { .. }),
-            ) => {
+            Err(e @ Error::Unsupported { .. }) => {
                 problems.add(format!("config on {name}"), detail(&e, "config"), 1 << i);
+            }
+            Err(e @ (Error::Corrupt { .. } | Error::NotFound { .. })) => {
+                problems.add(
+                    format!("config on {name}"),
+                    format!(
+                        "{}; `freezer repair config` restores it",
+                        detail(&e, "config")
+                    ),
+                    1 << i,
+                );
             }
             // Unreachable, not damaged: the storage is left out of this check.
             Err(e) => {
@@ -442,6 +452,59 @@ async fn check_metadata(tee: &Tee, repo: &Repository, names: &[String], problems
                 "missing or damaged: the key the passphrase opened is not on this storage, so it cannot be opened alone with that passphrase (add a key with `freezer key add` while every storage is reachable)",
                 1 << i,
             );
+        }
+    }
+}
+
+/// Checks each live storage's copy of the config (`config-copy/<id>`: it equals the config),
+/// and notes a missing copy (a repository made before copies existed) and what a repair moved
+/// to `quarantine/`: neither is damage.
+async fn check_copies(
+    tee: &Tee,
+    repo: &Repository,
+    names: &[String],
+    problems: &mut Problems,
+    warnings: &mut Vec<String>,
+) {
+    let want = repo.config().encode();
+    let key = recover::copy_key(&repo.id());
+    for (i, name) in names.iter().enumerate() {
+        if tee.live() & (1 << i) == 0 {
+            continue;
+        }
+        let sink = tee.member(i);
+        match recover::read_copy(sink.as_ref(), &key).await {
+            Ok(Some(c)) if c.config.encode() == want => {}
+            Ok(Some(_)) => {
+                problems.add(
+                    format!("{key} on {name}"),
+                    "differs from the config the repository was opened with: damaged; `freezer repair config` restores it",
+                    1 << i,
+                );
+            }
+            Ok(None) => warnings.push(format!(
+                "{name} holds no copy of the config ({key}): `freezer repair config` writes one"
+            )),
+            Err(e @ (Error::Corrupt { .. } | Error::Unsupported { .. })) => {
+                problems.add(
+                    format!("{key} on {name}"),
+                    format!("{}; `freezer repair config` restores it", detail(&e, &key)),
+                    1 << i,
+                );
+            }
+            Err(e) => {
+                fail_storage(tee, problems, i, name, &e);
+                continue;
+            }
+        }
+        if let Ok(aside) = sink.list(recover::QUARANTINE_PREFIX).await
+            && let Some(first) = aside.first()
+        {
+            warnings.push(format!(
+                "{name} holds {} object(s) that a repair could not read and moved aside ({} among them): not part of the repository, kept for inspection",
+                aside.len(),
+                first.key
+            ));
         }
     }
 }

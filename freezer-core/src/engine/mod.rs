@@ -13,6 +13,7 @@ mod forget;
 mod inspect;
 mod prune;
 mod repair;
+mod repair_config;
 mod restore;
 
 use std::fmt;
@@ -25,6 +26,7 @@ pub use forget::{ForgetOptions, ForgetReport, RetentionResult, forget};
 pub use inspect::{Damage, Inspection, inspect};
 pub use prune::{PruneOptions, PruneReport, PruneStats, StoragePrune, prune};
 pub use repair::{DamagedPack, RepairReport, StorageRepair, repair_index};
+pub use repair_config::{ConfigRepair, ConfigRepairReport, repair_config};
 pub use restore::{RestoreOptions, RestoreResult, restore};
 
 use crate::error::{Error, Result};

@@ -11,8 +11,10 @@
 //! missed: every located blob verified, together they fill the pack from its start without a
 //! gap, and every old index file decoded. Otherwise it is left in place, outside the index;
 //! `prune` deletes it once no snapshot needs a blob that was lost with it. A damaged pack that
-//! no old index file locates is left in place. Repair takes an exclusive lock; besides index
-//! files it writes only the new packs, and it deletes only damaged packs.
+//! no old index file locates is left in place. An old index file that cannot be read (damaged,
+//! or sealed under another key) is not deleted but moved to `quarantine/index/<id>`. Repair
+//! takes an exclusive lock; besides index files it writes only the new packs and what it moves
+//! to quarantine, and it deletes only damaged packs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,8 +28,9 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::index::{IndexFile, IndexFileSplitter};
 use crate::repo::pack::{self, EncodedBlob, PackWriter, PackedBlob};
+use crate::repo::recover::QUARANTINE_PREFIX;
 use crate::repo::{Actor, Repository, pack_key};
-use crate::sink::{Sink, SinkExt};
+use crate::sink::{Payload, PutMode, Sink, SinkExt};
 
 /// Pack headers read at once from one storage.
 const PARALLEL_HEADER_READS: usize = 16;
@@ -68,6 +71,9 @@ pub struct StorageRepair {
     pub index_files_written: u64,
     /// Old index files removed.
     pub index_files_removed: u64,
+    /// Old index files that could not be read (damaged, or sealed under another key): moved
+    /// aside to `quarantine/<their key>` instead of deleted, by their new keys.
+    pub quarantined: Vec<String>,
     /// Why the storage could not be repaired (or only partly: old index files are only
     /// removed once every new one is written, so the storage keeps a usable index).
     pub error: Option<String>,
@@ -246,7 +252,7 @@ async fn repair_storage(
         out.blobs += salvaged;
         indexed.insert(pack.id);
         // Nothing of it can have been missed: it may go once no index file lists it.
-        let whole = lost == 0 && found.fills_from_start && undecodable == 0;
+        let whole = lost == 0 && found.fills_from_start && undecodable.is_empty();
         salvaged_packs.push((out.damaged_packs.len(), id, pack.id, whole));
         out.damaged_packs.push(DamagedPack {
             object,
@@ -263,12 +269,19 @@ async fn repair_storage(
     if let Some(last) = files.finish() {
         write(repo, i, last, &mut written, out).await?;
     }
-    // Only now that the new index is complete: the old one goes.
+    // Only now that the new index is complete: the old one goes, but what could not be read
+    // is moved aside, never deleted.
     for key in old {
-        if !written.contains(&key) {
-            member.delete(&key).await?;
-            out.index_files_removed += 1;
+        if written.contains(&key) {
+            continue;
         }
+        if undecodable.contains(&key) {
+            out.quarantined
+                .push(quarantine(member.as_ref(), &key).await?);
+        } else {
+            member.delete(&key).await?;
+        }
+        out.index_files_removed += 1;
     }
     // Then the damaged packs that no index lists any more and that hold nothing else. Without
     // encryption a pack rebuilt whole has the damaged pack's name: it was written over it.
@@ -297,7 +310,7 @@ async fn repair_storage(
 }
 
 /// What the old index files of storage `i` (those that still decode, one at a time) say the
-/// `damaged` packs hold, and how many old index files did not decode. A file that cannot be
+/// `damaged` packs hold, and which old index files did not decode. A file that cannot be
 /// read (not a damaged one) stops the repair: it may be the only record of where a damaged
 /// pack's blobs are, and it is deleted next.
 async fn located_by_old_index(
@@ -305,12 +318,9 @@ async fn located_by_old_index(
     i: usize,
     old: &[String],
     damaged: &[(Id, u64, String)],
-) -> Result<(HashMap<Id, Vec<PackedBlob>>, usize)> {
+) -> Result<(HashMap<Id, Vec<PackedBlob>>, HashSet<String>)> {
     let mut located: HashMap<Id, Vec<PackedBlob>> = HashMap::new();
-    let mut undecodable = 0;
-    if damaged.is_empty() {
-        return Ok((located, undecodable));
-    }
+    let mut undecodable = HashSet::new();
     let wanted: HashSet<Id> = damaged.iter().map(|(id, _, _)| *id).collect();
     for key in old {
         let file = match repo.read_object(key, 1 << i).await {
@@ -320,7 +330,7 @@ async fn located_by_old_index(
         let file = match file {
             Ok(f) => f,
             Err(Error::Corrupt { .. }) => {
-                undecodable += 1;
+                undecodable.insert(key.clone());
                 continue;
             }
             Err(e) => {
@@ -341,6 +351,24 @@ async fn located_by_old_index(
         }
     }
     Ok((located, undecodable))
+}
+
+/// Moves `key` of `sink` to `quarantine/<key>`: copied byte for byte, then deleted. Returns
+/// the new key.
+pub(crate) async fn quarantine(sink: &dyn Sink, key: &str) -> Result<String> {
+    let aside = format!("{QUARANTINE_PREFIX}{key}");
+    let data = sink.get_bytes(key).await?;
+    sink.put(&aside, Payload::from(data.to_vec()), PutMode::Overwrite)
+        .await?;
+    let back = sink.get_bytes(&aside).await?;
+    if back != data {
+        return Err(Error::corrupt(
+            format!("{}/{aside}", sink.describe()),
+            format!("differs from {key} once written; {key} was left in place"),
+        ));
+    }
+    sink.delete(key).await?;
+    Ok(aside)
 }
 
 /// What [`salvage`] found in a damaged pack.

@@ -25,9 +25,10 @@ use crate::engine::{
     PruneOptions, PruneReport, RestoreOptions, RestoreResult, RetentionResult,
 };
 use crate::error::{Error, Result};
+use crate::repo::recover::Maker;
 use crate::repo::snapshot::{SnapshotFilter, SnapshotSelector, SnapshotSummary, select};
 use crate::repo::{Actor, InitOptions, Repository};
-use crate::sink::{Sink, SinkExt};
+use crate::sink::Sink;
 use crate::source::Source;
 use crate::source::checksum::consistency_checksum;
 use crate::source::fs::{FsOptions, FsSource};
@@ -259,40 +260,8 @@ async fn create_repository(
     passphrase: Option<Passphrase>,
 ) -> Result<Vec<String>> {
     let sinks = sinks_of(action, &ctx.env)?;
-    for s in &sinks {
-        let has_config = match s.exists("config").await {
-            Err(Error::NotFound { .. }) => false,
-            r => r?,
-        };
-        if has_config {
-            continue;
-        }
-        let held = match s.list("").await {
-            Err(Error::NotFound { .. }) => Vec::new(),
-            r => r?,
-        };
-        let others: Vec<_> = held
-            .iter()
-            .filter(|m| !m.key.starts_with("keys/"))
-            .collect();
-        // Another node may have created it since the look above: its files are no reason
-        // to refuse.
-        if let Some(first) = others.first()
-            && !s.exists("config").await.unwrap_or(false)
-        {
-            return Err(Error::bad_input(
-                "container",
-                format!(
-                    "{} holds no repository but {} other object(s) ({} among them): a backup creates its repository only where nothing is; give an empty container, or make one there with `freezer init`",
-                    s.describe(),
-                    others.len(),
-                    first.key
-                ),
-            ));
-        }
-    }
     let opts = InitOptions::new(passphrase, ctx.actor.clone());
-    match Repository::init(sinks, opts).await {
+    match Repository::create(sinks, opts, Maker::FirstBackup).await {
         Ok(report) => Ok(report.created),
         Err(Error::AlreadyExists { .. }) => Ok(Vec::new()),
         Err(e) => Err(e),

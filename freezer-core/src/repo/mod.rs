@@ -10,8 +10,10 @@ pub mod index;
 pub mod lock;
 pub mod object;
 pub mod pack;
+pub mod recover;
 pub mod snapshot;
 pub mod tree;
+pub(crate) mod unlock;
 mod wire;
 
 use std::collections::HashMap;
@@ -116,9 +118,12 @@ pub struct Repository {
     index: Arc<Index>,
     warnings: Vec<String>,
     lock_wait: std::time::Duration,
+    /// Storages whose own `config` was missing or damaged when the repository was opened (it
+    /// came from a copy or another storage): [`Repository::confirm_config`] passes them over.
+    unconfirmed: SinkMask,
 }
 
-async fn read_config(sink: &dyn Sink) -> Result<Config> {
+pub(crate) async fn read_config(sink: &dyn Sink) -> Result<Config> {
     let what = format!("{}/config", sink.describe());
     let data = sink.get_bytes("config").await.map_err(|e| match e {
         Error::NotFound { .. } => Error::not_found(format!(
@@ -133,8 +138,19 @@ async fn read_config(sink: &dyn Sink) -> Result<Config> {
 impl Repository {
     /// Creates a repository on every storage in `sinks`. When some of them already hold a
     /// repository, the others become replicas of it (same id, config and keys; the passphrase
-    /// must open it); when all do, this fails with `AlreadyExists`.
+    /// must open it); when all do, this fails with `AlreadyExists`. A storage without a
+    /// config must be empty: one holding anything (a repository that lost its config, other
+    /// files) is refused with `BadInput` naming what it holds, and nothing is written anywhere.
     pub async fn init(sinks: Vec<Arc<dyn Sink>>, opts: InitOptions) -> Result<InitReport> {
+        Repository::create(sinks, opts, recover::Maker::Init).await
+    }
+
+    /// [`Repository::init`] for `maker`, which says what an empty place may hold.
+    pub(crate) async fn create(
+        sinks: Vec<Arc<dyn Sink>>,
+        opts: InitOptions,
+        maker: recover::Maker,
+    ) -> Result<InitReport> {
         let tee = Tee::new(sinks)?;
         let mut existing: Vec<(usize, Config)> = Vec::new();
         for i in 0..tee.len() {
@@ -147,6 +163,8 @@ impl Repository {
             };
             if exists {
                 existing.push((i, read_config(member.as_ref()).await?));
+            } else {
+                recover::refuse_unless_empty(member.as_ref(), maker).await?;
             }
         }
         if existing.len() == tee.len() {
@@ -264,6 +282,21 @@ impl Repository {
                 }
                 return Err(e);
             }
+            // Only the winner writes the copy, under its repository's id: a loser never
+            // touches it, and no two creators write the same name.
+            member
+                .put(
+                    &recover::copy_key(&config.id),
+                    Payload::from(config.encode()),
+                    PutMode::Overwrite,
+                )
+                .await
+                .map_err(|e| {
+                    e.context(format!(
+                        "writing the copy of the config of the new repository on {} (`freezer repair config` writes it)",
+                        member.describe()
+                    ))
+                })?;
             report.created.push(member.describe());
         }
         Ok(report)
@@ -276,46 +309,15 @@ impl Repository {
         passphrase: Option<&Passphrase>,
     ) -> Result<Repository> {
         let tee = Arc::new(Tee::new(sinks)?);
-        let mut config: Option<Config> = None;
-        for i in 0..tee.len() {
-            let member = tee.member(i);
-            match read_config(member.as_ref()).await {
-                Ok(c) => match &config {
-                    Some(first) if first.id != c.id => {
-                        return Err(Error::bad_input(
-                            "repositories",
-                            format!(
-                                "{} holds repository {}, not {} like the others; one backup can only go to replicas of one repository",
-                                member.describe(),
-                                c.id.short(),
-                                first.id.short()
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
-                    None => config = Some(c),
-                },
-                Err(
-                    e
-                    @ (Error::NotFound { .. } | Error::Corrupt { .. } | Error::Unsupported { .. }),
-                ) => return Err(e),
-                Err(e) => tee.fail(i, &e),
-            }
-        }
-        let Some(config) = config else {
-            let reasons: Vec<String> = tee
-                .status()
-                .iter()
-                .filter_map(|s| s.error.clone())
-                .collect();
-            return Err(Error::io(
-                "no storage of the repository answered",
-                std::io::Error::other(reasons.join("; ")),
-            ));
-        };
+        let mut found = recover::find_config(&tee).await?;
         let what = tee.member(0).describe();
+        let mut warnings = std::mem::take(&mut found.warnings);
+        let config = found.first().clone();
         let (master, key_id) = match (&config.encryption, passphrase) {
-            (Encryption::None, None) => (config.master.clone().expect("validated"), None),
+            (Encryption::None, None) => {
+                found.agreed()?;
+                (config.master.clone().expect("validated"), None)
+            }
             (Encryption::None, Some(_)) => {
                 return Err(Error::bad_input(
                     "encrypt_pass_file",
@@ -332,10 +334,25 @@ impl Repository {
                 });
             }
             (Encryption::Aes256Gcm, Some(p)) => {
-                let (m, id) = open_key(&tee, &config, p, &what).await?;
-                (m, Some(id))
+                let ids: Vec<Id> = found.candidates().iter().map(|c| c.id).collect();
+                let scan = unlock::scan_keys(&tee, &ids, p).await?;
+                match scan.opened.clone() {
+                    Some((m, id)) => {
+                        warnings.extend(scan.stray_note(&m.repo_id));
+                        (m, Some(id))
+                    }
+                    None => {
+                        let (m, id, c) = recover::config_of_key(&tee, &config, &scan)
+                            .await?
+                            .ok_or_else(|| scan.error(&config.id, &what))?;
+                        found.add(c);
+                        (m, Some(id))
+                    }
+                }
             }
         };
+        // The key settles which of the configs found is this repository's.
+        let config = found.settle(&tee, &master.repo_id, &mut warnings).await?;
         let chunker = Chunker::new(config.chunker, &master.chunker_seed)?;
         Ok(Repository {
             crypto: Crypto::new(&master),
@@ -344,8 +361,9 @@ impl Repository {
             chunker,
             key_id,
             index: Arc::default(),
-            warnings: vec![],
+            warnings,
             lock_wait: lock::DEFAULT_LOCK_WAIT,
+            unconfirmed: found.fallback(),
         })
     }
 
@@ -356,7 +374,7 @@ impl Repository {
     /// before they write index files.
     pub(crate) async fn confirm_config(&self) {
         for i in 0..self.tee.len() {
-            if self.tee.live() & (1 << i) == 0 {
+            if (self.tee.live() & !self.unconfirmed) & (1 << i) == 0 {
                 continue;
             }
             let member = self.tee.member(i);
@@ -582,14 +600,11 @@ impl Repository {
 
     /// The master key; only for adding keys.
     async fn master(&self, pass: &Passphrase) -> Result<MasterKey> {
-        let (m, _) = open_key(
-            &self.tee,
-            &self.config,
-            pass,
-            &self.tee.member(0).describe(),
-        )
-        .await?;
-        Ok(m)
+        let scan = unlock::scan_keys(&self.tee, &[self.config.id], pass).await?;
+        match scan.opened {
+            Some((m, _)) => Ok(m),
+            None => Err(scan.error(&self.config.id, &self.tee.member(0).describe())),
+        }
     }
 
     /// Adds a key for `new`; `current` must open the repository. Returns the new key's id.
@@ -877,89 +892,15 @@ impl BlobReader {
 /// Trees a walk asks [`BlobReader::read_trees`] for at once.
 pub const TREE_BATCH: usize = 1024;
 
-async fn open_key(
-    tee: &Tee,
-    config: &Config,
-    pass: &Passphrase,
-    what: &str,
-) -> Result<(MasterKey, Id)> {
-    let list = tee.list("keys/").await?;
-    if list.is_empty() {
-        return Err(Error::corrupt(
-            format!("repository {what}"),
-            "encrypted, but it has no key file",
-        ));
-    }
-    // Key files that open with the passphrase but belong to another repository, damaged
-    // ones, and intact ones of this repository that the passphrase does not open.
-    let (mut foreign, mut damaged, mut intact) = (Vec::new(), Vec::new(), 0);
-    for meta in list {
-        let Some(Ok(id)) = meta.key.rsplit('/').next().map(Id::from_hex) else {
-            continue;
-        };
-        let data = match read_named(tee, &meta.key, tee.all()).await {
-            Ok(Some((d, _))) => d,
-            // Gone since the listing: a loser of a race to create the repository removed it.
-            Ok(None) => continue,
-            Err(e @ Error::Corrupt { .. }) => {
-                damaged.push(e.to_string());
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        // A damaged key file locks out only the passphrases it held: the others still open.
-        let unwrapped = match KeyFile::decode(&data, &meta.key) {
-            Ok(key) => key.unwrap(pass, &meta.key),
-            Err(e) => Err(e),
-        };
-        match unwrapped {
-            Ok(Some(m)) if m.repo_id != config.id || m.enc_key.is_none() => {
-                // Left by an `init` that lost a race and died before removing it: it opens
-                // nothing here, and another key may.
-                foreign.push(meta.key);
-            }
-            Ok(Some(m)) => return Ok((m, id)),
-            Ok(None) => intact += 1,
-            Err(e @ Error::Corrupt { .. }) => damaged.push(e.to_string()),
-            Err(e) => return Err(e),
-        }
-    }
-    let mut notes = Vec::new();
-    if !damaged.is_empty() {
-        notes.push(format!(
-            "{} key file(s) are damaged: {}",
-            damaged.len(),
-            damaged.join("; ")
-        ));
-    }
-    if !foreign.is_empty() {
-        notes.push(format!(
-            "{} opens with it but belongs to another repository (left by an init that lost a race; it can be deleted)",
-            foreign.join(", ")
-        ));
-    }
-    let notes = if notes.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", notes.join("; "))
-    };
-    if intact == 0 && !notes.is_empty() {
-        // No intact key of this repository at all: no passphrase can open it.
-        return Err(Error::corrupt(
-            format!("repository {what}"),
-            format!("no intact key of this repository is left{notes}"),
-        ));
-    }
-    Err(Error::WrongKey {
-        what: format!("no key of repository {what} opens with the passphrase given{notes}"),
-    })
-}
-
 /// Reads `key` from the first storage in `mask` holding a copy whose bytes match its name
 /// (when the name is an id), with that storage's description. A damaged copy counts before an
 /// unreachable one, so that a caller can pass over what is damaged. `None` when no storage in
 /// `mask` holds it.
-async fn read_named(tee: &Tee, key: &str, mask: SinkMask) -> Result<Option<(Bytes, String)>> {
+pub(crate) async fn read_named(
+    tee: &Tee,
+    key: &str,
+    mask: SinkMask,
+) -> Result<Option<(Bytes, String)>> {
     let expected = key.rsplit('/').next().and_then(|h| Id::from_hex(h).ok());
     let (mut damaged, mut failed) = (None, None);
     for i in 0..tee.len() {

@@ -8,6 +8,7 @@ mod damage;
 mod first_backup;
 mod ftp;
 mod hostile;
+mod init_config;
 mod lifecycle;
 mod prune;
 mod s3;
