@@ -1,12 +1,12 @@
 //! The repository's lifecycle commands: `forget`, `prune`, `check`, `repair index`,
-//! `repair config`, `unlock`.
+//! `repair config`, `repair packs`, `unlock`.
 //! Each parses its flags into freezer-core's options, runs the library, and prints the result
 //! (text on stdout, damage and warnings on stderr, or one JSON document).
 
 use clap::{Args, Subcommand};
 use freezer_core::engine::{
     CheckOptions, CheckReport, ConfigRepairReport, ForgetOptions, ForgetReport, PruneOptions,
-    PruneReport, ReadData, RepairReport,
+    PruneReport, ReadData, RepairPacksOptions, RepairReport,
 };
 use freezer_core::job::FreezerAction;
 use freezer_core::repo::Actor;
@@ -57,6 +57,10 @@ pub struct ForgetArgs {
     repo: RepoArgs,
     #[command(flatten)]
     filter: FilterArgs,
+    /// Forget this snapshot (id or unique prefix; repeatable) instead of applying rules: one
+    /// that `freezer check` names as needing data that is gone.
+    #[arg(long = "snapshot", value_name = "ID", conflicts_with_all = ["remove_older_than", "remove_from_date", "remove_before_date", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "dry_run"])]
+    snapshot: Vec<String>,
     /// Forget snapshots older than this many days (fractional; upstream's remove_older_than).
     #[arg(long, short = 'R', value_name = "DAYS")]
     remove_older_than: Option<f64>,
@@ -151,6 +155,15 @@ pub enum RepairCommand {
         #[command(flatten)]
         repo: RepoArgs,
     },
+    /// Drop what is lost in missing, truncated or damaged packs from the index (those found by
+    /// `freezer check`), keeping the blobs that verify; a new backup then stores it again.
+    Packs {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Read and verify every pack, not only those found damaged.
+        #[arg(long)]
+        read_data: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -163,6 +176,9 @@ pub struct UnlockArgs {
 }
 
 pub async fn forget(a: ForgetArgs, out: &Out) -> Result<bool> {
+    if !a.snapshot.is_empty() {
+        return forget_by_id(a, out).await;
+    }
     // The rules go through the same option struct as a job's admin action.
     let action = FreezerAction {
         remove_older_than: a.remove_older_than,
@@ -209,6 +225,40 @@ pub async fn forget(a: ForgetArgs, out: &Out) -> Result<bool> {
         print_json(&json!({"forget": report, "prune": pruned}));
     } else {
         print_forget(&report);
+        if let Some(p) = &pruned {
+            print_prune(p);
+        }
+    }
+    Ok(pruned.as_ref().is_none_or(|p| p.is_complete()))
+}
+
+/// `forget --snapshot ID...`: those snapshots, then a prune when asked.
+async fn forget_by_id(a: ForgetArgs, out: &Out) -> Result<bool> {
+    let prune_opts = a.prune_opts.options(false)?;
+    let mut repo = a.repo.open().await?;
+    let gone =
+        freezer_core::engine::forget_snapshots(&repo, &a.snapshot, &Actor::current()).await?;
+    let pruned = if a.prune {
+        Some(
+            freezer_core::engine::prune(
+                &mut repo,
+                &prune_opts,
+                &Actor::current(),
+                out.progress_bar(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    out.clear_progress();
+    if out.is_json() {
+        print_json(&json!({"forgotten": gone, "prune": pruned}));
+    } else {
+        for id in &gone {
+            println!("forgot snapshot {}", id.short());
+        }
+        println!("{} snapshot(s) forgotten", gone.len());
         if let Some(p) = &pruned {
             print_prune(p);
         }
@@ -307,6 +357,7 @@ pub async fn check(a: CheckArgs, out: &Out) -> Result<bool> {
     if out.is_json() {
         let mut v = serde_json::to_value(&r).expect("serializes");
         v["ok"] = r.is_ok().into();
+        v["advice"] = r.advice().into();
         print_json(&v);
     } else {
         print_check(&r);
@@ -354,9 +405,12 @@ pub fn print_check(r: &CheckReport) {
         println!("no damage found");
     } else {
         eprintln!(
-            "{} damaged object(s); `freezer repair index` rebuilds a lost index, a new backup replaces missing data",
+            "{} damaged object(s); to heal the repository:",
             r.damaged.len()
         );
+        for (n, step) in r.advice().iter().enumerate() {
+            eprintln!("  {}. {step}", n + 1);
+        }
     }
 }
 
@@ -364,6 +418,9 @@ pub async fn repair(command: RepairCommand, out: &Out) -> Result<bool> {
     let repo = match command {
         RepairCommand::Index { repo } => repo,
         RepairCommand::Config { repo } => return repair_config(repo, out).await,
+        RepairCommand::Packs { repo, read_data } => {
+            return repair_packs(repo, read_data, out).await;
+        }
     };
     let mut r = repo.open().await?;
     let report: RepairReport =
@@ -436,6 +493,46 @@ async fn repair_config(repo: RepoArgs, out: &Out) -> Result<bool> {
         println!(
             "repository {}: the config and its copies are intact, nothing was written",
             report.id.short()
+        );
+    }
+    Ok(report.is_complete())
+}
+
+async fn repair_packs(repo: RepoArgs, read_data: bool, out: &Out) -> Result<bool> {
+    let mut r = repo.open().await?;
+    let opts = RepairPacksOptions { read_data };
+    let report =
+        freezer_core::engine::repair_packs(&mut r, &opts, &Actor::current(), out.progress_bar())
+            .await?;
+    out.clear_progress();
+    if out.is_json() {
+        print_json(&serde_json::to_value(&report).expect("serializes"));
+        return Ok(report.is_complete());
+    }
+    for s in &report.storages {
+        match &s.error {
+            Some(e) => eprintln!("{}: FAILED: {e}", s.storage),
+            None => println!(
+                "{}: {} damaged pack(s), {} pack(s) read; {} index file(s) written, {} removed; {} damage record(s) removed",
+                s.storage,
+                s.damaged_packs.len(),
+                s.packs_read,
+                s.index_files_written,
+                s.index_files_removed,
+                s.records_removed
+            ),
+        }
+        for d in &s.damaged_packs {
+            eprintln!("  damaged: {}: {}", d.object, d.error);
+        }
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if report.lost_blobs() > 0 {
+        println!(
+            "{} blob(s) lost: back up the same data again to store them, then run `freezer check`",
+            report.lost_blobs()
         );
     }
     Ok(report.is_complete())

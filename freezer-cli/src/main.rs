@@ -181,13 +181,14 @@ enum Command {
         #[command(flatten)]
         filter: lifecycle::FilterArgs,
     },
-    /// Forget snapshots by retention rules (upstream's admin action); --prune frees their data.
+    /// Forget snapshots by retention rules (upstream's admin action) or by id (--snapshot);
+    /// --prune frees their data.
     Forget(lifecycle::ForgetArgs),
     /// Remove data no snapshot references, repacking mostly unused packs.
     Prune(lifecycle::PruneArgs),
     /// Verify the whole repository: every object present, and with --read-data intact.
     Check(lifecycle::CheckArgs),
-    /// Rebuild the index from the packs.
+    /// Rebuild the index from the packs (index), or drop lost blobs from it (packs).
     Repair {
         #[command(subcommand)]
         command: lifecycle::RepairCommand,

@@ -345,3 +345,156 @@ fn forget_prune_check_and_repair_as_an_operator_runs_them() {
         support::pseudo_random(512 << 10, 3)
     );
 }
+
+/// Runs the steps `check` printed (numbered lines on stderr), as an operator would, with the
+/// repository's flags; returns the steps.
+fn follow_advice(e: &Env, check_stderr: &str, backup: &[&str]) -> Vec<String> {
+    let p = e.pass();
+    let repo = ["--repo", "repo", "--encrypt-pass-file", p];
+    let steps: Vec<String> = check_stderr
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let (n, rest) = l.split_once(". ")?;
+            n.parse::<u32>().ok().map(|_| rest.to_string())
+        })
+        .collect();
+    assert!(!steps.is_empty(), "no steps in {check_stderr}");
+    for step in &steps {
+        let command = step
+            .split('`')
+            .nth(1)
+            .unwrap_or_else(|| panic!("no command in {step}"));
+        match command {
+            "freezer repair packs" => {
+                e.ok(&[&["repair", "packs"][..], &repo].concat());
+            }
+            "freezer backup" => {
+                e.ok(backup);
+            }
+            "freezer check" => {
+                // "if `freezer check` still names snapshots after that: `freezer forget
+                // --snapshot <id>` removes each".
+                let c = e.run(&[&["check", "--json"][..], &repo].concat());
+                let v: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+                let mut named: Vec<String> = v["damaged"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|d| d["snapshots"].as_array().unwrap().clone())
+                    .map(|s| s.as_str().unwrap().to_string())
+                    .collect();
+                named.sort();
+                named.dedup();
+                for id in named {
+                    e.ok(&[&["forget", "--snapshot", &id][..], &repo].concat());
+                }
+            }
+            other => panic!("unexpected step {other}: {step}"),
+        }
+    }
+    steps
+}
+
+#[test]
+fn a_damaged_pack_is_healed_by_the_steps_check_prints() {
+    for harm in ["flip", "truncate", "delete"] {
+        let e = Env::new();
+        let p = e.pass();
+        std::fs::create_dir_all(e.path("src")).unwrap();
+        for i in 0..3u64 {
+            std::fs::write(
+                e.path(&format!("src/f{i}")),
+                support::pseudo_random(1536 << 10, i),
+            )
+            .unwrap();
+        }
+        let repo = ["--repo", "repo", "--encrypt-pass-file", p];
+        e.ok(&[&["init", "--pack-size", "1"][..], &repo].concat());
+        let backup = [
+            &[
+                "backup",
+                "--path-to-backup",
+                "src",
+                "-N",
+                "s",
+                "--no-incremental",
+            ][..],
+            &repo,
+        ]
+        .concat();
+        e.ok(&backup);
+        let packs = support::pack_files(&e.path("repo"));
+        let biggest = packs
+            .iter()
+            .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+            .unwrap()
+            .clone();
+        match harm {
+            "flip" => {
+                let mut b = std::fs::read(&biggest).unwrap();
+                b[100] ^= 0x40;
+                std::fs::write(&biggest, b).unwrap();
+            }
+            "truncate" => {
+                let len = std::fs::metadata(&biggest).unwrap().len();
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&biggest)
+                    .unwrap();
+                f.set_len(len / 2).unwrap();
+            }
+            _ => std::fs::remove_file(&biggest).unwrap(),
+        }
+        let pack_name = biggest.file_name().unwrap().to_str().unwrap().to_string();
+        let restore = |to: &str| {
+            let target = e.path(to);
+            e.ok(&[
+                &[
+                    "restore",
+                    "-N",
+                    "s",
+                    "--restore-abs-path",
+                    target.to_str().unwrap(),
+                ][..],
+                &repo,
+            ]
+            .concat());
+            for i in 0..3u64 {
+                assert_eq!(
+                    std::fs::read(target.join(format!("f{i}"))).unwrap(),
+                    support::pseudo_random(1536 << 10, i),
+                    "{harm}: f{i} in {to}"
+                );
+            }
+        };
+        if harm != "flip" {
+            // Listing the packs finds it: the backup stores the blobs again and says why.
+            let o = e.run(&backup);
+            assert_eq!(o.status.code(), Some(3), "{harm}: {}", stderr(&o));
+            let err = stderr(&o);
+            assert!(
+                err.contains(&pack_name) && err.contains("freezer check"),
+                "{err}"
+            );
+            restore("after-backup");
+        }
+        let o = e.run(&[&["check", "--read-data"][..], &repo].concat());
+        assert_eq!(o.status.code(), Some(3), "{harm}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(&format!("damaged: pack {pack_name}")), "{err}");
+        let steps = follow_advice(&e, &err, &backup);
+        assert!(steps[0].contains("repair packs"), "{steps:?}");
+        let o = e.run(&[&["check", "--read-data"][..], &repo].concat());
+        assert!(
+            o.status.success(),
+            "{harm}: after {steps:?}: {}",
+            stderr(&o)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains("no damage found"));
+        restore("healed");
+        // Healed: the next backup stores nothing and warns of nothing.
+        let b = e.json(&backup);
+        assert_eq!(b["snapshot"]["stats"]["blobs_added"], 0, "{harm}: {b}");
+    }
+}

@@ -275,6 +275,19 @@ pub async fn backup(
         Some(repo.lock(false, "backup", &opts.actor).await?)
     };
     repo.load_index().await?;
+    // Never deduplicate against a copy that is missing, too short, or known to be damaged:
+    // those blobs count as absent on that storage and are stored again.
+    let unusable = repo.unusable_packs().await?;
+    repo.distrust(&unusable);
+    let distrusted: Vec<String> = unusable
+        .notes
+        .iter()
+        .map(|n| {
+            format!(
+                "{n}: its blobs were stored again; run `freezer check`, then `freezer repair packs`"
+            )
+        })
+        .collect();
     tracing::info!(elapsed = ?started.elapsed(), blobs = repo.index().blob_count(), "backup: index loaded");
     let parent_root = match opts.parent {
         Some(id) => Some(
@@ -404,6 +417,7 @@ pub async fn backup(
                 error: s.error,
             })
             .collect();
+        warnings.extend(distrusted);
         return Ok(BackupResult {
             snapshot_id: None,
             snapshot,
@@ -477,6 +491,8 @@ pub async fn backup(
             error: s.error,
         })
         .collect();
+    // About the repository, not the snapshot: in the result only.
+    warnings.extend(distrusted);
     Ok(BackupResult {
         snapshot_id: Some(id),
         snapshot,

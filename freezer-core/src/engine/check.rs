@@ -10,8 +10,11 @@
 //! holding them, and verifies every byte. Only when something is damaged, a second walk maps
 //! each damaged object to the snapshots and files it touches.
 //!
-//! It never writes to the repository, except its shared lock.
+//! It writes to the repository only its shared lock and, on each storage, one damage record
+//! (`damaged/<id>`, see [`crate::repo::damaged`]) naming the packs and blobs found unusable
+//! there, which backups then store again; records of packs it read and found intact go.
 
+mod advice;
 mod data;
 mod walk;
 
@@ -26,6 +29,7 @@ use crate::crypto::Crypto;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::config::{Config, KeyFile};
+use crate::repo::damaged::{DamageRecord, PackDamage};
 use crate::repo::index::{Index, IndexFile};
 use crate::repo::recover;
 use crate::repo::snapshot::Snapshot;
@@ -154,6 +158,10 @@ struct Problems {
     blobs: HashMap<Id, Vec<usize>>,
     /// Packs (positions in the index) all of whose blobs each problem makes unusable.
     packs: HashMap<u32, Vec<usize>>,
+    /// What is unusable in the packs of each storage (position in the tee), to record.
+    records: BTreeMap<usize, DamageRecord>,
+    /// Packs read whole and found intact, by storage: a record of them is stale.
+    intact: HashSet<(usize, Id)>,
 }
 
 impl Problems {
@@ -365,8 +373,73 @@ async fn run(
     if !problems.blobs.is_empty() || !problems.packs.is_empty() {
         walk::map_damage(&reader, &snapshots, &mut problems).await;
     }
+    record_damage(repo, &views, &mut problems, &mut report).await;
     report.damaged = problems.into_damage();
     Ok(report)
+}
+
+/// Writes, on each storage checked, one damage record holding what this check found unusable
+/// there and what earlier records name that is still listed and was not found intact; the
+/// earlier records go. Nothing is written when the one record there already says it all.
+async fn record_damage(
+    repo: &Repository,
+    views: &[StorageView],
+    problems: &mut Problems,
+    report: &mut CheckReport,
+) {
+    for view in views {
+        let i = view.member;
+        if repo.tee().live() & view.bit() == 0 {
+            continue;
+        }
+        let (old, notes) = match repo.damage_records(i).await {
+            Ok(r) => r,
+            Err(e) => {
+                report.warnings.push(format!(
+                    "damage records on {} not read, none written: {e}",
+                    view.name
+                ));
+                continue;
+            }
+        };
+        report.warnings.extend(notes);
+        let mut rec = problems.records.remove(&i).unwrap_or_default();
+        let mut before = DamageRecord::default();
+        for (_, r) in &old {
+            before.extend(r.clone());
+        }
+        for (pack, d) in before.packs.clone() {
+            if view.claims.contains_key(&pack) && !problems.intact.contains(&(i, pack)) {
+                rec.add(pack, d);
+            }
+        }
+        if old.len() <= 1 && rec == before {
+            continue;
+        }
+        let written = if rec.packs.is_empty() {
+            None
+        } else {
+            match repo.write_damage_record(&rec, i).await {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    report.warnings.push(format!(
+                        "the damage found on {} could not be recorded (backups go on trusting it): {e}",
+                        view.name
+                    ));
+                    continue;
+                }
+            }
+        };
+        for (key, _) in old {
+            if Some(&key) != written.as_ref()
+                && let Err(e) = repo.tee().member(i).delete(&key).await
+            {
+                report
+                    .warnings
+                    .push(format!("{key} on {}: not removed: {e}", view.name));
+            }
+        }
+    }
 }
 
 /// Checks each live storage's `config` (it decodes and equals the one the repository was
@@ -625,12 +698,6 @@ async fn read_indexes(
     Ok(count)
 }
 
-/// The fewest bytes a pack can have whose index lists `blobs` blobs ending at `end`: the
-/// blobs, a header of at least 6 + 35 bytes a blob, sealed, and its 4-byte length.
-fn min_pack_size(end: u64, blobs: usize, crypto: &Crypto) -> u64 {
-    end + 4 + crypto.overhead() as u64 + 6 + 35 * blobs as u64
-}
-
 /// Lists the packs of one storage and compares them with what its index files list.
 async fn list_packs(
     tee: &Tee,
@@ -657,14 +724,23 @@ async fn list_packs(
         let pos = index.pack_pos(id).expect("added with its index file");
         let error = match view.present.get(id) {
             None => format!("missing (listed by index {})", claim.index),
-            Some(&size) if size < min_pack_size(claim.end, claim.blobs, crypto) => format!(
-                "truncated: {size} bytes, but index {} lists {} blobs up to byte {}, which a header must follow",
-                claim.index, claim.blobs, claim.end
-            ),
+            Some(&size)
+                if size < crate::repo::damaged::min_pack_size(claim.end, claim.blobs, crypto) =>
+            {
+                format!(
+                    "truncated: {size} bytes, but index {} lists {} blobs up to byte {}, which a header must follow",
+                    claim.index, claim.blobs, claim.end
+                )
+            }
             Some(_) => continue,
         };
         let p = problems.add(format!("pack {id} on {}", view.name), error, bit);
         problems.touch_pack(p, pos);
+        problems
+            .records
+            .entry(view.member)
+            .or_default()
+            .add(*id, PackDamage::Whole);
         view.broken.insert(*id);
     }
     for id in view.present.keys() {

@@ -128,3 +128,45 @@ async fn decide_and_remove(repo: &Repository, opts: &ForgetOptions) -> Result<Fo
         forgotten,
     })
 }
+
+/// Removes the snapshots named by `ids` (ids or unique prefixes of them) from every storage,
+/// whether or not they can be read; returns their ids. Each name must match exactly one
+/// snapshot. Takes a shared lock, as [`forget`] does.
+pub async fn forget_snapshots(repo: &Repository, ids: &[String], actor: &Actor) -> Result<Vec<Id>> {
+    let mut names: Vec<Id> = Vec::new();
+    for meta in repo.tee().list("snapshots/").await? {
+        if let Some(Ok(id)) = meta.key.rsplit('/').next().map(Id::from_hex) {
+            names.push(id);
+        }
+    }
+    let mut chosen = Vec::new();
+    for want in ids {
+        let w = want.trim().to_ascii_lowercase();
+        let found: Vec<&Id> = names
+            .iter()
+            .filter(|id| !w.is_empty() && id.to_hex().starts_with(&w))
+            .collect();
+        match found.as_slice() {
+            [one] => chosen.push(**one),
+            [] => return Err(Error::not_found(format!("snapshot {want}"))),
+            _ => {
+                return Err(Error::bad_input(
+                    "snapshot",
+                    format!("{want} matches {} snapshots; give more digits", found.len()),
+                ));
+            }
+        }
+    }
+    chosen.sort();
+    chosen.dedup();
+    let lock = repo.lock(false, "forget", actor).await?;
+    let mut result = Ok(());
+    for id in &chosen {
+        if let Err(e) = repo.tee().delete(&format!("snapshots/{id}")).await {
+            result = Err(e.context(format!("forgetting snapshot {}", id.short())));
+            break;
+        }
+    }
+    let _ = lock.release().await;
+    result.map(|()| chosen)
+}

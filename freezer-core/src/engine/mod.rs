@@ -14,6 +14,7 @@ mod inspect;
 mod prune;
 mod repair;
 mod repair_config;
+mod repair_packs;
 mod restore;
 
 use std::fmt;
@@ -22,11 +23,14 @@ use std::str::FromStr;
 pub use backup::{BackupOptions, BackupResult, SinkResult, backup};
 pub use check::{CheckDamage, CheckOptions, CheckReport, ReadData, check};
 pub use copy::{CopiedSnapshot, CopyOptions, CopyReport, copy};
-pub use forget::{ForgetOptions, ForgetReport, RetentionResult, forget};
+pub use forget::{ForgetOptions, ForgetReport, RetentionResult, forget, forget_snapshots};
 pub use inspect::{Damage, Inspection, inspect};
 pub use prune::{PruneOptions, PruneReport, PruneStats, StoragePrune, prune};
 pub use repair::{DamagedPack, RepairReport, StorageRepair, repair_index};
 pub use repair_config::{ConfigRepair, ConfigRepairReport, repair_config};
+pub use repair_packs::{
+    RepairPacksOptions, RepairPacksReport, RepairedPack, StoragePacksRepair, repair_packs,
+};
 pub use restore::{RestoreOptions, RestoreResult, restore};
 
 use crate::error::{Error, Result};

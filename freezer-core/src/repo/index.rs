@@ -73,6 +73,8 @@ pub struct Index {
     packs: Vec<PackRef>,
     pack_pos: HashMap<Id, u32>,
     blobs: HashMap<Id, SmallVec<[Location; 1]>>,
+    /// Copies not to be trusted: (blob, pack position) and the storages whose copy is damaged.
+    distrusted: HashMap<(Id, u32), SinkMask>,
 }
 
 /// The packs and blobs of one index file.
@@ -223,15 +225,36 @@ impl Index {
         }
     }
 
-    /// The storages that hold blob `id` in at least one pack.
+    /// The storages that hold blob `id` in at least one pack (leaving out the copies
+    /// [`Index::distrust_blob`] and [`Index::distrust_pack`] named).
     pub fn sinks_of(&self, id: &Id) -> SinkMask {
         self.blobs
             .get(id)
             .map(|locs| {
-                locs.iter()
-                    .fold(0, |m, l| m | self.packs[l.pack as usize].sinks)
+                locs.iter().fold(0, |m, l| {
+                    let bad = if self.distrusted.is_empty() {
+                        0
+                    } else {
+                        self.distrusted.get(&(*id, l.pack)).copied().unwrap_or(0)
+                    };
+                    m | (self.packs[l.pack as usize].sinks & !bad)
+                })
             })
             .unwrap_or(0)
+    }
+
+    /// Counts pack number `pos` as absent from the storages in `sinks` (it is missing or
+    /// damaged there): none of its blobs is found there any more.
+    pub fn distrust_pack(&mut self, pos: u32, sinks: SinkMask) {
+        if let Some(p) = self.packs.get_mut(pos as usize) {
+            p.sinks &= !sinks;
+        }
+    }
+
+    /// Counts the copy of blob `id` in pack number `pos` as absent from the storages in
+    /// `sinks` (it is damaged there), for [`Index::sinks_of`].
+    pub fn distrust_blob(&mut self, id: &Id, pos: u32, sinks: SinkMask) {
+        *self.distrusted.entry((*id, pos)).or_default() |= sinks;
     }
 
     /// Every known location of blob `id`.
@@ -331,5 +354,12 @@ mod tests {
         assert_eq!(ix.sinks_of(&Id([2; 32])), 0b100);
         assert_eq!(ix.sinks_of(&Id([3; 32])), 0);
         assert_eq!(ix.locations(&Id([1; 32])).len(), 2);
+        // A damaged copy on one storage counts as absent there only.
+        ix.distrust_blob(&Id([2; 32]), 2, 0b100);
+        assert_eq!(ix.sinks_of(&Id([2; 32])), 0);
+        ix.distrust_pack(0, 0b01);
+        assert_eq!(ix.sinks_of(&Id([1; 32])), 0b110);
+        ix.distrust_blob(&Id([1; 32]), 2, 0b100);
+        assert_eq!(ix.sinks_of(&Id([1; 32])), 0b10);
     }
 }

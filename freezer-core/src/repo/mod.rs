@@ -6,6 +6,7 @@
 //! stored byte. It never prints and never reads the environment.
 
 pub mod config;
+pub mod damaged;
 pub mod index;
 pub mod lock;
 pub mod object;

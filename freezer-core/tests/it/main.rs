@@ -7,6 +7,7 @@ mod copy;
 mod damage;
 mod first_backup;
 mod ftp;
+mod heal_packs;
 mod hostile;
 mod init_config;
 mod lifecycle;

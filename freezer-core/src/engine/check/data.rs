@@ -18,6 +18,7 @@ use crate::crypto::Crypto;
 use crate::engine::Progress;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::repo::damaged::PackDamage;
 use crate::repo::pack::{self, BlobType, PackedBlob};
 use crate::repo::{BlobReader, pack_key};
 use crate::sink::SinkExt;
@@ -260,28 +261,50 @@ pub(super) async fn read_packs(
                 async move {
                     let mib = size.div_ceil(1 << 20).clamp(1, u64::from(READ_BUDGET_MIB)) as u32;
                     let _permit = budget.acquire_many_owned(mib).await.expect("never closed");
-                    let verdict = match member.get_bytes(&pack_key(&id)).await {
-                        Ok(data) => verify_off_runtime(crypto, id, data, size, claimed, pos).await,
+                    let (read, verdict) = match member.get_bytes(&pack_key(&id)).await {
+                        Ok(data) => (
+                            true,
+                            verify_off_runtime(crypto, id, data, size, claimed, pos).await,
+                        ),
                         Err(e) => (
-                            0,
-                            PackVerdict {
-                                errors: vec![format!("cannot be read: {e}")],
-                                bad_blobs: vec![],
-                            },
+                            // Gone since the listing: missing, as damaged as can be.
+                            matches!(e, Error::NotFound { .. }),
+                            (
+                                0,
+                                PackVerdict {
+                                    errors: vec![format!("cannot be read: {e}")],
+                                    bad_blobs: vec![],
+                                },
+                            ),
                         ),
                     };
-                    (v, pos, id, verdict)
+                    (v, pos, id, read, verdict)
                 }
             })
             .buffer_unordered(PARALLEL_READS);
-        while let Some((v, pos, id, (n, verdict))) = results.next().await {
+        while let Some((v, pos, id, read, (n, verdict))) = results.next().await {
             report.packs_read += 1;
             report.bytes_read += n;
             progress.add_bytes(n);
+            let view = &views[v];
             if verdict.errors.is_empty() {
+                problems.intact.insert((view.member, id));
                 continue;
             }
-            let view = &views[v];
+            // What could not be read for another reason (a dropped connection) is not known
+            // to be damaged: backups keep trusting it.
+            if read {
+                let damage = if verdict.bad_blobs.is_empty() {
+                    PackDamage::Whole
+                } else {
+                    PackDamage::Blobs(verdict.bad_blobs.iter().copied().collect())
+                };
+                problems
+                    .records
+                    .entry(view.member)
+                    .or_default()
+                    .add(id, damage);
+            }
             let p = problems.add(
                 format!("pack {id} on {}", view.name),
                 verdict.summary(),
