@@ -109,7 +109,9 @@ pub struct BackupResult {
     pub snapshot: Snapshot,
     /// Each storage's outcome.
     pub sinks: Vec<SinkResult>,
-    /// Files that changed while read or could not be read.
+    /// Files that changed while read or could not be read, and packs found missing, truncated
+    /// or recorded damaged, whose blobs were stored again (those are not in the snapshot's
+    /// warnings: they concern the repository).
     pub warnings: Vec<String>,
     /// Retention applied after the backup, when the job asked for it (upstream's backup
     /// action with `remove_older_than`); the engine itself leaves it `None`.

@@ -16,6 +16,7 @@
 
 mod advice;
 mod data;
+mod record;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -373,73 +374,9 @@ async fn run(
     if !problems.blobs.is_empty() || !problems.packs.is_empty() {
         walk::map_damage(&reader, &snapshots, &mut problems).await;
     }
-    record_damage(repo, &views, &mut problems, &mut report).await;
+    record::record_damage(repo, &views, &mut problems, &mut report).await;
     report.damaged = problems.into_damage();
     Ok(report)
-}
-
-/// Writes, on each storage checked, one damage record holding what this check found unusable
-/// there and what earlier records name that is still listed and was not found intact; the
-/// earlier records go. Nothing is written when the one record there already says it all.
-async fn record_damage(
-    repo: &Repository,
-    views: &[StorageView],
-    problems: &mut Problems,
-    report: &mut CheckReport,
-) {
-    for view in views {
-        let i = view.member;
-        if repo.tee().live() & view.bit() == 0 {
-            continue;
-        }
-        let (old, notes) = match repo.damage_records(i).await {
-            Ok(r) => r,
-            Err(e) => {
-                report.warnings.push(format!(
-                    "damage records on {} not read, none written: {e}",
-                    view.name
-                ));
-                continue;
-            }
-        };
-        report.warnings.extend(notes);
-        let mut rec = problems.records.remove(&i).unwrap_or_default();
-        let mut before = DamageRecord::default();
-        for (_, r) in &old {
-            before.extend(r.clone());
-        }
-        for (pack, d) in before.packs.clone() {
-            if view.claims.contains_key(&pack) && !problems.intact.contains(&(i, pack)) {
-                rec.add(pack, d);
-            }
-        }
-        if old.len() <= 1 && rec == before {
-            continue;
-        }
-        let written = if rec.packs.is_empty() {
-            None
-        } else {
-            match repo.write_damage_record(&rec, i).await {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    report.warnings.push(format!(
-                        "the damage found on {} could not be recorded (backups go on trusting it): {e}",
-                        view.name
-                    ));
-                    continue;
-                }
-            }
-        };
-        for (key, _) in old {
-            if Some(&key) != written.as_ref()
-                && let Err(e) = repo.tee().member(i).delete(&key).await
-            {
-                report
-                    .warnings
-                    .push(format!("{key} on {}: not removed: {e}", view.name));
-            }
-        }
-    }
 }
 
 /// Checks each live storage's `config` (it decodes and equals the one the repository was

@@ -355,11 +355,11 @@ mod tests {
         assert_eq!(ix.sinks_of(&Id([3; 32])), 0);
         assert_eq!(ix.locations(&Id([1; 32])).len(), 2);
         // A damaged copy on one storage counts as absent there only.
-        ix.distrust_blob(&Id([2; 32]), 2, 0b100);
+        ix.distrust_blob(&Id([2; 32]), 1, 0b100);
         assert_eq!(ix.sinks_of(&Id([2; 32])), 0);
         ix.distrust_pack(0, 0b01);
         assert_eq!(ix.sinks_of(&Id([1; 32])), 0b110);
-        ix.distrust_blob(&Id([1; 32]), 2, 0b100);
+        ix.distrust_blob(&Id([1; 32]), 1, 0b100);
         assert_eq!(ix.sinks_of(&Id([1; 32])), 0b10);
     }
 }
