@@ -1,5 +1,5 @@
 //! The repository's lifecycle commands: `forget`, `prune`, `check`, `repair index`,
-//! `repair config`, `repair packs`, `unlock`.
+//! `repair config`, `repair keys`, `repair packs`, `unlock`.
 //! Each parses its flags into freezer-core's options, runs the library, and prints the result
 //! (text on stdout, damage and warnings on stderr, or one JSON document).
 
@@ -152,6 +152,13 @@ pub enum RepairCommand {
     /// repository (give them all with -r), or the key the passphrase opens; never overwrites an
     /// intact config.
     Config {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Mend damaged key files from an intact copy on another storage (give them all with -r),
+    /// move those of which no intact copy is left to quarantine/, copy missing ones; open with
+    /// a passphrase whose key is intact.
+    Keys {
         #[command(flatten)]
         repo: RepoArgs,
     },
@@ -418,6 +425,7 @@ pub async fn repair(command: RepairCommand, out: &Out) -> Result<bool> {
     let repo = match command {
         RepairCommand::Index { repo } => repo,
         RepairCommand::Config { repo } => return repair_config(repo, out).await,
+        RepairCommand::Keys { repo } => return repair_keys(repo, out).await,
         RepairCommand::Packs { repo, read_data } => {
             return repair_packs(repo, read_data, out).await;
         }
@@ -494,6 +502,41 @@ async fn repair_config(repo: RepoArgs, out: &Out) -> Result<bool> {
             "repository {}: the config and its copies are intact, nothing was written",
             report.id.short()
         );
+    }
+    Ok(report.is_complete())
+}
+
+async fn repair_keys(repo: RepoArgs, out: &Out) -> Result<bool> {
+    let r = repo.open().await?;
+    let report = freezer_core::engine::repair_keys(&r, &Actor::current()).await?;
+    if out.is_json() {
+        print_json(&serde_json::to_value(&report).expect("serializes"));
+        return Ok(report.is_complete());
+    }
+    for s in &report.storages {
+        if let Some(e) = &s.error {
+            eprintln!("{}: FAILED: {e}", s.storage);
+        }
+        for k in &s.restored {
+            println!("{}: {k} restored from an intact copy", s.storage);
+        }
+        for k in &s.copied {
+            println!("{}: {k} copied from another storage", s.storage);
+        }
+        for k in &s.quarantined {
+            eprintln!("{}: a damaged key file was moved aside to {k}", s.storage);
+        }
+    }
+    for k in &report.lost {
+        eprintln!(
+            "{k}: no intact copy is left; the passphrase it held opens the repository again once `freezer key add` gives it a new key"
+        );
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !report.changed() {
+        println!("every key file is intact on every storage; nothing was written");
     }
     Ok(report.is_complete())
 }

@@ -14,6 +14,7 @@ mod inspect;
 mod prune;
 mod repair;
 mod repair_config;
+mod repair_keys;
 mod repair_packs;
 mod restore;
 
@@ -28,6 +29,7 @@ pub use inspect::{Damage, Inspection, inspect};
 pub use prune::{PruneOptions, PruneReport, PruneStats, StoragePrune, prune};
 pub use repair::{DamagedPack, RepairReport, StorageRepair, repair_index};
 pub use repair_config::{ConfigRepair, ConfigRepairReport, repair_config};
+pub use repair_keys::{KeysRepairReport, StorageKeysRepair, repair_keys};
 pub use repair_packs::{
     RepairPacksOptions, RepairPacksReport, RepairedPack, StoragePacksRepair, repair_packs,
 };

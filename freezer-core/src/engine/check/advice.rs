@@ -63,9 +63,15 @@ impl CheckReport {
                     .to_string(),
             );
         }
-        if has("config") || has("key") {
+        if has("config") {
             steps.push(
-                "a damaged config or key file: put back an intact copy (every storage of a repository holds the same ones), or add a key with `freezer key add`"
+                "`freezer repair config` restores a damaged or missing config from its copy or another storage (give every storage with --repo)"
+                    .to_string(),
+            );
+        }
+        if has("key") {
+            steps.push(
+                "`freezer repair keys` restores damaged key files from an intact copy on another storage, or moves them to quarantine/ (open with a passphrase whose key is intact); then `freezer key add` gives a passphrase that lost its key a new one"
                     .to_string(),
             );
         }
