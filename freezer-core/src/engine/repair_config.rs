@@ -217,6 +217,22 @@ async fn choose(
     let mut foreign: Vec<Id> = scan.foreign.iter().map(|(_, m)| m.repo_id).collect();
     foreign.sort_unstable();
     foreign.dedup();
+    // A config that two sources agree on (a storage's config and its copy, or two storages)
+    // is not damaged: a key naming another repository is then no reason to replace it.
+    if let Some(sure) = ids
+        .iter()
+        .find(|id| found.iter().filter(|f| f.config.id == **id).count() > 1)
+        && !foreign.is_empty()
+    {
+        let keys: Vec<&str> = scan.foreign.iter().map(|(k, _)| k.as_str()).collect();
+        return Err(Error::WrongKey {
+            what: format!(
+                "no key of repository {} at {what} opens with the passphrase given; its config is confirmed by a copy, so {}, which opens but names another repository, is not its key (left by an init that lost a race); nothing was written",
+                sure.short(),
+                keys.join(", ")
+            ),
+        });
+    }
     let [id] = foreign.as_slice() else {
         let first = ids.first().copied().unwrap_or_default();
         return Err(scan.error(&first, &what));

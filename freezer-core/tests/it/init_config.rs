@@ -342,3 +342,25 @@ async fn a_config_lost_or_damaged_on_one_replica_is_repaired_from_the_other() {
         restores(&[dir], Some("pw"), snap, &data, &out).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_confirmed_by_its_copy_is_never_rebuilt_around_a_stray_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, other) = (tmp.path().join("repo"), tmp.path().join("other"));
+    init(vec![local(&repo)], Some("pw")).await;
+    init(vec![local(&other)], Some("pw")).await;
+    // The repository's own key gone, a stray key of another repository in its place.
+    std::fs::remove_dir_all(repo.join("keys")).unwrap();
+    std::fs::create_dir_all(repo.join("keys")).unwrap();
+    for k in files_in(&other.join("keys")) {
+        std::fs::copy(&k, repo.join("keys").join(k.file_name().unwrap())).unwrap();
+    }
+    let before = fingerprint(&repo);
+    let e = repair_config(vec![local(&repo)], Some(&pass("pw")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::WrongKey { .. }), "{e}");
+    assert!(e.to_string().contains("nothing was written"), "{e}");
+    assert!(!e.to_string().contains("can be deleted"), "{e}");
+    assert_eq!(fingerprint(&repo), before, "the intact config stays");
+}
