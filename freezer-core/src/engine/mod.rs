@@ -14,6 +14,7 @@ mod inspect;
 mod prune;
 mod repair;
 mod restore;
+mod snapshot_repair;
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,11 +22,12 @@ use std::str::FromStr;
 pub use backup::{BackupOptions, BackupResult, SinkResult, backup};
 pub use check::{CheckDamage, CheckOptions, CheckReport, ReadData, check};
 pub use copy::{CopiedSnapshot, CopyOptions, CopyReport, copy};
-pub use forget::{ForgetOptions, ForgetReport, RetentionResult, forget};
+pub use forget::{ForgetOptions, ForgetReport, RetentionResult, forget, forget_ids};
 pub use inspect::{Damage, Inspection, inspect};
 pub use prune::{PruneOptions, PruneReport, PruneStats, StoragePrune, prune};
 pub use repair::{DamagedPack, RepairReport, StorageRepair, repair_index};
 pub use restore::{RestoreOptions, RestoreResult, restore};
+pub use snapshot_repair::{SnapshotRepairReport, repair_snapshots};
 
 use crate::error::{Error, Result};
 

@@ -10,6 +10,7 @@ mod ftp;
 mod hostile;
 mod lifecycle;
 mod prune;
+mod restore_safety;
 mod s3;
 mod servers;
 mod ssh;
