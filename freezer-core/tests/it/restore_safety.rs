@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use freezer_core::engine::{RestoreOptions, forget_ids, repair_snapshots};
+use freezer_core::engine::{forget_ids, repair_snapshots};
 use freezer_core::repo::Repository;
 use freezer_core::repo::snapshot::SnapshotSelector;
 use freezer_core::{Error, Id};
