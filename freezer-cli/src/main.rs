@@ -3,7 +3,7 @@
 //! A thin front-end: it parses flags (upstream's option names, dashed), turns them into
 //! freezer-core's typed options, calls the library, and maps results to output and exit codes:
 //! 0 success, 1 failure, 2 bad usage, 3 done but incomplete (a storage failed, a file could
-//! not be read, a restored file is damaged, the snapshot to restore is unreadable). Errors are
+//! not be read, a restored file is damaged, the snapshot to restore is damaged). Errors are
 //! one line on stderr; `--json` puts one JSON document on stdout. It owns the terminal: a
 //! progress bar when stderr is one.
 
@@ -472,9 +472,10 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             action.consistency_checksum = a.consistency_checksum;
             match job::run_action(&action, &context(out, a.repo.lock_wait())).await {
                 Ok(outcome) => Ok(out.outcome(&outcome)),
-                // Damaged data (an unreadable snapshot, a corrupt tree): exit 3, as for a
-                // restore that found damaged files.
-                Err(e @ Error::Corrupt { .. }) => {
+                // The snapshot to restore is unreadable (`snapshots/<id>`): exit 3, as for a
+                // restore that found damaged files. A checksum mismatch stays exit 1.
+                Err(e @ Error::Corrupt { .. }) if matches!(&e, Error::Corrupt { what, .. } if what.starts_with("snapshots/")) =>
+                {
                     out.clear_progress();
                     eprintln!("freezer: {e}");
                     Ok(false)
