@@ -55,6 +55,10 @@ impl FilterArgs {
 pub struct ForgetArgs {
     #[command(flatten)]
     repo: RepoArgs,
+    /// Forget these snapshots (ids or unique prefixes) instead of applying rules; an unreadable
+    /// one is set aside under quarantine/snapshots/.
+    #[arg(value_name = "ID")]
+    ids: Vec<String>,
     #[command(flatten)]
     filter: FilterArgs,
     /// Forget this snapshot (id or unique prefix; repeatable) instead of applying rules: one
@@ -171,6 +175,15 @@ pub enum RepairCommand {
         #[arg(long)]
         read_data: bool,
     },
+    /// Set every damaged snapshot aside (under quarantine/snapshots/), so that retention and
+    /// prune can run again.
+    Snapshots {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Say what would be set aside; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -183,8 +196,10 @@ pub struct UnlockArgs {
 }
 
 pub async fn forget(a: ForgetArgs, out: &Out) -> Result<bool> {
-    if !a.snapshot.is_empty() {
-        return forget_by_id(a, out).await;
+    let mut a = a;
+    a.ids.extend(std::mem::take(&mut a.snapshot));
+    if !a.ids.is_empty() {
+        return forget_ids(a, out).await;
     }
     // The rules go through the same option struct as a job's admin action.
     let action = FreezerAction {
@@ -239,13 +254,28 @@ pub async fn forget(a: ForgetArgs, out: &Out) -> Result<bool> {
     Ok(pruned.as_ref().is_none_or(|p| p.is_complete()))
 }
 
-/// `forget --snapshot ID...`: those snapshots, then a prune when asked.
-async fn forget_by_id(a: ForgetArgs, out: &Out) -> Result<bool> {
-    let prune_opts = a.prune_opts.options(false)?;
+async fn forget_ids(a: ForgetArgs, out: &Out) -> Result<bool> {
+    let rules = a.remove_older_than.is_some()
+        || a.remove_from_date.is_some()
+        || a.remove_before_date.is_some()
+        || a.keep_last.is_some()
+        || a.keep_hourly.is_some()
+        || a.keep_daily.is_some()
+        || a.keep_weekly.is_some()
+        || a.keep_monthly.is_some()
+        || a.keep_yearly.is_some()
+        || a.keep_within.is_some();
+    if rules {
+        return Err(Error::bad_input(
+            "forget",
+            "give snapshot ids or rules (--keep-*, --remove-*), not both",
+        ));
+    }
+    let prune_opts = a.prune_opts.options(a.dry_run)?;
     let mut repo = a.repo.open().await?;
-    let gone =
-        freezer_core::engine::forget_snapshots(&repo, &a.snapshot, &Actor::current()).await?;
-    let pruned = if a.prune {
+    let report =
+        freezer_core::engine::forget_ids(&repo, &a.ids, &Actor::current(), a.dry_run).await?;
+    let pruned = if a.prune && !a.dry_run {
         Some(
             freezer_core::engine::prune(
                 &mut repo,
@@ -260,12 +290,9 @@ async fn forget_by_id(a: ForgetArgs, out: &Out) -> Result<bool> {
     };
     out.clear_progress();
     if out.is_json() {
-        print_json(&json!({"forgotten": gone, "prune": pruned}));
+        print_json(&json!({"forget": report, "prune": pruned}));
     } else {
-        for id in &gone {
-            println!("forgot snapshot {}", id.short());
-        }
-        println!("{} snapshot(s) forgotten", gone.len());
+        print_forget(&report);
         if let Some(p) = &pruned {
             print_prune(p);
         }
@@ -289,6 +316,17 @@ pub fn print_forget(r: &ForgetReport) {
             local_display(d.time, &tz),
             d.level,
             d.reasons.join(", ")
+        );
+    }
+    for id in &r.quarantined {
+        println!(
+            "unreadable snapshot {} {} quarantine/snapshots/{id}",
+            id.short(),
+            if r.dry_run {
+                "would be set aside in"
+            } else {
+                "set aside in"
+            }
         );
     }
     println!(
@@ -428,6 +466,9 @@ pub async fn repair(command: RepairCommand, out: &Out) -> Result<bool> {
         RepairCommand::Keys { repo } => return repair_keys(repo, out).await,
         RepairCommand::Packs { repo, read_data } => {
             return repair_packs(repo, read_data, out).await;
+        }
+        RepairCommand::Snapshots { repo, dry_run } => {
+            return repair_snapshots(repo, dry_run, out).await;
         }
     };
     let mut r = repo.open().await?;
@@ -593,4 +634,37 @@ pub async fn unlock(a: UnlockArgs, out: &Out) -> Result<bool> {
         println!("{} lock(s) removed", gone.len());
     }
     Ok(true)
+}
+
+async fn repair_snapshots(repo: RepoArgs, dry_run: bool, out: &Out) -> Result<bool> {
+    let r = repo.open().await?;
+    let report = freezer_core::engine::repair_snapshots(&r, &Actor::current(), dry_run).await?;
+    if out.is_json() {
+        print_json(&serde_json::to_value(&report).expect("serializes"));
+        return Ok(report.is_complete());
+    }
+    for id in &report.quarantined {
+        println!(
+            "damaged snapshot {} {} quarantine/snapshots/{id}",
+            id.short(),
+            if dry_run {
+                "would be set aside in"
+            } else {
+                "set aside in"
+            }
+        );
+    }
+    for u in &report.unreadable {
+        eprintln!("unreadable, left in place (not damaged; try again): {u}");
+    }
+    println!(
+        "{} damaged snapshot(s) {}",
+        report.quarantined.len(),
+        if dry_run {
+            "would be set aside (dry run)"
+        } else {
+            "set aside"
+        }
+    );
+    Ok(report.is_complete())
 }

@@ -3,8 +3,9 @@
 //! A thin front-end: it parses flags (upstream's option names, dashed), turns them into
 //! freezer-core's typed options, calls the library, and maps results to output and exit codes:
 //! 0 success, 1 failure, 2 bad usage, 3 done but incomplete (a storage failed, a file could
-//! not be read, a restored file is damaged). Errors are one line on stderr; `--json` puts one
-//! JSON document on stdout. It owns the terminal: a progress bar when stderr is one.
+//! not be read, a restored file is damaged, the snapshot to restore is damaged). Errors are
+//! one line on stderr; `--json` puts one JSON document on stdout. It owns the terminal: a
+//! progress bar when stderr is one.
 
 mod lifecycle;
 mod output;
@@ -298,6 +299,11 @@ struct RestoreArgs {
     /// Restore this snapshot (id or unique prefix).
     #[arg(long)]
     snapshot: Option<String>,
+    /// Restore the newest snapshot that reads, passing over unreadable ones (named in the
+    /// report). Without it, an unreadable snapshot, which may be the newest, fails the restore
+    /// (exit 3).
+    #[arg(long, conflicts_with = "snapshot")]
+    newest_readable: bool,
     /// Restore only this path inside the backup.
     #[arg(long)]
     sub_path: Option<String>,
@@ -464,12 +470,23 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             action.hostname = a.hostname;
             action.restore_from_date = a.restore_from_date;
             action.snapshot_id = a.snapshot;
+            action.newest_readable = a.newest_readable;
             action.sub_path = a.sub_path;
             action.overwrite = a.overwrite;
             action.dry_run = a.dry_run;
             action.consistency_checksum = a.consistency_checksum;
-            let outcome = job::run_action(&action, &context(out, a.repo.lock_wait())).await?;
-            Ok(out.outcome(&outcome))
+            match job::run_action(&action, &context(out, a.repo.lock_wait())).await {
+                Ok(outcome) => Ok(out.outcome(&outcome)),
+                // The snapshot to restore is unreadable (`snapshots/<id>`): exit 3, as for a
+                // restore that found damaged files. A checksum mismatch stays exit 1.
+                Err(e @ Error::Corrupt { .. }) if matches!(&e, Error::Corrupt { what, .. } if what.starts_with("snapshots/")) =>
+                {
+                    out.clear_progress();
+                    eprintln!("freezer: {e}");
+                    Ok(false)
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Snapshots {
             command,

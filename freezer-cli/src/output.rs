@@ -256,6 +256,12 @@ impl Out {
         for w in &r.warnings {
             eprintln!("warning: {w}");
         }
+        for s in &r.skipped {
+            eprintln!("skipped: {s}");
+        }
+        for p in &r.passed_over {
+            eprintln!("warning: {p}");
+        }
     }
 
     pub fn snapshots(&self, snaps: &[(Id, Snapshot)], bad: &[String]) {

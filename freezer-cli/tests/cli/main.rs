@@ -11,6 +11,7 @@ mod support;
 mod faults;
 mod init_config;
 mod lifecycle;
+mod restore;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

@@ -38,6 +38,8 @@ use crate::source::{Source, SourceEntry};
 /// Bytes read from a file at a time (a pooled buffer size, see `buffer`). Small, so that a
 /// chunk waiting for its compressor pins little memory besides itself.
 const READ_BLOCK: usize = crate::buffer::CLASSES[0];
+/// The read past a file's stated size that finds its true end (heap memory, not a map).
+const PROBE_BLOCK: u64 = 64 * 1024;
 
 /// What to back up and how.
 #[derive(Clone, Debug)]
@@ -750,11 +752,15 @@ fn read_file(
             }
             Ok(())
         };
+        let mut read_to = 0;
         for (offset, len) in ranges {
             let mut state = ChunkState::default();
             let mut pending: Vec<Bytes> = Vec::new();
             let mut pos = offset;
-            let end = offset + len;
+            let mut end = offset + len;
+            if len == 0 && extents.is_none() {
+                end = PROBE_BLOCK;
+            }
             while pos < end {
                 if shared.aborted() {
                     return Err(Error::Cancelled);
@@ -785,7 +791,17 @@ fn read_file(
                 if got < want {
                     break; // the file shrank; `changed` will say so
                 }
+                if pos == end && extents.is_none() {
+                    // A size can lie (procfs says 0, sysfs 4096): read on to the end of the
+                    // file, as tar does. One more read finds the end of an honest file.
+                    end += if pos > len {
+                        READ_BLOCK as u64
+                    } else {
+                        PROBE_BLOCK
+                    };
+                }
             }
+            read_to = pos;
             if !pending.is_empty() {
                 emit(pending)?;
             }
@@ -797,8 +813,9 @@ fn read_file(
         }
         return Ok(FileResult {
             content,
+            // Without extents, the file is what was read; a sparse file keeps its size.
+            size: if extents.is_some() { size } else { read_to },
             extents: extents.unwrap_or_default(),
-            size,
             changed_while_read: changed,
         });
     }

@@ -13,7 +13,7 @@ use super::PruneReport;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::policy::{Decision, Retention};
-use crate::repo::snapshot::SnapshotFilter;
+use crate::repo::snapshot::{SnapshotFilter, SnapshotSelector};
 use crate::repo::{Actor, Repository};
 use crate::sink::Sink;
 
@@ -59,6 +59,8 @@ pub struct ForgetReport {
     pub forgotten: Vec<Id>,
     /// How many stay.
     pub kept: usize,
+    /// Unreadable snapshots forgotten by id: set aside under `quarantine/snapshots/`.
+    pub quarantined: Vec<Id>,
 }
 
 /// What retention did: the snapshots forgotten, then the data the prune removed.
@@ -100,7 +102,7 @@ async fn decide_and_remove(repo: &Repository, opts: &ForgetOptions) -> Result<Fo
         return Err(Error::corrupt(
             "snapshots",
             format!(
-                "{b}{}; run `freezer check`",
+                "{b}{}; `freezer forget ID` or `freezer repair snapshots` sets an unreadable snapshot aside",
                 if bad.len() > 1 {
                     format!(" (and {} more)", bad.len() - 1)
                 } else {
@@ -126,47 +128,89 @@ async fn decide_and_remove(repo: &Repository, opts: &ForgetOptions) -> Result<Fo
         kept: decisions.len() - forgotten.len(),
         decisions,
         forgotten,
+        quarantined: vec![],
     })
 }
 
-/// Removes the snapshots named by `ids` (ids or unique prefixes of them) from every storage,
-/// whether or not they can be read; returns their ids. Each name must match exactly one
-/// snapshot. Takes a shared lock, as [`forget`] does.
-pub async fn forget_snapshots(repo: &Repository, ids: &[String], actor: &Actor) -> Result<Vec<Id>> {
-    let mut names: Vec<Id> = Vec::new();
-    for meta in repo.tee().list("snapshots/").await? {
-        if let Some(Ok(id)) = meta.key.rsplit('/').next().map(Id::from_hex) {
-            names.push(id);
-        }
+/// Forgets the snapshots given by id or unique prefix. One that cannot be read (its series
+/// and time unknown) is set aside under `quarantine/snapshots/<id>` instead, which unblocks
+/// retention and prune. Takes a shared lock, as [`forget`] does.
+pub async fn forget_ids(
+    repo: &Repository,
+    ids: &[String],
+    actor: &Actor,
+    dry_run: bool,
+) -> Result<ForgetReport> {
+    let lock = if dry_run {
+        None
+    } else {
+        Some(repo.lock(false, "forget", actor).await?)
+    };
+    let result = forget_ids_locked(repo, ids, dry_run).await;
+    if let Some(l) = lock {
+        let _ = l.release().await;
     }
-    let mut chosen = Vec::new();
-    for want in ids {
-        let w = want.trim().to_ascii_lowercase();
-        let found: Vec<&Id> = names
+    result
+}
+
+async fn forget_ids_locked(
+    repo: &Repository,
+    ids: &[String],
+    dry_run: bool,
+) -> Result<ForgetReport> {
+    let listing = repo.snapshot_listing().await?;
+    let mut report = ForgetReport {
+        dry_run,
+        decisions: vec![],
+        forgotten: vec![],
+        kept: 0,
+        quarantined: vec![],
+    };
+    for prefix in ids {
+        let p = prefix.to_ascii_lowercase();
+        let unreadable: Vec<Id> = listing
+            .unreadable
             .iter()
-            .filter(|id| !w.is_empty() && id.to_hex().starts_with(&w))
+            .filter(|u| !p.is_empty() && u.id.to_hex().starts_with(&p))
+            .map(|u| u.id)
             .collect();
-        match found.as_slice() {
-            [one] => chosen.push(**one),
-            [] => return Err(Error::not_found(format!("snapshot {want}"))),
-            _ => {
-                return Err(Error::bad_input(
-                    "snapshot",
-                    format!("{want} matches {} snapshots; give more digits", found.len()),
-                ));
+        match listing.select(&SnapshotSelector::Id(prefix.clone()), false) {
+            Ok(((id, s), _)) => {
+                if !report.forgotten.contains(id) {
+                    report.forgotten.push(*id);
+                    report.decisions.push(Decision {
+                        id: *id,
+                        hostname: s.hostname.clone(),
+                        backup_name: s.backup_name.clone(),
+                        time: s.time,
+                        level: s.level,
+                        keep: false,
+                        reasons: vec![format!("given by id ({prefix})")],
+                    });
+                }
             }
+            Err(e @ Error::BadInput { .. }) => return Err(e),
+            Err(e) => match unreadable.as_slice() {
+                [id] => {
+                    if !report.quarantined.contains(id) {
+                        report.quarantined.push(*id);
+                    }
+                }
+                _ => return Err(e),
+            },
         }
     }
-    chosen.sort();
-    chosen.dedup();
-    let lock = repo.lock(false, "forget", actor).await?;
-    let mut result = Ok(());
-    for id in &chosen {
-        if let Err(e) = repo.tee().delete(&format!("snapshots/{id}")).await {
-            result = Err(e.context(format!("forgetting snapshot {}", id.short())));
-            break;
+    report.kept = listing.snapshots.len() - report.forgotten.len();
+    if !dry_run {
+        for id in &report.forgotten {
+            repo.tee()
+                .delete(&format!("snapshots/{id}"))
+                .await
+                .map_err(|e| e.context(format!("forgetting snapshot {}", id.short())))?;
+        }
+        for id in &report.quarantined {
+            super::snapshot_repair::set_aside(repo, *id).await?;
         }
     }
-    let _ = lock.release().await;
-    result.map(|()| chosen)
+    Ok(report)
 }

@@ -17,6 +17,7 @@ mod repair_config;
 mod repair_keys;
 mod repair_packs;
 mod restore;
+mod snapshot_repair;
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,7 +25,7 @@ use std::str::FromStr;
 pub use backup::{BackupOptions, BackupResult, SinkResult, backup};
 pub use check::{CheckDamage, CheckOptions, CheckReport, ReadData, check};
 pub use copy::{CopiedSnapshot, CopyOptions, CopyReport, copy};
-pub use forget::{ForgetOptions, ForgetReport, RetentionResult, forget, forget_snapshots};
+pub use forget::{ForgetOptions, ForgetReport, RetentionResult, forget, forget_ids};
 pub use inspect::{Damage, Inspection, inspect};
 pub use prune::{PruneOptions, PruneReport, PruneStats, StoragePrune, prune};
 pub use repair::{DamagedPack, RepairReport, StorageRepair, repair_index};
@@ -34,6 +35,7 @@ pub use repair_packs::{
     RepairPacksOptions, RepairPacksReport, RepairedPack, StoragePacksRepair, repair_packs,
 };
 pub use restore::{RestoreOptions, RestoreResult, restore};
+pub use snapshot_repair::{SnapshotRepairReport, repair_snapshots};
 
 use crate::error::{Error, Result};
 

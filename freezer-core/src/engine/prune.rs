@@ -228,7 +228,7 @@ async fn run(
         return Err(Error::corrupt(
             "snapshots",
             format!(
-                "{} unreadable ({}); prune stopped before deleting anything (`freezer check` says more)",
+                "{} unreadable ({}); prune stopped before deleting anything (`freezer forget ID` or `freezer repair snapshots` sets an unreadable snapshot aside)",
                 bad.len(),
                 bad.join("; ")
             ),

@@ -26,7 +26,7 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 use crate::repo::recover::Maker;
-use crate::repo::snapshot::{SnapshotFilter, SnapshotSelector, SnapshotSummary, select};
+use crate::repo::snapshot::{SnapshotFilter, SnapshotSelector, SnapshotSummary};
 use crate::repo::{Actor, InitOptions, Repository};
 use crate::sink::Sink;
 use crate::source::Source;
@@ -362,7 +362,7 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             Ok(ActionOutcome::Backup(Box::new(r)))
         }
         Action::Restore => {
-            let snaps = repo.snapshots().await?.0;
+            let listing = repo.snapshot_listing().await?;
             let selector = match (&action.snapshot_id, &action.restore_from_date) {
                 (Some(id), _) => SnapshotSelector::Id(id.clone()),
                 (None, date) => {
@@ -385,7 +385,7 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                     }
                 }
             };
-            let (id, snap) = select(&snaps, &selector)?;
+            let ((id, snap), passed_over) = listing.select(&selector, action.newest_readable)?;
             let mut opts =
                 RestoreOptions::new(action.restore_abs_path.as_deref().expect("validated"));
             opts.overwrite = action.overwrite;
@@ -401,7 +401,8 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             if let Some(l) = _lock {
                 let _ = l.release().await;
             }
-            let r = r?;
+            let mut r = r?;
+            r.passed_over = passed_over;
             if let Some(want) = action.consistency_checksum.as_deref()
                 && !action.dry_run
             {

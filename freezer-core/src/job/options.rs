@@ -137,6 +137,15 @@ pub struct FreezerAction {
     /// Restore this snapshot (id or unique prefix) instead of the newest (an extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// Restore the newest snapshot that reads, passing over (and naming) unreadable ones; by
+    /// default an unreadable snapshot, which may be the newest, fails the restore (an
+    /// extension).
+    #[serde(
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "is_false"
+    )]
+    pub newest_readable: bool,
     /// Restore only this path inside the backup (an extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_path: Option<String>,

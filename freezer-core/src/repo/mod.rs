@@ -556,8 +556,15 @@ impl Repository {
     /// Every snapshot of every live storage. A snapshot that cannot be read is reported in the
     /// second list, with the reason, instead of failing the listing.
     pub async fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<String>)> {
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
+        let l = self.snapshot_listing().await?;
+        let bad = l.unreadable.iter().map(|u| u.error.to_string()).collect();
+        Ok((l.snapshots, bad))
+    }
+
+    /// Every snapshot of every live storage, oldest first, and those that cannot be read, by
+    /// id, with the reason.
+    pub async fn snapshot_listing(&self) -> Result<snapshot::SnapshotListing> {
+        let mut out = snapshot::SnapshotListing::default();
         for meta in self.tee.list("snapshots/").await? {
             let Some(Ok(id)) = meta.key.rsplit('/').next().map(Id::from_hex) else {
                 continue;
@@ -567,12 +574,14 @@ impl Repository {
                 .await
                 .and_then(|p| Snapshot::decode(&p, &meta.key))
             {
-                Ok(s) => good.push((id, s)),
-                Err(e) => bad.push(e.to_string()),
+                Ok(s) => out.snapshots.push((id, s)),
+                Err(error) => out
+                    .unreadable
+                    .push(snapshot::UnreadableSnapshot { id, error }),
             }
         }
-        good.sort_by_key(|a| (a.1.time, a.0));
-        Ok((good, bad))
+        out.snapshots.sort_by_key(|a| (a.1.time, a.0));
+        Ok(out)
     }
 
     /// Reads one blob, trying every copy on every storage until one verifies.

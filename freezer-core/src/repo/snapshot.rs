@@ -273,6 +273,106 @@ pub fn select<'a>(
     }
 }
 
+/// A snapshot that could not be read: missing on every storage that listed it, damaged
+/// everywhere, or unreachable. Its series and time are unknown.
+#[derive(Debug)]
+pub struct UnreadableSnapshot {
+    /// Its id (the name of `snapshots/<id>`).
+    pub id: Id,
+    /// Why it could not be read.
+    pub error: Error,
+}
+
+impl UnreadableSnapshot {
+    /// Its key, `snapshots/<id>`.
+    pub fn key(&self) -> String {
+        format!("snapshots/{}", self.id)
+    }
+
+    /// Whether its content is damaged (as opposed to out of reach for a moment).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self.error, Error::Corrupt { .. })
+    }
+
+    /// An error naming it, of the same kind as the reason, ending with `hint`.
+    pub fn to_error(&self, hint: &str) -> Error {
+        match &self.error {
+            Error::Corrupt { detail, .. } => {
+                Error::corrupt(self.key(), format!("{detail}; {hint}"))
+            }
+            e => Error::io(
+                self.key(),
+                std::io::Error::other(format!("unreadable: {e}; {hint}")),
+            ),
+        }
+    }
+}
+
+/// The snapshots of a repository: those that read, oldest first, and those that did not.
+#[derive(Debug, Default)]
+pub struct SnapshotListing {
+    /// The snapshots that read, oldest first.
+    pub snapshots: Vec<(Id, Snapshot)>,
+    /// The snapshots that could not be read.
+    pub unreadable: Vec<UnreadableSnapshot>,
+}
+
+impl SnapshotListing {
+    /// Picks a snapshot, or says clearly why none fits. An unreadable snapshot may be the one
+    /// asked for: its series and time are unknown. So choosing the newest of a series (at or
+    /// before a time, or not) fails while any snapshot is unreadable, naming it, unless
+    /// `newest_readable` says to pass over the unreadable ones; the second value then names
+    /// those passed over. Asked for by id, an unreadable snapshot is an error that says why.
+    pub fn select(
+        &self,
+        sel: &SnapshotSelector,
+        newest_readable: bool,
+    ) -> Result<(&(Id, Snapshot), Vec<String>)> {
+        let set_aside = "`freezer forget ID` or `freezer repair snapshots` sets an unreadable snapshot aside (under quarantine/)";
+        if let SnapshotSelector::Id(prefix) = sel {
+            let p = prefix.to_ascii_lowercase();
+            let bad: Vec<&UnreadableSnapshot> = self
+                .unreadable
+                .iter()
+                .filter(|u| !p.is_empty() && u.id.to_hex().starts_with(&p))
+                .collect();
+            return match (select(&self.snapshots, sel), bad.as_slice()) {
+                // Not an id, or several readable ones match.
+                (Err(e @ Error::BadInput { .. }), _) => Err(e),
+                (Ok(found), []) => Ok((found, vec![])),
+                (Err(_), [one]) => Err(one.to_error(set_aside)),
+                (Err(e), []) => Err(e),
+                (found, many) => Err(Error::bad_input(
+                    "snapshot",
+                    format!(
+                        "{prefix} matches {} snapshots; give more digits",
+                        many.len() + usize::from(found.is_ok())
+                    ),
+                )),
+            };
+        }
+        if let Some(first) = self.unreadable.first()
+            && !newest_readable
+        {
+            let more = match self.unreadable.len() {
+                1 => String::new(),
+                n => format!(" ({} more snapshot(s) are unreadable)", n - 1),
+            };
+            return Err(first.to_error(&format!(
+                "its series and time are unknown, so it may be the newest: nothing is restored{more}. \
+                 Restore the newest snapshot that reads with newest_readable (--newest-readable), \
+                 or one by its id; {set_aside}"
+            )));
+        }
+        let passed_over = self
+            .unreadable
+            .iter()
+            .map(|u| format!("{} passed over: {}", u.key(), u.error))
+            .collect();
+        Ok((select(&self.snapshots, sel)?, passed_over))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

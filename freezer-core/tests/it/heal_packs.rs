@@ -9,7 +9,7 @@ use std::sync::Arc;
 use freezer_core::Id;
 use freezer_core::engine::{
     BackupOptions, BackupResult, CheckOptions, CheckReport, NoProgress, ReadData, backup, check,
-    forget_snapshots, repair_packs,
+    forget_ids, repair_packs,
 };
 use freezer_core::repo::Repository;
 use freezer_core::repo::pack::BlobType;
@@ -307,13 +307,10 @@ async fn after_repair_packs_check_names_the_snapshots_that_lost_data_and_its_adv
     }
     let advice = still.advice();
     assert!(
-        advice
-            .last()
-            .unwrap()
-            .contains("`freezer forget --snapshot <id>`"),
+        advice.last().unwrap().contains("`freezer forget <id>`"),
         "{advice:?}"
     );
-    forget_snapshots(&repo, &[first.short()], &actor())
+    forget_ids(&repo, &[first.short()], &actor(), false)
         .await
         .unwrap();
     let healed = run_check(&mut repo, ReadData::All).await;

@@ -12,6 +12,7 @@ mod hostile;
 mod init_config;
 mod lifecycle;
 mod prune;
+mod restore_safety;
 mod s3;
 mod servers;
 mod ssh;

@@ -13,7 +13,7 @@ impl CheckReport {
     /// in no index, a new backup of the same data, which stores every blob in no index again
     /// (and until `repair packs` ran, every blob of a pack `check` recorded damaged): each
     /// snapshot sharing them is whole again. A snapshot named after that needs data that is
-    /// gone: `forget --snapshot` removes it. Front-ends print these as they are.
+    /// gone: `forget <id>` removes it. Front-ends print these as they are.
     pub fn advice(&self) -> Vec<String> {
         let kind =
             |d: &&super::CheckDamage| d.object.split(' ').next().unwrap_or_default().to_string();
@@ -46,14 +46,14 @@ impl CheckReport {
                 .collect();
             if !snapshots.is_empty() {
                 steps.push(format!(
-                    "if `freezer check` still names snapshots after that, the data they need is gone: `freezer forget --snapshot <id>` removes each (named now: {})",
+                    "if `freezer check` still names snapshots after that, the data they need is gone: `freezer forget <id>` removes each (named now: {})",
                     snapshots.into_iter().collect::<Vec<_>>().join(", ")
                 ));
             }
         }
         if has("snapshot") {
             steps.push(
-                "a snapshot file that cannot be read: `freezer forget --snapshot <id>` removes it from every storage"
+                "a snapshot file that cannot be read: `freezer repair snapshots` sets every damaged snapshot aside under quarantine/ (or `freezer forget <id>` one of them)"
                     .to_string(),
             );
         }

@@ -1,0 +1,231 @@
+//! Restore's content stage: fetch each needed pack (only the byte runs needed) from the first
+//! storage that answers, verify every chunk against its id, and write it at its offsets; a
+//! chunk that fails is sought in its other copies before it is reported. A file whose last
+//! chunk is written is renamed from its temporary name to its own at once.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rustix::fs::OFlags;
+use rustix::io::Errno;
+
+use super::{Entry, lossy, open_beneath};
+use crate::engine::Progress;
+use crate::error::Error;
+use crate::id::Id;
+use crate::repo::index::Location;
+use crate::repo::{BlobReader, pack, pack_key};
+use crate::sink::SinkExt;
+
+/// Runs of needed bytes closer than this are fetched in one request...
+const MERGE_GAP: u64 = 1024 * 1024;
+/// ...as long as the run stays below this size (memory is runs in flight times this).
+const MAX_RUN: u64 = 8 * 1024 * 1024;
+
+thread_local! {
+    /// Decoding buffers of each worker thread, reused from blob to blob.
+    static SCRATCH: std::cell::RefCell<pack::DecodeScratch> = std::cell::RefCell::default();
+}
+
+pub(super) struct PackCtx {
+    pub reader: BlobReader,
+    pub entries: Arc<Vec<Entry>>,
+    pub targets: Arc<HashMap<Id, Vec<(u32, u64)>>>,
+    pub root: Option<Arc<OwnedFd>>,
+    pub failed: Arc<Mutex<Vec<(Id, Error)>>>,
+    pub bytes: Arc<std::sync::atomic::AtomicU64>,
+    pub progress: Arc<dyn Progress>,
+}
+
+impl PackCtx {
+    fn fail(&self, id: Id, e: Error) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, e));
+    }
+}
+
+/// Fetches the runs of a pack that hold `blobs`, then decodes and writes them.
+pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, Location)>) {
+    let pack = *ctx.reader.index().pack(pack_pos);
+    let key = pack_key(&pack.id);
+    // Merge neighbouring blobs into runs fetched with one request each.
+    struct Run {
+        start: u64,
+        end: u64,
+        blobs: Vec<(Id, Location)>,
+    }
+    let mut runs: Vec<Run> = Vec::new();
+    for (id, l) in blobs {
+        let (start, end) = (
+            u64::from(l.offset),
+            u64::from(l.offset) + u64::from(l.length),
+        );
+        match runs.last_mut() {
+            Some(run) if start <= run.end + MERGE_GAP && end - run.start <= MAX_RUN => {
+                run.end = run.end.max(end);
+                run.blobs.push((id, l));
+            }
+            _ => runs.push(Run {
+                start,
+                end,
+                blobs: vec![(id, l)],
+            }),
+        }
+    }
+    let tee = ctx.reader.tee().clone();
+    for Run { start, end, blobs } in runs {
+        let mut data: Option<Bytes> = None;
+        let mut fetch_err = None;
+        for i in 0..tee.len() {
+            if pack.sinks & tee.live() & (1 << i) == 0 {
+                continue;
+            }
+            match tee.member(i).get_range(&key, start..end).await {
+                Ok(b) if b.len() as u64 == end - start => {
+                    data = Some(b);
+                    break;
+                }
+                Ok(_) => fetch_err = Some(Error::corrupt(format!("pack {}", pack.id), "truncated")),
+                Err(e) => fetch_err = Some(e),
+            }
+        }
+        let retry: Vec<(Id, Location)> = match data {
+            Some(data) => {
+                let crypto = ctx.reader.crypto().clone();
+                let work = WriteWork::from(ctx);
+                tokio::task::spawn_blocking(move || {
+                    SCRATCH.with_borrow_mut(|scratch| {
+                        let mut retry = Vec::new();
+                        for (id, l) in blobs {
+                            let from = (u64::from(l.offset) - start) as usize;
+                            let stored = &data[from..from + l.length as usize];
+                            let what = format!("blob {} in pack {}", id.short(), pack.id);
+                            match pack::decode_blob_with(
+                                &crypto,
+                                scratch,
+                                stored,
+                                &l.packed(id),
+                                &what,
+                            ) {
+                                Ok(plain) => work.write(id, plain),
+                                Err(e) => retry.push((id, l, e)),
+                            }
+                        }
+                        retry
+                    })
+                })
+                .await
+                .map(|v| {
+                    v.into_iter()
+                        .map(|(id, l, e)| {
+                            tracing::warn!("{e}; trying other copies");
+                            (id, l)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+            }
+            None => {
+                if let Some(e) = &fetch_err {
+                    tracing::warn!("pack {}: {e}; trying other copies", pack.id);
+                }
+                blobs
+            }
+        };
+        // Other copies (another pack, another storage), one blob at a time.
+        for (id, l) in retry {
+            match ctx.reader.read_blob(&id).await {
+                Ok(plain) => {
+                    let work = WriteWork::from(ctx);
+                    let _ = tokio::task::spawn_blocking(move || work.write(id, &plain)).await;
+                }
+                Err(e) => {
+                    let e = match &fetch_err {
+                        // A pack gone from every storage: damage, not a failure to retry.
+                        Some(f @ Error::NotFound { .. }) if !matches!(e, Error::Corrupt { .. }) => {
+                            Error::not_found(format!("pack {} at {} ({f})", pack.id, l.offset))
+                        }
+                        Some(f) if !matches!(e, Error::Corrupt { .. }) => Error::io(
+                            format!("pack {} at {}", pack.id, l.offset),
+                            std::io::Error::other(f.to_string()),
+                        ),
+                        _ => e,
+                    };
+                    ctx.fail(id, e);
+                }
+            }
+        }
+    }
+}
+
+/// What a blocking writer needs.
+struct WriteWork {
+    pub entries: Arc<Vec<Entry>>,
+    pub targets: Arc<HashMap<Id, Vec<(u32, u64)>>>,
+    pub root: Option<Arc<OwnedFd>>,
+    pub failed: Arc<Mutex<Vec<(Id, Error)>>>,
+    pub bytes: Arc<std::sync::atomic::AtomicU64>,
+    pub progress: Arc<dyn Progress>,
+}
+
+impl From<&PackCtx> for WriteWork {
+    fn from(c: &PackCtx) -> Self {
+        WriteWork {
+            entries: c.entries.clone(),
+            targets: c.targets.clone(),
+            root: c.root.clone(),
+            failed: c.failed.clone(),
+            bytes: c.bytes.clone(),
+            progress: c.progress.clone(),
+        }
+    }
+}
+
+impl WriteWork {
+    fn write(&self, id: Id, plain: &[u8]) {
+        for &(entry, offset) in self.targets.get(&id).into_iter().flatten() {
+            let n = plain.len() as u64;
+            self.bytes.fetch_add(n, Ordering::Relaxed);
+            self.progress.add_bytes(n);
+            let Some(root) = &self.root else { continue };
+            let e = &self.entries[entry as usize];
+            let res = open_beneath(root, e.writing(), OFlags::WRONLY)
+                .and_then(|fd| write_all_at(&fd, plain, offset));
+            match res {
+                // The last chunk of the file: it is complete, it takes its name now. Should
+                // that fail, the last stage tries again and says why.
+                Ok(()) if e.left.fetch_sub(1, Ordering::AcqRel) == 1 => {
+                    let _ = e.put_in_place(root);
+                }
+                Ok(()) => {}
+                Err(err) => {
+                    let err = Error::io(lossy(&e.rel), err);
+                    self.failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((id, err));
+                }
+            }
+        }
+    }
+}
+
+fn write_all_at(fd: &OwnedFd, mut data: &[u8], mut offset: u64) -> std::io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::pwrite(fd, data, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = &data[n..];
+                offset += n as u64;
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Restore's last stage: files put in place (those not renamed as their last chunk was
+//! written: damaged ones, empty ones), then hard links, then metadata (owners when root, modes,
+//! xattrs, times), children first so a folder's time is set after its content. A file that an
+//! interrupted fetch left unfinished keeps its temporary name and gets no metadata.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
+use rustix::io::Errno;
+
+use super::{Entry, lossy, open_beneath, parent_and_name};
+use crate::repo::tree::NodeKind;
+
+/// Files in place, hard links, then metadata, children before their folder; `marker` (a file
+/// at the top of the target) is removed before the top folder's metadata is set. Entries in
+/// `unfinished` stay as they are. Returns warnings.
+pub(super) fn finish_entries(
+    root: &OwnedFd,
+    entries: &[Entry],
+    owners: bool,
+    unfinished: &HashSet<u32>,
+    marker: Option<&str>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if e.tmp.is_none() || e.is_placed() || unfinished.contains(&(i as u32)) {
+            continue;
+        }
+        if let Err(err) = e.put_in_place(root) {
+            warnings.push(format!("{}: not restored: {err}", lossy(&e.rel)));
+            if let Some(tmp) = &e.tmp {
+                let _ =
+                    open_beneath(root, parent_and_name(tmp).0, OFlags::DIRECTORY).and_then(|dir| {
+                        let name = OsStr::from_bytes(parent_and_name(tmp).1);
+                        Ok(rustix::fs::unlinkat(&dir, name, AtFlags::empty())?)
+                    });
+            }
+        }
+    }
+    let mut marker = marker;
+    let remove_marker = |marker: &mut Option<&str>| {
+        if let Some(m) = marker.take()
+            && let Err(e) = rustix::fs::unlinkat(root, m, AtFlags::empty())
+        {
+            tracing::warn!("{m}: not removed: {e}");
+        }
+    };
+    let mut dirs: HashMap<Vec<u8>, OwnedFd> = HashMap::new();
+    let parent = |rel: &[u8], dirs: &mut HashMap<Vec<u8>, OwnedFd>| -> std::io::Result<OwnedFd> {
+        let (p, _) = parent_and_name(rel);
+        if let Some(fd) = dirs.get(p) {
+            return fd.try_clone();
+        }
+        if dirs.len() > 256 {
+            dirs.clear();
+        }
+        let fd = open_beneath(root, p, OFlags::DIRECTORY | OFlags::RDONLY)?;
+        dirs.insert(p.to_vec(), fd.try_clone()?);
+        Ok(fd)
+    };
+    for e in entries {
+        let Some(first) = e.link_to else { continue };
+        let first = &entries[first as usize];
+        if !first.is_placed() {
+            // Reported with the file it shares.
+            continue;
+        }
+        let res = (|| -> std::io::Result<()> {
+            let from_dir = parent(&first.rel, &mut dirs)?;
+            let to_dir = parent(&e.rel, &mut dirs)?;
+            let (_, from) = parent_and_name(&first.rel);
+            let (_, to) = parent_and_name(&e.rel);
+            match rustix::fs::linkat(
+                &from_dir,
+                OsStr::from_bytes(from),
+                &to_dir,
+                OsStr::from_bytes(to),
+                AtFlags::empty(),
+            ) {
+                Err(Errno::EXIST) => {
+                    rustix::fs::unlinkat(&to_dir, OsStr::from_bytes(to), AtFlags::empty())?;
+                    rustix::fs::linkat(
+                        &from_dir,
+                        OsStr::from_bytes(from),
+                        &to_dir,
+                        OsStr::from_bytes(to),
+                        AtFlags::empty(),
+                    )?;
+                }
+                r => r?,
+            }
+            Ok(())
+        })();
+        if let Err(err) = res {
+            warnings.push(format!("{}: hard link not restored: {err}", lossy(&e.rel)));
+        }
+    }
+    for e in entries.iter().rev() {
+        if !e.is_placed() || e.link_to.is_some() {
+            continue;
+        }
+        if e.rel.is_empty() {
+            remove_marker(&mut marker);
+        }
+        if let Err(err) = set_metadata(root, e, owners, &mut |rel| parent(rel, &mut dirs)) {
+            warnings.push(format!(
+                "{}: metadata not restored: {err}",
+                if e.rel.is_empty() {
+                    ".".into()
+                } else {
+                    lossy(&e.rel)
+                }
+            ));
+        }
+    }
+    remove_marker(&mut marker);
+    warnings
+}
+
+fn set_metadata(
+    root: &OwnedFd,
+    e: &Entry,
+    owners: bool,
+    parent: &mut dyn FnMut(&[u8]) -> std::io::Result<OwnedFd>,
+) -> std::io::Result<()> {
+    let n = &e.node;
+    let kind = n.kind();
+    let times = Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: n.mtime,
+            tv_nsec: n.mtime_ns as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: n.mtime,
+            tv_nsec: n.mtime_ns as _,
+        },
+    };
+    if e.rel.is_empty() {
+        // The target itself.
+        if owners {
+            rustix::fs::fchown(
+                root,
+                Some(rustix::fs::Uid::from_raw(n.uid)),
+                Some(rustix::fs::Gid::from_raw(n.gid)),
+            )?;
+        }
+        rustix::fs::fchmod(root, Mode::from_raw_mode(n.mode))?;
+        for (k, v) in &n.xattrs {
+            set_xattr(root.as_fd(), k, v)?;
+        }
+        rustix::fs::futimens(root, &times)?;
+        return Ok(());
+    }
+    let dir = parent(&e.rel)?;
+    let (_, name) = parent_and_name(&e.rel);
+    let name = OsStr::from_bytes(name);
+    if owners {
+        rustix::fs::chownat(
+            &dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(n.uid)),
+            Some(rustix::fs::Gid::from_raw(n.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    }
+    if kind != NodeKind::Symlink {
+        rustix::fs::chmodat(&dir, name, Mode::from_raw_mode(n.mode), AtFlags::empty())?;
+    }
+    if !n.xattrs.is_empty() && matches!(kind, NodeKind::File | NodeKind::Dir) {
+        let flags = if kind == NodeKind::Dir {
+            OFlags::DIRECTORY | OFlags::RDONLY
+        } else {
+            OFlags::RDONLY
+        };
+        let fd = rustix::fs::openat(
+            &dir,
+            name,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?;
+        for (k, v) in &n.xattrs {
+            set_xattr(fd.as_fd(), k, v)?;
+        }
+    }
+    rustix::fs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+fn set_xattr(fd: std::os::fd::BorrowedFd<'_>, name: &[u8], value: &[u8]) -> std::io::Result<()> {
+    rustix::fs::fsetxattr(
+        fd,
+        OsStr::from_bytes(name),
+        value,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .map_err(|e| {
+        std::io::Error::new(
+            std::io::Error::from(e).kind(),
+            format!("xattr {}: {e}", lossy(name)),
+        )
+    })
+}

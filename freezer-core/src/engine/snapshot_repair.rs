@@ -1,0 +1,98 @@
+//! Unreadable snapshots set aside: [`repair_snapshots`], and `forget` of one by its id.
+//!
+//! A snapshot whose object is damaged on every storage cannot be judged by retention nor
+//! walked by prune, so both stop while it is there. Setting it aside moves its object, as it
+//! is, to `quarantine/snapshots/<id>` on each storage that holds it (copied there, then deleted
+//! from `snapshots/`), where no command reads it and from where an expert may still take it.
+//! Nothing else is touched: the data only it needed is freed by the next prune.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::{Actor, Repository};
+use crate::sink::{Payload, PutMode, SinkExt};
+
+/// Where set-aside objects go: `quarantine/<their key>`.
+pub(crate) const QUARANTINE: &str = "quarantine";
+
+/// What `repair_snapshots` did (in a dry run: would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SnapshotRepairReport {
+    /// Nothing was moved.
+    pub dry_run: bool,
+    /// The damaged snapshots set aside under `quarantine/snapshots/`.
+    pub quarantined: Vec<Id>,
+    /// Snapshots that could not be read for another reason (a storage out of reach): left
+    /// where they are, with why.
+    pub unreadable: Vec<String>,
+}
+
+impl SnapshotRepairReport {
+    /// Whether every unreadable snapshot was dealt with.
+    pub fn is_complete(&self) -> bool {
+        self.unreadable.is_empty()
+    }
+}
+
+/// Sets every damaged snapshot aside (see the module documentation). Takes a shared lock, as
+/// `forget` does: it removes snapshots, never data.
+pub async fn repair_snapshots(
+    repo: &Repository,
+    actor: &Actor,
+    dry_run: bool,
+) -> Result<SnapshotRepairReport> {
+    let lock = if dry_run {
+        None
+    } else {
+        Some(repo.lock(false, "repair snapshots", actor).await?)
+    };
+    let res = async {
+        let listing = repo.snapshot_listing().await?;
+        let mut report = SnapshotRepairReport {
+            dry_run,
+            ..SnapshotRepairReport::default()
+        };
+        for u in &listing.unreadable {
+            if !u.is_corrupt() {
+                report.unreadable.push(u.error.to_string());
+                continue;
+            }
+            if !dry_run {
+                set_aside(repo, u.id).await?;
+            }
+            report.quarantined.push(u.id);
+        }
+        Ok(report)
+    }
+    .await;
+    if let Some(l) = lock {
+        let _ = l.release().await;
+    }
+    res
+}
+
+/// Moves `snapshots/<id>` to `quarantine/snapshots/<id>` on every live storage that holds it.
+pub(crate) async fn set_aside(repo: &Repository, id: Id) -> Result<()> {
+    let key = format!("snapshots/{id}");
+    let to = format!("{QUARANTINE}/{key}");
+    let tee = repo.tee();
+    for i in 0..tee.len() {
+        if tee.live() & (1 << i) == 0 {
+            continue;
+        }
+        let member = tee.member(i);
+        let what = |e: Error| e.context(format!("setting {key} aside on {}", member.describe()));
+        let data = match member.get_bytes(&key).await {
+            Ok(d) => d,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(what(e)),
+        };
+        member
+            .put(&to, Payload::from(data), PutMode::Overwrite)
+            .await
+            .map_err(what)?;
+        member.delete(&key).await.map_err(what)?;
+    }
+    Ok(())
+}
