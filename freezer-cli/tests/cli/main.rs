@@ -8,6 +8,7 @@ mod servers;
 #[path = "../../../freezer-core/tests/it/support.rs"]
 mod support;
 
+mod full;
 mod lifecycle;
 
 use std::path::PathBuf;

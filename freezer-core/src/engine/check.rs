@@ -10,8 +10,12 @@
 //! holding them, and verifies every byte. Only when something is damaged, a second walk maps
 //! each damaged object to the snapshots and files it touches.
 //!
-//! It never writes to the repository, except its shared lock.
+//! It never writes to the repository, except its shared lock, which it goes on without where
+//! a storage is full or read-only (with a warning). The report puts damage first: a summary
+//! by kind ([`CheckReport::summary`]) and the steps that heal it ([`CheckReport::advice`]),
+//! each true of this report.
 
+mod advice;
 mod data;
 mod walk;
 
@@ -100,6 +104,12 @@ pub struct CheckReport {
     pub unreferenced_packs: Vec<String>,
     /// Damaged or missing objects, sorted by object.
     pub damaged: Vec<CheckDamage>,
+    /// Temporary files that interrupted writes left (`.tmp-*` of a process killed while
+    /// writing), counted once per storage: no damage; `prune` removes those older than
+    /// [`crate::repo::lock::LOCK_LIFETIME`].
+    pub temporary_files: u64,
+    /// Their bytes.
+    pub temporary_bytes: u64,
     /// Problems of the check itself that are no damage: stale locks removed on the way in, a
     /// lock that could not be removed.
     pub warnings: Vec<String>,
@@ -120,7 +130,7 @@ pub async fn check(
     progress: Arc<dyn Progress>,
 ) -> Result<CheckReport> {
     opts.read_data.validate()?;
-    let lock = repo.lock(false, "check", &opts.actor).await?;
+    let lock = repo.lock_to_read("check", &opts.actor).await?;
     let notes = lock.notes.clone();
     let result = run(repo, opts.read_data, progress.as_ref()).await;
     let released = lock.release().await;
@@ -321,6 +331,10 @@ async fn run(
             )
             .await?;
             list_packs(&tee, &crypto, &mut view, &index, &mut problems, &mut report).await?;
+            for t in tee.member(i).list_temporaries("").await? {
+                report.temporary_files += 1;
+                report.temporary_bytes += t.size;
+            }
             Ok::<_, Error>(files)
         }
         .await;
