@@ -101,6 +101,11 @@ pub struct ForgetArgs {
     /// Then remove the data no snapshot references any more.
     #[arg(long)]
     prune: bool,
+    /// Write no lock: for freeing space on a full storage, where no lock can be written.
+    /// Refused while another live lock is present; run it only while no other freezer runs
+    /// on the repository (a backup started meanwhile could lose data).
+    #[arg(long)]
+    no_lock: bool,
     #[command(flatten)]
     prune_opts: PruneFlags,
 }
@@ -131,6 +136,11 @@ pub struct PruneArgs {
     /// Report what would be removed; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Write no lock: for freeing space on a full storage, where no lock can be written.
+    /// Refused while another live lock is present; run it only while no other freezer runs
+    /// on the repository (a backup started meanwhile could lose data).
+    #[arg(long)]
+    no_lock: bool,
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +234,7 @@ pub async fn forget(a: ForgetArgs, out: &Out) -> Result<bool> {
     })?;
     let prune_opts = a.prune_opts.options(a.dry_run)?;
     let mut repo = a.repo.open().await?;
+    repo.set_no_lock(a.no_lock);
     let mut opts = ForgetOptions::new(retention, Actor::current());
     opts.filter = a.filter.filter()?;
     opts.dry_run = a.dry_run;
@@ -344,6 +355,7 @@ pub fn print_forget(r: &ForgetReport) {
 pub async fn prune(a: PruneArgs, out: &Out) -> Result<bool> {
     let opts = a.prune_opts.options(a.dry_run)?;
     let mut repo = a.repo.open().await?;
+    repo.set_no_lock(a.no_lock);
     let r = freezer_core::engine::prune(&mut repo, &opts, &Actor::current(), out.progress_bar())
         .await?;
     out.clear_progress();
@@ -402,6 +414,7 @@ pub async fn check(a: CheckArgs, out: &Out) -> Result<bool> {
     if out.is_json() {
         let mut v = serde_json::to_value(&r).expect("serializes");
         v["ok"] = r.is_ok().into();
+        v["summary"] = r.summary().into();
         v["advice"] = r.advice().into();
         print_json(&v);
     } else {
@@ -410,7 +423,36 @@ pub async fn check(a: CheckArgs, out: &Out) -> Result<bool> {
     Ok(r.is_ok())
 }
 
+/// How many damaged objects, and snapshots and files of each, the text lists; `--json` lists
+/// them all.
+const DETAIL_LINES: usize = 10;
+
+/// Damage first (a summary, the objects, what to do), then the counts, then the details of each
+/// damaged object.
 pub fn print_check(r: &CheckReport) {
+    let more = |n: usize, what: &str| {
+        if n > DETAIL_LINES {
+            eprintln!(
+                "  ... and {} more {what} (`--json` lists them all)",
+                n - DETAIL_LINES
+            );
+        }
+    };
+    let damaged = r.damage_by_kind();
+    if !r.is_ok() {
+        eprintln!("DAMAGED: {}", r.summary());
+        for d in damaged.iter().take(DETAIL_LINES) {
+            eprintln!("  {}: {}", d.object, d.error);
+        }
+        more(damaged.len(), "damaged object(s)");
+    }
+    let advice = r.advice();
+    if !advice.is_empty() {
+        eprintln!("to do, in this order:");
+    }
+    for (n, step) in advice.iter().enumerate() {
+        eprintln!("  {}. {step}", n + 1);
+    }
     println!(
         "checked {} snapshot(s), {} tree(s), {} blob(s), {} index file(s), {} pack(s) on {}",
         r.snapshots,
@@ -430,32 +472,38 @@ pub fn print_check(r: &CheckReport) {
     }
     if !r.unreferenced_packs.is_empty() {
         println!(
-            "{} pack(s) in no index (left by an interrupted backup; `freezer prune` removes them)",
+            "{} pack(s) in no index (left by an interrupted backup)",
             r.unreferenced_packs.len()
+        );
+    }
+    if r.temporary_files > 0 {
+        println!(
+            "{} temporary file(s) ({}) left by interrupted writes",
+            r.temporary_files,
+            size(r.temporary_bytes)
         );
     }
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
-    for d in &r.damaged {
-        eprintln!("damaged: {}: {}", d.object, d.error);
-        for s in &d.snapshots {
+    for d in damaged.iter().take(DETAIL_LINES) {
+        if d.snapshots.is_empty() && d.files.is_empty() {
+            continue;
+        }
+        eprintln!("details of {}:", d.object);
+        for s in d.snapshots.iter().take(DETAIL_LINES) {
             eprintln!("  snapshot: {}", s.short());
         }
-        for f in &d.files {
+        more(d.snapshots.len(), "snapshot(s)");
+        for f in d.files.iter().take(DETAIL_LINES) {
             eprintln!("  affects: {f}");
         }
+        more(d.files.len(), "file(s)");
     }
     if r.is_ok() {
         println!("no damage found");
     } else {
-        eprintln!(
-            "{} damaged object(s); to heal the repository:",
-            r.damaged.len()
-        );
-        for (n, step) in r.advice().iter().enumerate() {
-            eprintln!("  {}. {step}", n + 1);
-        }
+        eprintln!("{} damaged object(s): {}", r.damaged.len(), r.summary());
     }
 }
 

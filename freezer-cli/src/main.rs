@@ -387,6 +387,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
             "freezer_core={level},freezer={level}"
         )))
@@ -411,6 +412,13 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Whether log lines on stderr may carry colours: only on a terminal, and never when
+/// `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn context(out: &Out, lock_wait: std::time::Duration) -> RunContext {

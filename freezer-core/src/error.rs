@@ -177,7 +177,10 @@ impl Error {
         match source.kind() {
             io::ErrorKind::NotFound => Error::NotFound { what },
             io::ErrorKind::AlreadyExists => Error::AlreadyExists { what },
-            io::ErrorKind::PermissionDenied => Error::Permission { what, source },
+            // A read-only file system refuses writes as a permission would.
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                Error::Permission { what, source }
+            }
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::NoSpace { what },
             io::ErrorKind::Interrupted
             | io::ErrorKind::TimedOut
@@ -285,6 +288,11 @@ mod tests {
         assert_eq!(e.to_string(), "data/ab/cd not found");
         let e = Error::io("x", io::Error::from_raw_os_error(libc_enospc()));
         assert_eq!(e.kind(), ErrorKind::NoSpace);
+        let e = Error::io(
+            "x",
+            io::Error::from_raw_os_error(rustix::io::Errno::ROFS.raw_os_error()),
+        );
+        assert_eq!(e.kind(), ErrorKind::Permission, "a read-only file system");
         let e = Error::io("x", io::Error::from(io::ErrorKind::ConnectionReset));
         assert!(e.is_transient());
     }

@@ -77,6 +77,9 @@ fn a_killed_backup_leaves_a_stale_lock_that_the_next_run_takes_over() {
     assert!(err.contains("removed a stale shared lock"), "{err}");
     assert!(err.contains("no longer runs"), "{err}");
     assert!(err.contains("backup"), "{err}");
+    // Each warning once, and no colours on a pipe.
+    assert_eq!(err.matches("removed a stale").count(), 1, "{err}");
+    assert!(!err.contains('\x1b'), "{err:?}");
     assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 0);
     let b = e.json(&[
         "backup",
@@ -94,6 +97,46 @@ fn a_killed_backup_leaves_a_stale_lock_that_the_next_run_takes_over() {
     assert_eq!(b["complete"], true);
     let u = e.json(&["unlock", "--repo", "repo", "--encrypt-pass-file", p]);
     assert_eq!(u["removed"].as_array().unwrap().len(), 0);
+
+    // Killed again: check says once, without colours, that it removed the stale lock, even
+    // where NO_COLOR is not set.
+    std::fs::write(e.path("src/big"), support::pseudo_random(4 << 20, 4)).unwrap();
+    let mut child = e
+        .cmd(&[
+            "backup",
+            "--repo",
+            "repo",
+            "--encrypt-pass-file",
+            p,
+            "--path-to-backup",
+            "src",
+            "-N",
+            "web",
+            "--upload-limit",
+            "256K",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !support::has_lock(&e.path("repo")) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = e
+        .cmd(&["check", "--repo", "repo", "--encrypt-pass-file", p])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        err.matches("removed a stale shared lock").count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains('\x1b'), "{err:?}");
 }
 
 #[test]
@@ -296,7 +339,7 @@ fn forget_prune_check_and_repair_as_an_operator_runs_them() {
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("damaged: pack"), "{err}");
+    assert!(err.starts_with("DAMAGED: 1 pack"), "{err}");
     assert!(err.contains("snapshot: "), "{err}");
     std::fs::write(biggest, good).unwrap();
     let o = e.run(&[

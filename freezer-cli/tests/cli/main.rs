@@ -9,6 +9,7 @@ mod servers;
 mod support;
 
 mod faults;
+mod full;
 mod init_config;
 mod lifecycle;
 mod restore;

@@ -245,8 +245,9 @@ impl Shared {
         (have | (inflight.get(id).copied().unwrap_or(0) & live)) == live
     }
 
+    /// A warning for the report (logged at `info` only: the report's reader shows it).
     fn warn(&self, msg: String) {
-        tracing::warn!("{msg}");
+        tracing::info!("{msg}");
         self.warnings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -278,6 +279,8 @@ pub async fn backup(
     } else {
         Some(repo.lock(false, "backup", &opts.actor).await?)
     };
+    lock.iter()
+        .for_each(crate::repo::lock::LockGuard::log_notes);
     repo.load_index().await?;
     // Never deduplicate against a copy that is missing, too short, or known to be damaged:
     // those blobs count as absent on that storage and are stored again.

@@ -10,9 +10,12 @@
 //! holding them, and verifies every byte. Only when something is damaged, a second walk maps
 //! each damaged object to the snapshots and files it touches.
 //!
-//! It writes to the repository only its shared lock and, on each storage, one damage record
+//! It writes to the repository only its shared lock (which it goes on without where a storage
+//! is full or read-only, with a warning) and, on each storage, one damage record
 //! (`damaged/<id>`, see [`crate::repo::damaged`]) naming the packs and blobs found unusable
-//! there, which backups then store again; records of packs it read and found intact go.
+//! there, which backups then store again; records of packs it read and found intact go. The
+//! report puts damage first: a summary by kind ([`CheckReport::summary`]) and the steps that
+//! heal it ([`CheckReport::advice`]), each true of this report.
 
 mod advice;
 mod data;
@@ -106,8 +109,14 @@ pub struct CheckReport {
     pub unreferenced_packs: Vec<String>,
     /// Damaged or missing objects, sorted by object.
     pub damaged: Vec<CheckDamage>,
+    /// Temporary files that interrupted writes left (`.tmp-*` of a process killed while
+    /// writing), counted once per storage: no damage; `prune` removes those older than
+    /// [`crate::repo::lock::LOCK_LIFETIME`].
+    pub temporary_files: u64,
+    /// Their bytes.
+    pub temporary_bytes: u64,
     /// Problems of the check itself that are no damage: stale locks removed on the way in, a
-    /// lock that could not be removed.
+    /// lock that could not be removed, or skipped on a full or read-only storage.
     pub warnings: Vec<String>,
 }
 
@@ -126,7 +135,7 @@ pub async fn check(
     progress: Arc<dyn Progress>,
 ) -> Result<CheckReport> {
     opts.read_data.validate()?;
-    let lock = repo.lock(false, "check", &opts.actor).await?;
+    let lock = repo.lock_to_read("check", &opts.actor).await?;
     let notes = lock.notes.clone();
     let result = run(repo, opts.read_data, progress.as_ref()).await;
     let released = lock.release().await;
@@ -332,6 +341,16 @@ async fn run(
             )
             .await?;
             list_packs(&tee, &crypto, &mut view, &index, &mut problems, &mut report).await?;
+            // Leftovers only waste space: a storage that cannot list them is still checked.
+            match tee.member(i).list_temporaries("").await {
+                Ok(list) => {
+                    report.temporary_files += list.len() as u64;
+                    report.temporary_bytes += list.iter().map(|t| t.size).sum::<u64>();
+                }
+                Err(e) => report
+                    .warnings
+                    .push(format!("temporary files on {name} not listed: {e}")),
+            }
             Ok::<_, Error>(files)
         }
         .await;

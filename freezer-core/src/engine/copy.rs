@@ -87,7 +87,8 @@ pub async fn copy(
     opts: &CopyOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<CopyReport> {
-    let _lock = source.lock(false, "copy", &opts.actor).await?;
+    let lock = source.lock_to_read("copy", &opts.actor).await?;
+    lock.log_notes();
     source.load_index().await?;
     let (mut wanted, unreadable) = source.snapshots().await?;
     wanted.retain(|(id, s)| {

@@ -87,6 +87,8 @@ pub async fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetRep
     } else {
         Some(repo.lock(false, "forget", &opts.actor).await?)
     };
+    lock.iter()
+        .for_each(crate::repo::lock::LockGuard::log_notes);
     let result = decide_and_remove(repo, opts).await;
     if let Some(l) = lock {
         let _ = l.release().await;

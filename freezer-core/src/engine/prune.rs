@@ -86,6 +86,9 @@ pub struct PruneStats {
     pub packs_repacked: u64,
     /// Packs in `data/` that no index file of the storage listed: deleted.
     pub orphan_packs: u64,
+    /// Temporary files that interrupted writes left (`.tmp-*` of a killed process), not
+    /// written to for longer than [`crate::repo::lock::LOCK_LIFETIME`]: deleted.
+    pub temporaries_deleted: u64,
     /// New packs written by repacking (estimated in a dry run).
     pub packs_written: u64,
     /// Blob copies the index no longer lists: unused blobs, and extra copies of used ones.
@@ -111,6 +114,7 @@ impl PruneStats {
         self.packs_deleted += o.packs_deleted;
         self.packs_repacked += o.packs_repacked;
         self.orphan_packs += o.orphan_packs;
+        self.temporaries_deleted += o.temporaries_deleted;
         self.packs_written += o.packs_written;
         self.blobs_removed += o.blobs_removed;
         self.blobs_repacked += o.blobs_repacked;
@@ -182,6 +186,9 @@ pub async fn prune(
         Some(repo.lock(true, "prune", actor).await?)
     };
     let mut result = run(repo, opts, progress.as_ref(), lock.as_ref()).await;
+    if let (Ok(report), Some(lock)) = (&mut result, &lock) {
+        report.warnings.extend(lock.notes.iter().cloned());
+    }
     if let Some(lock) = lock {
         let released = lock.release().await;
         if let (Ok(report), Err(e)) = (&mut result, released) {
@@ -218,7 +225,7 @@ async fn run(
         return Err(Error::corrupt(
             "the index",
             format!(
-                "{}; prune stopped before deleting anything (`freezer check` says more)",
+                "{}; prune stopped before deleting anything (`freezer repair index` rebuilds the index from the packs)",
                 repo.warnings()[warned..].join("; ")
             ),
         ));
@@ -382,7 +389,7 @@ async fn used_blobs(
         return Err(Error::corrupt(
             format!("snapshot {snap}"),
             format!(
-                "{missing_count} blob(s) it or other snapshots use are in no index file (first: {blob}); prune stopped before deleting anything (`freezer check` says more)"
+                "{missing_count} blob(s) it or other snapshots use are in no index file (first: {blob}); prune stopped before deleting anything (`freezer repair index` indexes the packs that hold them; `freezer check` names what is lost)"
             ),
         ));
     }

@@ -394,8 +394,11 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             let _lock = if action.dry_run {
                 None
             } else {
-                Some(repo.lock(false, "restore", &ctx.actor).await?)
+                Some(repo.lock_to_read("restore", &ctx.actor).await?)
             };
+            _lock
+                .iter()
+                .for_each(crate::repo::lock::LockGuard::log_notes);
             repo.load_index().await?;
             let r = crate::engine::restore(&repo, *id, snap, &opts, ctx.progress.clone()).await;
             if let Some(l) = _lock {

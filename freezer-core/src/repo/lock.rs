@@ -5,6 +5,12 @@
 //! conflicting lock is waited for, up to a bound ([`DEFAULT_LOCK_WAIT`] unless told), then the
 //! operation fails naming the holder: nothing waits forever. Locks never protect against a
 //! second writer of the same object: objects are content-addressed and every put is atomic.
+//!
+//! Two ways to go on without a lock, never silently: an operation that only reads (restore,
+//! check, listings) takes its shared lock with [`acquire_to_read`], which skips a storage that
+//! refuses the lock for want of space or write access, with a note (as restic's `--no-lock`);
+//! and an operator who must free space on a full storage asks for no lock at all ([`waive`]),
+//! which still refuses while another live lock is present.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +109,18 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// How a [`LockGuard`] stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    /// Written on at least one storage and refreshed.
+    Written,
+    /// Written on no storage: every storage refused it (full or read-only). Enough for an
+    /// operation that only reads; never a licence to delete.
+    Skipped,
+    /// Not written, at the operator's request, after finding no other live lock.
+    Waived,
+}
+
 /// A held lock. Release it with [`LockGuard::release`]; dropping it stops the refreshes and
 /// removes the lock in the background.
 #[derive(Debug)]
@@ -112,24 +130,51 @@ pub struct LockGuard {
     /// (a refresh deletes the old key only where storages are live).
     keys: Arc<std::sync::Mutex<Vec<String>>>,
     refresher: Option<tokio::task::JoinHandle<()>>,
-    /// Stale locks removed on the way in, one message each.
+    /// Stale locks removed on the way in, and storages that refused the lock of an operation
+    /// that only reads: one message each. An operation puts them in its report, or, when its
+    /// report has no place for them, logs them with [`LockGuard::log_notes`].
     pub notes: Vec<String>,
     /// When the lock was last written (taken or refreshed).
     refreshed: Arc<std::sync::Mutex<std::time::Instant>>,
+    standing: Standing,
 }
 
 impl LockGuard {
     /// Whether the lock still stands for certain: it was written recently enough that nobody
     /// can have found it stale. An operation that deletes data checks this before deleting.
     pub fn is_held(&self) -> bool {
+        match self.standing {
+            Standing::Written => {}
+            Standing::Skipped => return false,
+            Standing::Waived => return true,
+        }
         let last = *self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
         last.elapsed() + LOCK_REFRESH < LOCK_LIFETIME
+    }
+
+    /// Logs each of [`LockGuard::notes`] as a warning, for an operation whose report does not
+    /// carry them.
+    pub fn log_notes(&self) {
+        for n in &self.notes {
+            tracing::warn!("{n}");
+        }
+    }
+
+    /// Whether the lock was written nowhere: skipped on storages that refused it
+    /// ([`acquire_to_read`]) or waived by the operator ([`waive`]).
+    pub fn is_unwritten(&self) -> bool {
+        self.standing != Standing::Written
     }
 
     /// Fails, naming `what`, unless [`LockGuard::is_held`].
     pub fn ensure_held(&self, what: &str) -> Result<()> {
         if self.is_held() {
             return Ok(());
+        }
+        if self.standing == Standing::Skipped {
+            return Err(Error::Locked {
+                what: format!("{what}: no lock could be written, so nothing may be deleted"),
+            });
         }
         Err(Error::Locked {
             what: format!(
@@ -199,6 +244,65 @@ async fn write_lock(tee: &Tee, crypto: &Crypto, info: &LockInfo) -> Result<Strin
     Ok(key)
 }
 
+/// Why storage `name` refused a lock, when it refused for want of space or write access (a full
+/// or read-only storage): then an operation that only reads goes on without it.
+fn refused(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::NoSpace { .. } => Some("it is full"),
+        Error::Permission { .. } => Some("it does not let this user write (read-only?)"),
+        _ => None,
+    }
+}
+
+/// Writes the lock on each live storage of `tee` on its own, without dropping from the run a
+/// storage that refuses it for want of space or write access (see [`refused`]): each such
+/// storage gets a note in `notes`. Another failure drops the storage, as a put through the tee
+/// would. Returns the key, or `None` when no storage took the lock.
+async fn write_lock_where_possible(
+    tee: &Tee,
+    crypto: &Crypto,
+    info: &LockInfo,
+    notes: &mut Vec<String>,
+) -> Result<Option<String>> {
+    let stored = object::encode(
+        crypto,
+        &serde_json::to_vec(info).expect("a lock serializes"),
+    );
+    let key = format!("locks/{}", Id::of_stored(&stored));
+    let payload = Payload::from(stored);
+    let live: Vec<usize> = (0..tee.len())
+        .filter(|i| tee.live() & (1 << i) != 0)
+        .collect();
+    let results = futures::future::join_all(
+        live.iter()
+            .map(|&i| tee.member(i).put(&key, payload.clone(), PutMode::Overwrite)),
+    )
+    .await;
+    let mut written = false;
+    let mut first_err = None;
+    for (i, r) in live.into_iter().zip(results) {
+        match r {
+            Ok(()) => written = true,
+            Err(e) => match refused(&e) {
+                Some(why) => notes.push(format!(
+                    "continuing without a lock on {}: {why} ({e}), as restic's --no-lock; an exclusive operation (prune) running meanwhile may make this {} fail, never damage the repository",
+                    tee.member(i).describe(),
+                    info.operation
+                )),
+                None => {
+                    tee.fail(i, &e);
+                    first_err.get_or_insert(e);
+                }
+            },
+        }
+    }
+    match (written, first_err) {
+        (true, _) => Ok(Some(key)),
+        (false, Some(e)) => Err(e),
+        (false, None) => Ok(None),
+    }
+}
+
 /// Reads every lock. One deleted since the listing is skipped, and so is one that does not
 /// decode (damaged); one that cannot be read for another reason fails the listing, since a
 /// lock overlooked could be a live backup's.
@@ -234,7 +338,7 @@ async fn remove_stale(
         match l.stale_because(now, hostname) {
             Some(why) => {
                 let note = format!("removed a stale {}: {why}", l.describe());
-                tracing::warn!("{note}");
+                tracing::info!("{note}");
                 let _ = tee.delete(&key).await;
                 notes.push(note);
             }
@@ -258,6 +362,86 @@ pub async fn acquire(
     operation: &str,
     wait: Duration,
 ) -> Result<LockGuard> {
+    let who = Who {
+        hostname,
+        username,
+        operation,
+    };
+    take(tee, crypto, who, exclusive, false, wait).await
+}
+
+/// Takes a shared lock for an operation that only reads (restore, check, a listing), as
+/// [`acquire`] does, except that a storage refusing the lock for want of space or write access
+/// (full or read-only) is not dropped: the operation goes on there without a lock, and
+/// [`LockGuard::notes`] says so, naming the storage and why. Such a guard never allows
+/// deleting ([`LockGuard::ensure_held`] fails when no storage took the lock).
+pub async fn acquire_to_read(
+    tee: Arc<Tee>,
+    crypto: Crypto,
+    hostname: &str,
+    username: &str,
+    operation: &str,
+    wait: Duration,
+) -> Result<LockGuard> {
+    let who = Who {
+        hostname,
+        username,
+        operation,
+    };
+    take(tee, crypto, who, false, true, wait).await
+}
+
+/// Writes no lock, at the operator's request (`--no-lock`, to free space on a full storage
+/// where no lock can be written): removes stale locks, then fails with [`Error::Locked`]
+/// naming the holder while any other live lock is present. The guard allows deleting: the
+/// operator answers for no other operation starting meanwhile.
+pub async fn waive(
+    tee: Arc<Tee>,
+    crypto: Crypto,
+    hostname: &str,
+    operation: &str,
+) -> Result<LockGuard> {
+    let mut locks = list_locks(&tee, &crypto).await?;
+    let notes = remove_stale(&tee, &mut locks, hostname).await;
+    if let Some((_, l)) = locks.first() {
+        return Err(Error::Locked {
+            what: format!(
+                "{operation} without a lock refused: the repository is locked by a live {}; wait for it to end (`freezer unlock` removes stale locks only)",
+                l.describe()
+            ),
+        });
+    }
+    Ok(LockGuard {
+        tee,
+        keys: Arc::new(std::sync::Mutex::new(vec![])),
+        refresher: None,
+        notes,
+        refreshed: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+        standing: Standing::Waived,
+    })
+}
+
+/// Who asks for a lock, and for what.
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    hostname: &'a str,
+    username: &'a str,
+    operation: &'a str,
+}
+
+async fn take(
+    tee: Arc<Tee>,
+    crypto: Crypto,
+    who: Who<'_>,
+    exclusive: bool,
+    to_read: bool,
+    wait: Duration,
+) -> Result<LockGuard> {
+    let Who {
+        hostname,
+        username,
+        operation,
+    } = who;
     let info = LockInfo {
         time: crate::time::now(),
         hostname: hostname.to_string(),
@@ -283,7 +467,32 @@ pub async fn acquire(
         notes.extend(remove_stale(&tee, &mut locks, hostname).await);
         let holder = match conflict(&locks, None) {
             None => {
-                let key = write_lock(&tee, &crypto, &info).await?;
+                let key = if to_read {
+                    match write_lock_where_possible(&tee, &crypto, &info, &mut notes).await? {
+                        Some(k) => k,
+                        None => {
+                            return Ok(LockGuard {
+                                tee,
+                                keys: Arc::new(std::sync::Mutex::new(vec![])),
+                                refresher: None,
+                                notes,
+                                refreshed: Arc::new(std::sync::Mutex::new(
+                                    std::time::Instant::now(),
+                                )),
+                                standing: Standing::Skipped,
+                            });
+                        }
+                    }
+                } else {
+                    write_lock(&tee, &crypto, &info)
+                        .await
+                        .map_err(|e| match e {
+                            Error::NoSpace { .. } => e.context(format!(
+                                "writing the {operation} lock (to free space, run `freezer forget --no-lock` then `freezer prune --no-lock` while no other freezer runs)"
+                            )),
+                            e => e.context(format!("writing the {operation} lock")),
+                        })?
+                };
                 // Another process may have locked at the same moment: look again, and back
                 // off if so (both may back off; the waits are jittered and bounded).
                 let mut again = match list_locks(&tee, &crypto).await {
@@ -368,6 +577,7 @@ pub async fn acquire(
         refresher: Some(refresher),
         notes,
         refreshed,
+        standing: Standing::Written,
     })
 }
 
@@ -391,150 +601,4 @@ pub async fn unlock(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crypto::MasterKey;
-    use crate::sink::MemorySink;
-
-    /// A lock of user `u` on host `h`, failing at once on a conflict.
-    async fn take(
-        tee: &Arc<Tee>,
-        c: &Crypto,
-        exclusive: bool,
-        operation: &str,
-    ) -> Result<LockGuard> {
-        acquire(
-            tee.clone(),
-            c.clone(),
-            "h",
-            "u",
-            exclusive,
-            operation,
-            Duration::ZERO,
-        )
-        .await
-    }
-
-    #[tokio::test]
-    async fn shared_locks_coexist_exclusive_ones_do_not() {
-        let tee = Arc::new(Tee::new(vec![Arc::new(MemorySink::new("m"))]).unwrap());
-        let c = Crypto::new(&MasterKey::generate(true));
-        let a = take(&tee, &c, false, "backup").await.unwrap();
-        let b = take(&tee, &c, false, "backup").await.unwrap();
-        let e = take(&tee, &c, true, "prune").await.unwrap_err();
-        assert!(matches!(e, Error::Locked { .. }), "{e}");
-        a.release().await.unwrap();
-        b.release().await.unwrap();
-        let x = take(&tee, &c, true, "prune").await.unwrap();
-        assert!(take(&tee, &c, false, "backup").await.is_err());
-        x.release().await.unwrap();
-        assert!(tee.list("locks/").await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn stale_locks_are_taken_over_with_a_note_and_live_ones_waited_for() {
-        let tee = Arc::new(Tee::new(vec![Arc::new(MemorySink::new("m"))]).unwrap());
-        let c = Crypto::new(&MasterKey::generate(true));
-        // An exclusive lock of another host, not refreshed for an hour: stale.
-        let old = LockInfo {
-            time: crate::time::now() - jiff::SignedDuration::from_hours(1),
-            hostname: "gone-host".into(),
-            pid: 1,
-            username: "ops".into(),
-            exclusive: true,
-            operation: "prune".into(),
-            pid_namespace: None,
-        };
-        write_lock(&tee, &c, &old).await.unwrap();
-        let g = take(&tee, &c, false, "backup").await.unwrap();
-        assert_eq!(g.notes.len(), 1, "{:?}", g.notes);
-        assert!(g.notes[0].contains("ops@gone-host"), "{:?}", g.notes);
-        assert!(
-            g.notes[0].contains("not refreshed for 60 minutes"),
-            "{:?}",
-            g.notes
-        );
-        assert_eq!(
-            list_locks(&tee, &c).await.unwrap().len(),
-            1,
-            "only ours is left"
-        );
-        // An exclusive lock waits for the shared one, and gets it once it goes.
-        let t = tee.clone();
-        let c2 = c.clone();
-        let waiter = tokio::spawn(async move {
-            acquire(t, c2, "h", "u", true, "prune", Duration::from_secs(30)).await
-        });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!waiter.is_finished());
-        g.release().await.unwrap();
-        let x = waiter.await.unwrap().unwrap();
-        // A bounded wait ends with the holder's name.
-        let started = std::time::Instant::now();
-        let e = acquire(
-            tee.clone(),
-            c.clone(),
-            "h",
-            "u",
-            false,
-            "backup",
-            Duration::from_millis(700),
-        )
-        .await
-        .unwrap_err();
-        assert!(started.elapsed() >= Duration::from_millis(700));
-        assert!(e.to_string().contains("exclusive lock of u@h"), "{e}");
-        assert!(e.to_string().contains("prune"), "{e}");
-        x.release().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn unlock_removes_stale_locks_or_all() {
-        let tee = Arc::new(Tee::new(vec![Arc::new(MemorySink::new("m"))]).unwrap());
-        let c = Crypto::new(&MasterKey::generate(true));
-        let mut dead = LockInfo {
-            time: crate::time::now(),
-            hostname: "h".into(),
-            pid: 0x7fff_fff0,
-            username: "u".into(),
-            exclusive: false,
-            operation: "backup".into(),
-            pid_namespace: pid_namespace(),
-        };
-        write_lock(&tee, &c, &dead).await.unwrap();
-        dead.pid = std::process::id();
-        write_lock(&tee, &c, &dead).await.unwrap();
-        let gone = unlock(&tee, &c, "h", false).await.unwrap();
-        assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].pid, 0x7fff_fff0);
-        assert_eq!(unlock(&tee, &c, "h", true).await.unwrap().len(), 1);
-        assert!(list_locks(&tee, &c).await.unwrap().is_empty());
-    }
-
-    #[test]
-    fn dead_processes_and_old_locks_are_stale() {
-        let now = Timestamp::from_second(10_000).unwrap();
-        let mut l = LockInfo {
-            time: now,
-            hostname: "h".into(),
-            pid: std::process::id(),
-            username: "u".into(),
-            exclusive: true,
-            operation: "prune".into(),
-            pid_namespace: pid_namespace(),
-        };
-        assert!(!l.is_stale(now, "h"));
-        l.time = Timestamp::from_second(10_000 - 3600).unwrap();
-        assert!(l.is_stale(now, "h"));
-        l.time = now;
-        l.pid = 0x7fff_fff0;
-        assert!(l.is_stale(now, "h"));
-        assert!(!l.is_stale(now, "other-host"));
-        // Another process-id namespace on the same host name (a container): its processes
-        // cannot be judged from here, only its age counts.
-        l.pid_namespace = Some("pid:[1]".into());
-        assert!(!l.is_stale(now, "h"));
-        l.pid_namespace = None;
-        assert!(!l.is_stale(now, "h"));
-    }
-}
+mod tests;

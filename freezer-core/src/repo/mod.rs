@@ -122,6 +122,8 @@ pub struct Repository {
     /// Storages whose own `config` was missing or damaged when the repository was opened (it
     /// came from a copy or another storage): [`Repository::confirm_config`] passes them over.
     unconfirmed: SinkMask,
+    /// Write no lock ([`Repository::set_no_lock`]).
+    no_lock: bool,
 }
 
 pub(crate) async fn read_config(sink: &dyn Sink) -> Result<Config> {
@@ -365,6 +367,7 @@ impl Repository {
             warnings,
             lock_wait: lock::DEFAULT_LOCK_WAIT,
             unconfirmed: found.fallback(),
+            no_lock: false,
         })
     }
 
@@ -698,6 +701,15 @@ impl Repository {
         operation: &str,
         actor: &Actor,
     ) -> Result<lock::LockGuard> {
+        if self.no_lock {
+            return lock::waive(
+                self.tee.clone(),
+                self.crypto.clone(),
+                &actor.hostname,
+                operation,
+            )
+            .await;
+        }
         lock::acquire(
             self.tee.clone(),
             self.crypto.clone(),
@@ -708,6 +720,30 @@ impl Repository {
             self.lock_wait,
         )
         .await
+    }
+
+    /// Takes a shared lock for an operation that only reads, going on without it where a
+    /// storage is full or read-only (see [`lock::acquire_to_read`]).
+    pub async fn lock_to_read(&self, operation: &str, actor: &Actor) -> Result<lock::LockGuard> {
+        if self.no_lock {
+            return self.lock(false, operation, actor).await;
+        }
+        lock::acquire_to_read(
+            self.tee.clone(),
+            self.crypto.clone(),
+            &actor.hostname,
+            &actor.username,
+            operation,
+            self.lock_wait,
+        )
+        .await
+    }
+
+    /// Writes no lock from now on (an operator's `--no-lock`, to free space on a full
+    /// storage): [`Repository::lock`] then only checks that no other live lock is present
+    /// (see [`lock::waive`]). The operator answers for no other operation starting meanwhile.
+    pub fn set_no_lock(&mut self, no_lock: bool) {
+        self.no_lock = no_lock;
     }
 
     /// How long [`Repository::lock`] waits for a live conflicting lock

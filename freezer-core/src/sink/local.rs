@@ -3,7 +3,8 @@
 //! Every put writes a temporary file beside its target (`.tmp-*`, never listed), fsyncs it,
 //! then renames it into place (or hard-links it, for [`PutMode::Create`], which fails if the
 //! target exists) and fsyncs the folder. A reader therefore never sees a partial object, even
-//! after a crash or `kill -9`; leftovers are temporary files that `list` ignores.
+//! after a crash or `kill -9`; leftovers are temporary files that `list` ignores and
+//! `list_temporaries` returns.
 //! Files are created `0600` and folders `0700`: a repository is private to its owner.
 
 use std::fs::{self, File, OpenOptions};
@@ -16,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, check_key, clamp};
+use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary, check_key, clamp};
 use crate::error::{Error, IoContext, Result};
 
 /// Reads above this size are streamed in pieces of this size.
@@ -103,7 +104,13 @@ fn put_blocking(path: &Path, what: &str, payload: &Payload, mode: PutMode) -> Re
         .ctx(dir.display())
 }
 
-fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>> {
+/// Every file under `prefix`: the objects, or with `temporaries` the `.tmp-*` leftovers
+/// instead, each with its metadata, sorted by key.
+fn walk_blocking(
+    root: &Path,
+    prefix: &str,
+    temporaries: bool,
+) -> Result<Vec<(String, fs::Metadata)>> {
     // Walk from the deepest folder the prefix names completely.
     let base = match prefix.rfind('/') {
         Some(i) => &prefix[..i],
@@ -126,9 +133,7 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>> {
             let entry = entry.ctx(dir.display())?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with(TMP_PREFIX) {
-                continue;
-            }
+            let is_tmp = name.starts_with(TMP_PREFIX);
             let key = if key_dir.is_empty() {
                 name.to_string()
             } else {
@@ -139,14 +144,49 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>> {
                 if key.starts_with(prefix) || prefix.starts_with(&format!("{key}/")) {
                     stack.push((entry.path(), key));
                 }
-            } else if ft.is_file() && key.starts_with(prefix) {
-                let size = entry.metadata().ctx(entry.path().display())?.len();
-                out.push(ObjectMeta { key, size });
+            } else if ft.is_file() && is_tmp == temporaries && key.starts_with(prefix) {
+                match entry.metadata() {
+                    Ok(m) => out.push((key, m)),
+                    // A temporary renamed into place since the listing.
+                    Err(e) if is_tmp && e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(entry.path().display(), e)),
+                }
             }
         }
     }
-    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>> {
+    Ok(walk_blocking(root, prefix, false)?
+        .into_iter()
+        .map(|(key, m)| ObjectMeta { key, size: m.len() })
+        .collect())
+}
+
+fn temporaries_blocking(root: &Path, prefix: &str) -> Result<Vec<Temporary>> {
+    walk_blocking(root, prefix, true)?
+        .into_iter()
+        .map(|(key, m)| {
+            let modified = m
+                .modified()
+                .ctx(format!("{}/{key}", root.display()))
+                .and_then(|t| {
+                    jiff::Timestamp::try_from(t).map_err(|e| {
+                        Error::io(
+                            format!("{}/{key}", root.display()),
+                            std::io::Error::other(e),
+                        )
+                    })
+                })?;
+            Ok(Temporary {
+                key,
+                size: m.len(),
+                modified,
+            })
+        })
+        .collect()
 }
 
 fn read_at(file: &mut File, at: u64, len: u64, what: &str) -> Result<Bytes> {
@@ -210,6 +250,12 @@ impl Sink for LocalSink {
         let root = self.root.clone();
         let prefix = prefix.to_string();
         blocking(move || list_blocking(&root, &prefix)).await
+    }
+
+    async fn list_temporaries(&self, prefix: &str) -> Result<Vec<Temporary>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        blocking(move || temporaries_blocking(&root, &prefix)).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -11,6 +11,8 @@
 //! * [`Sink::get`] returns the whole object or a byte range of it; a missing object is
 //!   [`crate::Error::NotFound`].
 //! * [`Sink::list`] returns every complete object under a prefix, never a temporary one.
+//!   [`Sink::list_temporaries`] returns the temporary ones that interrupted puts left behind
+//!   (a sink whose puts leave none returns nothing), which [`Sink::delete`] removes.
 //! * [`Sink::delete`] removes an object; deleting a missing object is not an error.
 //! * [`Sink::prepare`] creates the bucket or container the sink lives in, when missing.
 //!
@@ -121,6 +123,18 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// A temporary object that a put left behind when it was cut off (a `.tmp-*` file of a
+/// process killed while writing), as listed by [`Sink::list_temporaries`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Temporary {
+    /// Its key, for [`Sink::delete`]: `data/ab/.tmp-0123abcd`.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written, by the storage's clock.
+    pub modified: jiff::Timestamp,
+}
+
 /// A stream of buffers.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
@@ -186,6 +200,14 @@ pub trait Sink: Send + Sync + fmt::Debug + 'static {
     /// Size of an object, or `NotFound`.
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
 
+    /// Lists the temporary objects under `prefix` that puts cut off left behind. A put in
+    /// progress has one too: callers judge by [`Temporary::modified`]. Sinks whose puts are
+    /// atomic without temporaries (object stores) have none, which is the default.
+    async fn list_temporaries(&self, prefix: &str) -> Result<Vec<Temporary>> {
+        let _ = prefix;
+        Ok(vec![])
+    }
+
     /// Creates what must exist before the first object (a bucket, a container), if missing.
     /// `freezer init` calls it; most sinks need nothing.
     async fn prepare(&self) -> Result<()> {
@@ -237,6 +259,9 @@ impl<T: Sink + ?Sized> Sink for Arc<T> {
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         (**self).head(key).await
+    }
+    async fn list_temporaries(&self, prefix: &str) -> Result<Vec<Temporary>> {
+        (**self).list_temporaries(prefix).await
     }
     async fn prepare(&self) -> Result<()> {
         (**self).prepare().await

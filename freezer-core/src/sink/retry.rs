@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink};
+use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary};
 use crate::error::{Error, Result};
 
 /// How a [`Retrying`] sink backs off.
@@ -132,6 +132,11 @@ impl<S: Sink> Sink for Retrying<S> {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.run("head", || self.inner.head(key)).await
+    }
+
+    async fn list_temporaries(&self, prefix: &str) -> Result<Vec<Temporary>> {
+        self.run("list", || self.inner.list_temporaries(prefix))
+            .await
     }
 
     async fn prepare(&self) -> Result<()> {

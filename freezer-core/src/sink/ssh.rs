@@ -25,7 +25,7 @@ use russh_sftp::protocol::{OpenFlags, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, check_key, clamp};
+use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary, check_key, clamp};
 use crate::error::{Error, Result};
 
 /// How to reach a folder over SSH.
@@ -235,6 +235,65 @@ impl SshSink {
             next: std::sync::atomic::AtomicUsize::new(0),
             learning: Mutex::new(()),
         })
+    }
+
+    /// Every file under `prefix` with its size and modification time: the objects, or with
+    /// `temporaries` the `.tmp-*` leftovers instead, sorted by key.
+    async fn walk(
+        &self,
+        prefix: &str,
+        temporaries: bool,
+    ) -> Result<Vec<(String, u64, Option<u32>)>> {
+        let base = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let root = self.opts.path.trim_end_matches('/').to_string();
+        let what = self.what(prefix);
+        let prefix = prefix.to_string();
+        let base = base.to_string();
+        self.with(|c| async move {
+            let mut out = Vec::new();
+            let mut stack = vec![base];
+            while let Some(dir) = stack.pop() {
+                let remote = match (root.is_empty(), dir.is_empty()) {
+                    (true, true) => ".".to_string(),
+                    (true, false) => dir.clone(),
+                    (false, true) => root.clone(),
+                    (false, false) => format!("{root}/{dir}"),
+                };
+                let entries = match c.sftp.read_dir(remote).await {
+                    Ok(e) => e,
+                    Err(SftpError::Status(s)) if s.status_code == StatusCode::NoSuchFile => {
+                        continue;
+                    }
+                    Err(e) => return Err(sftp_err(e, &what)),
+                };
+                for entry in entries {
+                    let name = entry.file_name();
+                    if name == "." || name == ".." {
+                        continue;
+                    }
+                    let is_tmp = name.starts_with(".tmp-");
+                    let key = if dir.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{dir}/{name}")
+                    };
+                    let meta = entry.metadata();
+                    if meta.is_dir() {
+                        if key.starts_with(&prefix) || prefix.starts_with(&format!("{key}/")) {
+                            stack.push(key);
+                        }
+                    } else if is_tmp == temporaries && key.starts_with(&prefix) {
+                        out.push((key, meta.size.unwrap_or(0), meta.mtime));
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(out)
+        })
+        .await
     }
 
     fn what(&self, key: &str) -> String {
@@ -547,58 +606,26 @@ impl Sink for SshSink {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let base = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        let root = self.opts.path.trim_end_matches('/').to_string();
-        let what = self.what(prefix);
-        let prefix = prefix.to_string();
-        let base = base.to_string();
-        self.with(|c| async move {
-            let mut out = Vec::new();
-            let mut stack = vec![base];
-            while let Some(dir) = stack.pop() {
-                let remote = match (root.is_empty(), dir.is_empty()) {
-                    (true, true) => ".".to_string(),
-                    (true, false) => dir.clone(),
-                    (false, true) => root.clone(),
-                    (false, false) => format!("{root}/{dir}"),
-                };
-                let entries = match c.sftp.read_dir(remote).await {
-                    Ok(e) => e,
-                    Err(SftpError::Status(s)) if s.status_code == StatusCode::NoSuchFile => {
-                        continue;
-                    }
-                    Err(e) => return Err(sftp_err(e, &what)),
-                };
-                for entry in entries {
-                    let name = entry.file_name();
-                    if name.starts_with(".tmp-") || name == "." || name == ".." {
-                        continue;
-                    }
-                    let key = if dir.is_empty() {
-                        name.clone()
-                    } else {
-                        format!("{dir}/{name}")
-                    };
-                    let meta = entry.metadata();
-                    if meta.is_dir() {
-                        if key.starts_with(&prefix) || prefix.starts_with(&format!("{key}/")) {
-                            stack.push(key);
-                        }
-                    } else if key.starts_with(&prefix) {
-                        out.push(ObjectMeta {
-                            key,
-                            size: meta.size.unwrap_or(0),
-                        });
-                    }
-                }
-            }
-            out.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok(out)
-        })
-        .await
+        Ok(self
+            .walk(prefix, false)
+            .await?
+            .into_iter()
+            .map(|(key, size, _)| ObjectMeta { key, size })
+            .collect())
+    }
+
+    async fn list_temporaries(&self, prefix: &str) -> Result<Vec<Temporary>> {
+        let mut out = Vec::new();
+        for (key, size, mtime) in self.walk(prefix, true).await? {
+            let modified = jiff::Timestamp::from_second(i64::from(mtime.unwrap_or(0)))
+                .map_err(|e| Error::io(self.what(&key), std::io::Error::other(e)))?;
+            out.push(Temporary {
+                key,
+                size,
+                modified,
+            });
+        }
+        Ok(out)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures::future::join_all;
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink};
+use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary};
 use crate::error::{Error, Result};
 
 /// A set of tee members, bit `i` for member `i` (at most 64 members).
@@ -242,6 +242,18 @@ impl Sink for Tee {
             }
         }
         Err(first_err.unwrap_or_else(|| self.none_live()))
+    }
+
+    /// The temporaries of every live member (each member's own: a member that cannot list
+    /// them is left out of the answer, not failed).
+    async fn list_temporaries(&self, prefix: &str) -> Result<Vec<Temporary>> {
+        let live: Vec<usize> = self.members(self.live()).collect();
+        let results = join_all(live.iter().map(|&i| self.sinks[i].list_temporaries(prefix))).await;
+        let mut merged = BTreeMap::new();
+        for t in results.into_iter().flatten().flatten() {
+            merged.entry(t.key.clone()).or_insert(t);
+        }
+        Ok(merged.into_values().collect())
     }
 
     async fn prepare(&self) -> Result<()> {

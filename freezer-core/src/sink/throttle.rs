@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink};
+use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary};
 use crate::error::{Error, Result};
 
 /// Parses a rate as upstream's help text writes it: bytes per second, optionally with a
@@ -149,6 +149,10 @@ impl<S: Sink> Sink for Throttled<S> {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.inner.head(key).await
+    }
+
+    async fn list_temporaries(&self, prefix: &str) -> Result<Vec<Temporary>> {
+        self.inner.list_temporaries(prefix).await
     }
 
     async fn prepare(&self) -> Result<()> {

@@ -1,7 +1,8 @@
 //! Carrying out the plan of one storage, in the order that keeps every used blob covered by
-//! the index files on storage: new packs, new index files, removal of the old index files,
-//! deletion of the packs that went. Each step that fails stops the storage's prune before the
-//! next one.
+//! the index files on storage: first what no index file lists (orphan packs, stale temporary
+//! files), which frees space on a full storage before anything is written; then new packs, new
+//! index files, removal of the old index files, deletion of the packs that went. Each step that
+//! fails stops the storage's prune before the next one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,8 +30,6 @@ enum Gone {
     Unused,
     /// Its used blobs are in new packs.
     Repacked,
-    /// No index file of the storage lists it.
-    Orphan,
 }
 
 /// Carries out `plan`, recording in `stats` what was done, even when it fails part way.
@@ -51,6 +50,42 @@ pub(super) async fn execute(
         stats.unused_bytes_kept += p.usage.total - p.usage.used;
     }
 
+    // 0. What no index file lists: deleting it changes nothing any snapshot needs, and frees
+    // space for what the next steps write.
+    held()?;
+    let mut freed = 0;
+    let mut failed = Vec::new();
+    let early: Vec<(String, u64, bool)> = plan
+        .orphans
+        .iter()
+        .map(|(id, size)| (pack_key(id), *size, true))
+        .chain(
+            plan.temporaries
+                .iter()
+                .map(|(k, size)| (k.clone(), *size, false)),
+        )
+        .collect();
+    let results = delete_all(&member, early.iter().map(|(k, ..)| k.clone()).collect()).await;
+    let sizes: HashMap<&str, (u64, bool)> = early
+        .iter()
+        .map(|(k, size, orphan)| (k.as_str(), (*size, *orphan)))
+        .collect();
+    for (key, r) in results {
+        let (size, orphan) = sizes[key.as_str()];
+        match r {
+            Ok(()) => {
+                freed += size;
+                *if orphan {
+                    &mut stats.orphan_packs
+                } else {
+                    &mut stats.temporaries_deleted
+                } += 1;
+            }
+            Err(e) => failed.push(e.context(&key)),
+        }
+    }
+    stats.bytes_freed = freed;
+
     // 1. New packs with the used blobs of the packs to repack.
     let mut repacker = Repacker {
         repo,
@@ -67,9 +102,9 @@ pub(super) async fn execute(
         }
         repacker.finish().await
     };
-    let (new_packs, written) = repacked
-        .await
-        .map_err(|e| e.context("repacking; nothing was deleted on this storage"))?;
+    let (new_packs, written) = repacked.await.map_err(|e| {
+        e.context("repacking; no pack an index file lists was deleted on this storage")
+    })?;
     // A new pack may have the bytes, and so the name, of a pack that goes: it stays.
     let fresh: HashSet<String> = new_packs.iter().map(|(id, _)| pack_key(id)).collect();
 
@@ -154,14 +189,9 @@ pub(super) async fn execute(
             doomed.insert(pack_key(&p.id), (why, p.size));
         }
     }
-    for (id, size) in &plan.orphans {
-        doomed.insert(pack_key(id), (Gone::Orphan, *size));
-    }
     doomed.retain(|key, _| !fresh.contains(key));
     held()?;
     let results = delete_all(&member, doomed.keys().cloned().collect()).await;
-    let mut freed = 0;
-    let mut failed = Vec::new();
     for (key, r) in results {
         let (why, size) = doomed[&key];
         match r {
@@ -170,7 +200,6 @@ pub(super) async fn execute(
                 *match why {
                     Gone::Unused => &mut stats.packs_deleted,
                     Gone::Repacked => &mut stats.packs_repacked,
-                    Gone::Orphan => &mut stats.orphan_packs,
                 } += 1;
             }
             Err(e) => failed.push(e.context(&key)),

@@ -8,9 +8,10 @@ use super::PruneStats;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::index::{INDEX_FILE_BLOBS, Location};
+use crate::repo::lock::LOCK_LIFETIME;
 use crate::repo::pack::BlobType;
 use crate::repo::{Repository, pack_key};
-use crate::sink::SinkMask;
+use crate::sink::{Sink, SinkMask, Temporary};
 
 /// Header bytes a packed blob costs, about: for the estimates of a dry run.
 const HEADER_BYTES_PER_BLOB: u64 = 40;
@@ -72,6 +73,9 @@ pub(super) struct StoragePlan {
     pub(super) packs: Vec<Option<PackPlan>>,
     /// Packs in `data/` that no index file of the storage lists, with their sizes.
     pub(super) orphans: Vec<(Id, u64)>,
+    /// Temporary files that interrupted puts left, not written to for longer than
+    /// [`LOCK_LIFETIME`] (no live operation can be writing them), with their sizes.
+    pub(super) temporaries: Vec<(String, u64)>,
     /// Stored bytes to copy, data and trees.
     pub(super) copy_bytes: [u64; 2],
 }
@@ -129,9 +133,11 @@ impl StoragePlan {
     pub(super) fn estimate(&self, pack_size: u32) -> PruneStats {
         let mut s = PruneStats {
             orphan_packs: self.orphans.len() as u64,
+            temporaries_deleted: self.temporaries.len() as u64,
             ..PruneStats::default()
         };
-        let mut freed: u64 = self.orphans.iter().map(|(_, size)| size).sum();
+        let mut freed: u64 = self.orphans.iter().map(|(_, size)| size).sum::<u64>()
+            + self.temporaries.iter().map(|(_, size)| size).sum::<u64>();
         let mut listed = 0;
         for p in self.packs.iter().flatten() {
             match p.action {
@@ -169,6 +175,27 @@ impl StoragePlan {
     }
 }
 
+/// The temporary files of `sink` that nobody wrote to for longer than [`LOCK_LIFETIME`]:
+/// left by a process killed while writing (a live one refreshes its lock more often, and
+/// writes each temporary in one go). A storage that cannot list them has none to remove:
+/// leftovers only waste space, and must not stop a prune.
+async fn stale_temporaries(sink: &dyn Sink) -> Vec<(String, u64)> {
+    let now = crate::time::now();
+    let old =
+        |t: &Temporary| now.as_second() - t.modified.as_second() > LOCK_LIFETIME.as_secs() as i64;
+    match sink.list_temporaries("").await {
+        Ok(list) => list
+            .into_iter()
+            .filter(old)
+            .map(|t| (t.key, t.size))
+            .collect(),
+        Err(e) => {
+            tracing::debug!(sink = %sink.describe(), error = %e, "temporaries not listed");
+            vec![]
+        }
+    }
+}
+
 /// Classifies the packs of storage `i`. Reads listings only.
 pub(super) async fn plan_storage(
     repo: &Repository,
@@ -192,6 +219,7 @@ pub(super) async fn plan_storage(
         index_files,
         packs: vec![None; index.packs().len()],
         orphans: vec![],
+        temporaries: stale_temporaries(member.as_ref()).await,
         copy_bytes: [0; 2],
     };
     for meta in member.list("data/").await? {
@@ -227,7 +255,7 @@ pub(super) async fn plan_storage(
         return Err(Error::corrupt(
             format!("repository at {}", member.describe()),
             format!(
-                "{} pack(s) its index lists are missing from data/ (first: {first}); prune stopped before deleting anything (`freezer check` says more)",
+                "{} pack(s) its index lists are missing from data/ (first: {first}); prune stopped before deleting anything (`freezer repair index` drops them from the index; `freezer check` names what is lost)",
                 missing.len()
             ),
         ));
@@ -242,7 +270,7 @@ pub(super) async fn plan_storage(
             return Err(Error::corrupt(
                 format!("repository at {}", member.describe()),
                 format!(
-                    "its index lacks {} blob(s) its snapshots use (first: {first}); prune stopped before deleting anything (`freezer check` says more)",
+                    "its index lacks {} blob(s) its snapshots use (first: {first}); prune stopped before deleting anything (`freezer repair index` indexes the packs that hold them; `freezer check` names what is lost)",
                     1 + lacking.count()
                 ),
             ));
@@ -329,6 +357,7 @@ mod tests {
             index_files: vec![],
             packs: vec![pack(Action::Repack), None, pack(Action::Keep)],
             orphans: vec![],
+            temporaries: vec![],
             copy_bytes: [0; 2],
         };
         let loc = |pack| Location {
