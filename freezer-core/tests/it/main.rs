@@ -9,6 +9,7 @@ mod first_backup;
 mod ftp;
 mod hostile;
 mod lifecycle;
+mod options;
 mod prune;
 mod s3;
 mod servers;
