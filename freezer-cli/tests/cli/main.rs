@@ -9,6 +9,7 @@ mod servers;
 mod support;
 
 mod lifecycle;
+mod options;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
