@@ -350,7 +350,7 @@ pub(crate) fn check_upstream_values(action: &FreezerAction) -> Result<()> {
             _ => true,
         })
     };
-    if let Some(name) = OTHER_MEDIA.iter().find(|n| set(**n)) {
+    if let Some(name) = OTHER_MEDIA.iter().find(|n| set(n)) {
         return Err(Error::unsupported(format!(
             "{name}: backing up Cinder volumes, Nova instances or Glance images (this release backs up files: mode fs)"
         )));
