@@ -26,12 +26,16 @@ def init(container: str, encrypt_pass_file: str | None = None) -> dict[str, Any]
     """Creates a repository in ``container`` (a folder); encrypted when ``encrypt_pass_file``
     names a file whose first line is the passphrase."""
 
-def run_action(options: Mapping[str, Any] | str) -> dict[str, Any]:
+def run_action(options: Mapping[str, Any] | str,
+               allow_unknown_options: bool = False) -> dict[str, Any]:
     """Runs one ``freezer_action`` (``backup``, ``restore``, ``info``, ``admin``, and the
     extensions ``check`` and ``prune``) given upstream's option names, as a dict or a JSON
     string; returns the result. A backup into a place that holds nothing creates the
     repository there (listed in ``created_repository``); a place holding other files raises
-    ``BadInputError``. The GIL is released while it runs."""
+    ``BadInputError``. An option name this release does not know (``encrypt_pas_file``)
+    raises ``BadInputError`` naming the closest known one, before anything runs; with
+    ``allow_unknown_options`` it is ignored and named in the result's ``warnings``. The GIL
+    is released while it runs."""
 
 def check(options: Mapping[str, Any] | str, read_data: str | None = None) -> dict[str, Any]:
     """Verifies the repository the storage options name (``container``, ``storage``,

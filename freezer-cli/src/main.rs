@@ -367,10 +367,15 @@ enum KeyCommand {
 
 #[derive(Subcommand, Debug)]
 enum JobCommand {
-    /// Run every action of a job file, in order.
+    /// Run every action of a job file, in order. Exit 1 when an action failed, 3 when every
+    /// action ran but one did not complete everything.
     Run {
         /// The job document (JSON), or - for stdin.
         file: PathBuf,
+        /// Accept option names this release does not know (a document written for a newer
+        /// release), with a warning each, instead of refusing the job.
+        #[arg(long)]
+        allow_unknown_options: bool,
     },
 }
 
@@ -405,6 +410,8 @@ fn main() -> ExitCode {
     let out = Out::new(cli.json);
     match runtime.block_on(run(cli.command, &out)) {
         Ok(true) => ExitCode::SUCCESS,
+        // A job reported an action that failed (its error is printed with the reports).
+        Ok(false) if out.failed() => ExitCode::from(EXIT_FAILURE),
         Ok(false) => ExitCode::from(EXIT_INCOMPLETE),
         Err(e) => {
             out.clear_progress();
@@ -552,7 +559,11 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
         Command::Unlock(a) => lifecycle::unlock(a, out).await,
         Command::Key { command } => key(command, out).await,
         Command::Job {
-            command: JobCommand::Run { file },
+            command:
+                JobCommand::Run {
+                    file,
+                    allow_unknown_options,
+                },
         } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io("stdin", e))?
@@ -560,11 +571,15 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
                 std::fs::read_to_string(&file).map_err(|e| Error::io(file.display(), e))?
             };
             let job = Job::from_json(&text).map_err(|e| e.context(file.display()))?;
-            for a in &job.job_actions {
-                a.freezer_action.validate()?;
-            }
-            let reports = job::run_job(&job, &context(out, lock::DEFAULT_LOCK_WAIT)).await;
-            Ok(out.job(&reports))
+            // Every action is checked before the first runs: nothing is written when a name
+            // is misspelt anywhere in the document.
+            let warnings = job
+                .validate_with(allow_unknown_options)
+                .map_err(|e| e.context(file.display()))?;
+            let mut ctx = context(out, lock::DEFAULT_LOCK_WAIT);
+            ctx.allow_unknown_options = allow_unknown_options;
+            let reports = job::run_job(&job, &ctx).await;
+            Ok(out.job(&reports, &warnings))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What the CLI prints: text for people, one JSON document for machines. Results go to
 //! stdout, warnings and damage reports to stderr.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use freezer_core::engine::{BackupResult, Inspection, Progress, RestoreResult};
@@ -17,6 +18,8 @@ use serde_json::json;
 pub struct Out {
     json: bool,
     bar: Mutex<Option<ProgressBar>>,
+    /// Whether a job reported an action that failed (exit 1, not 3).
+    failed: AtomicBool,
 }
 
 /// `1.5 MiB` and friends.
@@ -47,7 +50,13 @@ impl Out {
         Out {
             json,
             bar: Mutex::new(None),
+            failed: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a job printed here had an action that failed.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Whether one JSON document is printed instead of text.
@@ -360,9 +369,16 @@ impl Out {
         }
     }
 
-    /// Prints a job's reports; returns whether every action completed.
-    pub fn job(&self, reports: &[ActionReport]) -> bool {
+    /// Prints a job's warnings and reports; returns whether every action completed, and
+    /// remembers whether one failed ([`Out::failed`]).
+    pub fn job(&self, reports: &[ActionReport], warnings: &[String]) -> bool {
         self.clear_progress();
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        if reports.iter().any(|r| r.outcome.is_err()) {
+            self.failed.store(true, Ordering::Relaxed);
+        }
         let ok = reports
             .iter()
             .all(|r| r.outcome.as_ref().is_ok_and(|o| o.is_complete()));
@@ -384,7 +400,7 @@ impl Out {
                     Err(e) => json!({"error": e, "attempts": r.attempts}),
                 })
                 .collect();
-            print_json(&json!({"actions": list, "complete": ok}));
+            print_json(&json!({"actions": list, "complete": ok, "warnings": warnings}));
             return ok;
         }
         for (i, r) in reports.iter().enumerate() {

@@ -10,7 +10,7 @@
 //! This module never logs, prints or formats a secret: `Debug` of every secret is redacted.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
@@ -37,9 +37,12 @@ pub(crate) fn random32() -> [u8; 32] {
     b
 }
 
-/// A passphrase. Its `Debug` never shows it.
+/// A passphrase, and the file it was read from. Its `Debug` never shows it.
 #[derive(Clone)]
-pub struct Passphrase(String);
+pub struct Passphrase {
+    text: String,
+    file: Option<PathBuf>,
+}
 
 impl Passphrase {
     /// Wraps a passphrase given as text.
@@ -48,7 +51,10 @@ impl Passphrase {
         if s.is_empty() {
             return Err(Error::bad_input("passphrase", "the passphrase is empty"));
         }
-        Ok(Passphrase(s))
+        Ok(Passphrase {
+            text: s,
+            file: None,
+        })
     }
 
     /// Reads the first line of `path`, as upstream's `encrypt_pass_file` does.
@@ -56,16 +62,38 @@ impl Passphrase {
         let text =
             std::fs::read_to_string(path).ctx(format!("encrypt_pass_file {}", path.display()))?;
         let line = text.lines().next().unwrap_or("");
-        Passphrase::new(line).map_err(|_| {
+        let mut p = Passphrase::new(line).map_err(|_| {
             Error::bad_input(
                 "encrypt_pass_file",
                 format!("{}: the first line is empty", path.display()),
             )
-        })
+        })?;
+        p.file = Some(path.to_path_buf());
+        Ok(p)
+    }
+
+    /// Refuses, for a new key (`init`, `key add`, `key passwd`, a job's first backup), a
+    /// passphrase of only spaces or other whitespace: it looks like a passphrase and guards
+    /// like none. The error names the file it came from. Keys made before with such a
+    /// passphrase still open.
+    pub(crate) fn check_for_new_key(&self) -> Result<()> {
+        if !self.text.trim().is_empty() {
+            return Ok(());
+        }
+        let place = match &self.file {
+            Some(f) => format!("the first line of {}", f.display()),
+            None => "the passphrase".to_string(),
+        };
+        Err(Error::bad_input(
+            "passphrase",
+            format!(
+                "{place} is only whitespace: a new key needs a passphrase with other characters"
+            ),
+        ))
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+        self.text.as_bytes()
     }
 }
 

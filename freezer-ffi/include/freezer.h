@@ -89,7 +89,10 @@ extern "C" {
  (if `result` is not null) holds a JSON document to free with [`freezer_string_free`]: the
  outcome, or `{"error": ..., "kind": ...}`. A backup into a place that holds nothing
  creates the repository there (encrypted when `encrypt_pass_file` is given), as upstream's
- agent creates its container; a place holding other files is refused.
+ agent creates its container; a place holding other files is refused. An option name this
+ release does not know is refused with [`FreezerResult::BadInput`] (the error names the
+ closest known name) before anything runs, unless the options hold
+ `"allow_unknown_options": true`: then the outcome's `warnings` name the options ignored.
 
  # Safety
  `options_json` is null or a NUL-terminated string; `result` is null or valid for one

@@ -11,7 +11,7 @@
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use freezer_core::job::{FreezerAction, RunContext, run_action};
+use freezer_core::job::{FreezerAction, RunContext, append_warnings, run_action};
 use freezer_core::{Error, ErrorKind};
 
 /// Result codes. Stable: values are never reused or renumbered.
@@ -94,14 +94,19 @@ unsafe fn give(out: *mut *mut c_char, doc: String) {
 }
 
 fn run_json(input: &str) -> (FreezerResult, String) {
-    let action = match FreezerAction::from_json(input) {
-        Ok(a) => a,
-        Err(e) => {
-            return (
-                (&e).into(),
-                error_doc(&e.kind().to_string(), &e.to_string()),
-            );
-        }
+    let fail = |e: Error| {
+        (
+            FreezerResult::from(&e),
+            error_doc(&e.kind().to_string(), &e.to_string()),
+        )
+    };
+    // An unknown option name is refused (bad input) unless the options say
+    // `"allow_unknown_options": true`; the result's `warnings` then name those ignored.
+    let (action, warnings) = match FreezerAction::from_json(input)
+        .and_then(|a| a.validate_with(false).map(|w| (a, w)))
+    {
+        Ok(aw) => aw,
+        Err(e) => return fail(e),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -122,16 +127,16 @@ fn run_json(input: &str) -> (FreezerResult, String) {
             } else {
                 FreezerResult::Incomplete
             };
+            let doc = serde_json::to_value(&outcome).map(|mut doc| {
+                append_warnings(&mut doc, warnings);
+                doc.to_string()
+            });
             (
                 code,
-                serde_json::to_string(&outcome)
-                    .unwrap_or_else(|e| error_doc("bug", &e.to_string())),
+                doc.unwrap_or_else(|e| error_doc("bug", &e.to_string())),
             )
         }
-        Err(e) => (
-            (&e).into(),
-            error_doc(&e.kind().to_string(), &e.to_string()),
-        ),
+        Err(e) => fail(e),
     }
 }
 
@@ -141,7 +146,10 @@ fn run_json(input: &str) -> (FreezerResult, String) {
 /// (if `result` is not null) holds a JSON document to free with [`freezer_string_free`]: the
 /// outcome, or `{"error": ..., "kind": ...}`. A backup into a place that holds nothing
 /// creates the repository there (encrypted when `encrypt_pass_file` is given), as upstream's
-/// agent creates its container; a place holding other files is refused.
+/// agent creates its container; a place holding other files is refused. An option name this
+/// release does not know is refused with [`FreezerResult::BadInput`] (the error names the
+/// closest known name) before anything runs, unless the options hold
+/// `"allow_unknown_options": true`: then the outcome's `warnings` name the options ignored.
 ///
 /// # Safety
 /// `options_json` is null or a NUL-terminated string; `result` is null or valid for one

@@ -87,4 +87,6 @@ fn a_c_program_backs_up_and_restores() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["sub"]);
+    // The action with a misspelt option made no repository.
+    assert!(!target.join("typo").exists());
 }

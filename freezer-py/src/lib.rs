@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
-use freezer_core::job::{FreezerAction, RunContext, run_action};
+use freezer_core::job::{FreezerAction, RunContext, append_warnings, run_action};
 use freezer_core::repo::{Actor, InitOptions, Repository};
 use freezer_core::{Error, ErrorKind, Passphrase};
 
@@ -121,23 +121,31 @@ fn options_json(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<String> 
 /// Runs one action (`backup`, `restore`, `info`, `admin`, `check`, `prune`) given upstream's
 /// `freezer_action` options; returns the result as a dict. A backup into a place that holds
 /// nothing creates the repository there. Raises `IncompleteError(message, result)` when the
-/// action ran but did not complete everything.
+/// action ran but did not complete everything. An option name this release does not know
+/// raises `BadInputError` naming the closest known one, unless `allow_unknown_options`: then
+/// the result's `warnings` name the options ignored.
 #[pyfunction]
-fn run_action_py(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+#[pyo3(signature = (options, allow_unknown_options = false))]
+fn run_action_py(
+    py: Python<'_>,
+    options: &Bound<'_, PyAny>,
+    allow_unknown_options: bool,
+) -> PyResult<Py<PyAny>> {
     let text = options_json(py, options)?;
     let action = FreezerAction::from_json(&text).map_err(to_py)?;
+    let warnings = action.validate_with(allow_unknown_options).map_err(to_py)?;
+    let mut ctx = context();
+    ctx.allow_unknown_options = allow_unknown_options;
     let outcome = py.detach(|| {
         runtime()?
-            .block_on(run_action(&action, &context()))
+            .block_on(run_action(&action, &ctx))
             .map_err(to_py)
     })?;
     let complete = outcome.is_complete();
-    to_result(
-        py,
-        &outcome,
-        complete,
-        "the action did not complete everything",
-    )
+    let mut doc =
+        serde_json::to_value(&outcome).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    append_warnings(&mut doc, warnings);
+    to_result(py, &doc, complete, "the action did not complete everything")
 }
 
 /// `report` as a dict; raises `IncompleteError(message, dict)` unless `complete`.
@@ -200,6 +208,8 @@ where
 {
     let text = options_json(py, options)?;
     let action = FreezerAction::from_json(&text).map_err(to_py)?;
+    // A misspelt option (a passphrase file) is refused here too.
+    action.check_option_names(false).map_err(to_py)?;
     let report = py.detach(|| -> PyResult<T> {
         runtime()?
             .block_on(async {

@@ -151,5 +151,44 @@ def test_errors_are_in_one_hierarchy(tmp_path):
     assert isinstance(e.value, PermissionError)
 
 
+def test_a_misspelt_option_is_refused_and_creates_nothing(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f.txt").write_text("plain\n")
+    pass_file = tmp_path / "pass"
+    pass_file.write_text("secret\n")
+    repo = tmp_path / "repo"
+    action = {"action": "backup", "path_to_backup": str(data), "backup_name": "py",
+              "container": str(repo), "encrypt_pas_file": str(pass_file)}
+    with pytest.raises(freezer_py.BadInputError) as e:
+        freezer_py.run_action(action)
+    assert "encrypt_pas_file" in str(e.value)
+    assert "did you mean encrypt_pass_file?" in str(e.value)
+    assert not repo.exists()
+    with pytest.raises(freezer_py.BadInputError) as e:
+        freezer_py.check({"container": str(repo), "encrypt_pas_file": str(pass_file)})
+    assert "did you mean encrypt_pass_file?" in str(e.value)
+    # Allowed: it runs, and the result names what was ignored.
+    done = freezer_py.run_action({**action, "exlcude": "*.txt"}, allow_unknown_options=True)
+    warnings = done["warnings"]
+    assert any(w.startswith("encrypt_pas_file: unknown option, ignored") for w in warnings)
+    assert any("did you mean exclude?" in w for w in warnings)
+    assert done["snapshot"]["stats"]["files"] == 1
+    # Upstream options that do not apply are accepted without a warning.
+    again = freezer_py.run_action({**action, "encrypt_pas_file": None, "lvm_srcvol": "/dev/vg/lv",
+                                   "mysql_conf": "/etc/my.ini", "proxy": "http://p:3128",
+                                   "os_auth_url": "http://keystone:5000/v3"})
+    assert not any("unknown" in w for w in again.get("warnings", []))
+
+
+def test_a_passphrase_of_spaces_makes_no_repository(tmp_path):
+    blank = tmp_path / "blank"
+    blank.write_text("   \n")
+    with pytest.raises(freezer_py.BadInputError) as e:
+        freezer_py.init(str(tmp_path / "repo"), encrypt_pass_file=str(blank))
+    assert str(blank) in str(e.value)
+    assert not (tmp_path / "repo").exists()
+
+
 def test_version():
     assert freezer_py.version()

@@ -8,10 +8,10 @@ use super::{Env, stderr};
 use crate::support::{self, assert_same_tree};
 
 /// A tmpfs mounted for the length of a test.
-struct Mount(PathBuf);
+pub(super) struct Mount(PathBuf);
 
 impl Mount {
-    fn tmpfs(at: &Path, size: &str) -> Mount {
+    pub(super) fn tmpfs(at: &Path, size: &str) -> Mount {
         std::fs::create_dir_all(at).unwrap();
         let st = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -45,13 +45,13 @@ impl Drop for Mount {
 }
 
 /// Bytes free on the file system holding `p`.
-fn free_bytes(p: &Path) -> u64 {
+pub(super) fn free_bytes(p: &Path) -> u64 {
     let s = rustix::fs::statvfs(p).unwrap();
     s.f_bavail * s.f_frsize
 }
 
 /// Writes `file` until the disk is full: zero bytes free.
-fn fill(file: &Path) {
+pub(super) fn fill(file: &Path) {
     use std::io::Write;
     let mut f = std::fs::File::create(file).unwrap();
     let block = vec![0x5au8; 4096];

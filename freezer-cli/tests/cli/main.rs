@@ -12,6 +12,7 @@ mod faults;
 mod full;
 mod init_config;
 mod lifecycle;
+mod options;
 mod restore;
 
 use std::path::PathBuf;

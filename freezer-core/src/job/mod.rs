@@ -5,6 +5,7 @@
 //! backup needs (which storages, which passphrase, which parent snapshot and level, which
 //! snapshot to restore) are made here, once, for all of them.
 
+mod names;
 mod options;
 mod storage;
 
@@ -47,6 +48,9 @@ pub struct JobAction {
     /// Whether the job stops when this action fails.
     #[serde(default)]
     pub mandatory: bool,
+    /// Other fields of the job action (upstream's `action_id`, ...), kept as they are.
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 fn lenient_u32<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u32, D::Error> {
@@ -86,8 +90,13 @@ pub struct Job {
 
 impl Job {
     /// Parses a job document; errors name the field (`job_actions[0].freezer_action.mode`).
+    /// `action_defaults` is applied as freezer-api applies it when it stores a job: each of
+    /// its options goes into every `freezer_action` that lacks it (or holds null).
     pub fn from_json(text: &str) -> Result<Job> {
-        let job: Job = options::parse_json(text, "")?;
+        let mut doc: serde_json::Value = options::parse_json(text, "")?;
+        apply_action_defaults(&mut doc)?;
+        let job: Job =
+            serde_path_to_error::deserialize(doc).map_err(|e| options::field_error("", e))?;
         if job.job_actions.is_empty() {
             return Err(Error::bad_input(
                 "job_actions",
@@ -96,6 +105,56 @@ impl Job {
         }
         Ok(job)
     }
+
+    /// Checks every action as [`FreezerAction::validate_with`] does, and the fields of the
+    /// document and of its job actions: a name this release does not know is refused, naming
+    /// the closest known one with its path (`job_actions[0].freezer_action.encrypt_pas_file`),
+    /// unless `allow_unknown`; the warnings returned then say which names were ignored.
+    pub fn validate_with(&self, allow_unknown: bool) -> Result<Vec<String>> {
+        let mut names = names::NameCheck::new(allow_unknown);
+        names.job_fields(self.other.keys(), "", false)?;
+        for (i, a) in self.job_actions.iter().enumerate() {
+            let at = format!("job_actions[{i}]");
+            names.job_fields(a.other.keys(), &at, true)?;
+            names.action(&a.freezer_action, &format!("{at}.freezer_action"))?;
+        }
+        for (i, a) in self.job_actions.iter().enumerate() {
+            // Names were checked above, with their paths.
+            a.freezer_action
+                .validate_with(true)
+                .map_err(|e| e.context(format!("job_actions[{i}].freezer_action")))?;
+        }
+        Ok(names.warnings)
+    }
+}
+
+/// Copies freezer-api's `action_defaults` into the actions of a job document, and removes it.
+fn apply_action_defaults(doc: &mut serde_json::Value) -> Result<()> {
+    let Some(job) = doc.as_object_mut() else {
+        return Ok(());
+    };
+    let defaults = match job.remove("action_defaults") {
+        None | Some(serde_json::Value::Null) => return Ok(()),
+        Some(serde_json::Value::Object(m)) => m,
+        Some(_) => {
+            return Err(Error::bad_input(
+                "action_defaults",
+                "expected an object of freezer_action options",
+            ));
+        }
+    };
+    if let Some(serde_json::Value::Array(actions)) = job.get_mut("job_actions") {
+        for a in actions {
+            if let Some(serde_json::Value::Object(fa)) = a.get_mut("freezer_action") {
+                for (k, v) in &defaults {
+                    if fa.get(k).is_none_or(serde_json::Value::is_null) {
+                        fa.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What to do: a list of actions. Implemented by a whole [`Job`] and by a single
@@ -148,6 +207,10 @@ pub struct RunContext {
     /// agent creates its container (default). Storages holding other files are never taken
     /// over. Off, such a backup fails with `NotFound`, as `freezer backup` does.
     pub create_repository: bool,
+    /// Whether option names this release does not know are accepted (each one a warning from
+    /// [`FreezerAction::validate_with`]) instead of failing the action (default off: a
+    /// misspelt `encrypt_pass_file` must not make a backup in plaintext).
+    pub allow_unknown_options: bool,
 }
 
 impl std::fmt::Debug for RunContext {
@@ -170,6 +233,7 @@ impl RunContext {
             env: Environment::new(),
             lock_wait: crate::repo::lock::DEFAULT_LOCK_WAIT,
             create_repository: true,
+            allow_unknown_options: false,
         }
     }
 }
@@ -197,6 +261,24 @@ pub enum ActionOutcome {
 
 /// What an `admin` action did.
 pub type AdminResult = RetentionResult;
+
+/// Appends `warnings` to the `warnings` list of a result document (an outcome serialized to
+/// JSON), making the list when it has none: how the Python and C front-ends return the
+/// warnings of [`FreezerAction::validate_with`] with the outcome.
+pub fn append_warnings(doc: &mut serde_json::Value, warnings: Vec<String>) {
+    if warnings.is_empty() {
+        return;
+    }
+    let Some(obj) = doc.as_object_mut() else {
+        return;
+    };
+    let list = obj
+        .entry("warnings")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    if let serde_json::Value::Array(a) = list {
+        a.extend(warnings.into_iter().map(serde_json::Value::String));
+    }
+}
 
 impl ActionOutcome {
     /// Whether the action did all it was asked to.
@@ -270,7 +352,7 @@ async fn create_repository(
 
 /// Runs one action.
 pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<ActionOutcome> {
-    action.validate()?;
+    action.validate_with(ctx.allow_unknown_options)?;
     let mut created = Vec::new();
     let mut repo = match open_repository(action, ctx).await {
         Err(Error::NotFound { .. })
@@ -287,9 +369,7 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
     };
     let now = ctx.now.unwrap_or_else(crate::time::now);
     let hostname = action
-        .hostname
-        .clone()
-        .filter(|h| !h.is_empty())
+        .hostname_given()
         .unwrap_or_else(|| ctx.actor.hostname.clone());
     let backup_name = action.backup_name.clone().filter(|n| !n.is_empty());
     match action.action() {
@@ -523,10 +603,27 @@ pub struct ActionReport {
 }
 
 /// Runs every action of a job in order, retrying each up to its `max_retries`; stops after a
-/// `mandatory` action fails. Returns a report per action run.
+/// `mandatory` action fails. Returns a report per action run. The options of every action are
+/// checked first: when one is invalid (a misspelt option name), none runs, and each report
+/// says so.
 pub async fn run_job(job: &dyn JobSpec, ctx: &RunContext) -> Vec<ActionReport> {
+    let actions = job.actions();
+    for (i, a) in actions.iter().enumerate() {
+        if let Err(e) = a.freezer_action.validate_with(ctx.allow_unknown_options) {
+            return (0..actions.len())
+                .map(|j| ActionReport {
+                    outcome: Err(if i == j {
+                        e.to_string()
+                    } else {
+                        format!("not run: the options of action {} are invalid", i + 1)
+                    }),
+                    attempts: 0,
+                })
+                .collect();
+        }
+    }
     let mut reports = Vec::new();
-    for a in job.actions() {
+    for a in actions {
         let mut attempts = 0;
         let outcome = loop {
             attempts += 1;
@@ -584,5 +681,33 @@ mod tests {
         assert!(e.to_string().starts_with("job_actions:"), "{e}");
         let e = Job::from_json("{ not json").unwrap_err();
         assert!(e.to_string().contains("malformed JSON"), "{e}");
+    }
+
+    #[test]
+    fn action_defaults_fill_what_actions_lack() {
+        let j = Job::from_json(
+            r#"{"action_defaults":{"encrypt_pass_file":"/p","container":"/c","exclude":"*.tmp"},
+                "job_actions":[{"freezer_action":{"action":"backup","container":"/mine","exclude":null}},
+                               {"freezer_action":{"action":"info"},"action_id":"a1"}]}"#,
+        )
+        .unwrap();
+        let (a, b) = (
+            &j.job_actions[0].freezer_action,
+            &j.job_actions[1].freezer_action,
+        );
+        assert_eq!(a.encrypt_pass_file.as_deref(), Some("/p"));
+        assert_eq!(
+            a.container.as_deref(),
+            Some("/mine"),
+            "an action's own value stays"
+        );
+        assert_eq!(a.exclude, ["*.tmp"], "null is filled");
+        assert_eq!(b.container.as_deref(), Some("/c"));
+        assert!(!j.other.contains_key("action_defaults"));
+        assert_eq!(j.job_actions[1].other["action_id"], "a1");
+        j.validate_with(false).unwrap_err(); // the backup has no path_to_backup
+        let e = Job::from_json(r#"{"action_defaults":[1],"job_actions":[{"freezer_action":{}}]}"#)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("action_defaults:"), "{e}");
     }
 }

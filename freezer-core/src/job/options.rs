@@ -4,7 +4,8 @@
 //! (later) from the agent's INI file, Python dicts and C JSON: parse once, validate once.
 //! Names are upstream's. Values are accepted as upstream's tools write them: booleans as
 //! `true`/`"True"`/`"yes"`, numbers as numbers or strings, `exclude` as one pattern or a list.
-//! Unknown names are kept in [`FreezerAction::other`] and reported, never silently used.
+//! Other names are kept in [`FreezerAction::other`]: storage options, upstream options that do
+//! not apply here (ignored), and unknown names, which are an error unless allowed (`names`).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::source::fs::Dereference;
 
 /// Options kept by name as given. `Debug` shows the names of options that may hold a secret
-/// (`*password*`, `*secret*`, `*token*`, `access_key`) but not their values.
+/// (`*password*`, `*secret*`, `*token*`, `access_key`) but not their values, nor the values of
+/// names this release does not know (a misspelt `ssh_pasword` may hold one).
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct OtherOptions(pub BTreeMap<String, serde_json::Value>);
@@ -47,7 +49,7 @@ impl std::fmt::Debug for OtherOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut m = f.debug_map();
         for (k, v) in &self.0 {
-            if Self::is_secret(k) {
+            if Self::is_secret(k) || !super::names::is_known_action_option(k) {
                 m.entry(k, &"<redacted>");
             } else {
                 m.entry(k, v);
@@ -316,6 +318,14 @@ pub struct FreezerAction {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_unused: Option<String>,
+    /// Accept option names this release does not know, with a warning each, instead of
+    /// refusing the action (an extension, for documents written for a newer release).
+    #[serde(
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "is_false"
+    )]
+    pub allow_unknown_options: bool,
     /// Every other option, by upstream name, as given (the storage options among them are
     /// read by [`FreezerAction::all_storages`]).
     #[serde(flatten)]
@@ -454,26 +464,6 @@ fn lenient_dereference<'de, D: Deserializer<'de>>(
     }
 }
 
-/// Upstream options this release accepts and ignores, because they do not apply to the
-/// native engine (listed so that jobs written for upstream run without warnings).
-const ACCEPTED_UPSTREAM: &[&str] = &[
-    "engine_name",
-    "engine",
-    "max_segment_size",
-    "log_file",
-    "log_level",
-    "quiet",
-    "os_identity_api_version",
-    "proxy",
-    "metadata_out",
-    "upload",
-    "sync",
-    "nosync",
-    "timeout",
-    "snapshot",
-    "max_priority",
-];
-
 impl FreezerAction {
     /// Parses a `freezer_action` JSON object; errors name the offending field.
     pub fn from_json(text: &str) -> Result<Self> {
@@ -607,25 +597,55 @@ impl FreezerAction {
         super::storage::limits(self.upload_limit.as_deref(), self.download_limit.as_deref())
     }
 
-    /// Upstream option names given that this release neither uses nor knowingly ignores.
+    /// Option names given that this release neither uses nor knowingly ignores.
     pub fn unknown_options(&self) -> Vec<String> {
-        // Storage options (ssh_*, ...) live in `other` and are read by `all_storages`.
-        let storage_options: Vec<String> = self
-            .all_storages()
-            .ok()
-            .and_then(|s| s.into_iter().next())
-            .and_then(|s| serde_json::to_value(s).ok())
-            .and_then(|v| v.as_object().map(|m| m.keys().cloned().collect()))
-            .unwrap_or_default();
-        self.other
-            .keys()
-            .filter(|k| !ACCEPTED_UPSTREAM.contains(&k.as_str()) && !storage_options.contains(k))
-            .cloned()
-            .collect()
+        super::names::unknown_action_options(self)
     }
 
-    /// Checks the options make a runnable action; errors name the field.
+    /// The host named by `hostname`, or by upstream's older name for it, `restore_from_host`;
+    /// `None`: this host.
+    pub fn hostname_given(&self) -> Option<String> {
+        self.hostname
+            .clone()
+            .filter(|h| !h.is_empty())
+            .or_else(|| self.restore_from_host().map(str::to_string))
+    }
+
+    /// Upstream's `restore_from_host`, when given and not empty.
+    pub(crate) fn restore_from_host(&self) -> Option<&str> {
+        match self.other.get("restore_from_host") {
+            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim()),
+            _ => None,
+        }
+    }
+
+    /// Checks the options make a runnable action, refusing unknown option names; errors name
+    /// the field. See [`FreezerAction::validate_with`].
     pub fn validate(&self) -> Result<()> {
+        self.validate_with(false).map(drop)
+    }
+
+    /// Checks the options make a runnable action; errors name the field. An option name this
+    /// release does not know is refused, naming the closest known name, unless
+    /// `allow_unknown` (or the action's own `allow_unknown_options`) says to accept it: the
+    /// warnings returned then say which names were ignored. Values are never quoted.
+    pub fn validate_with(&self, allow_unknown: bool) -> Result<Vec<String>> {
+        let warnings = self.check_option_names(allow_unknown)?;
+        self.validate_values()?;
+        Ok(warnings)
+    }
+
+    /// Checks the option names only (for options that name a repository without being a
+    /// whole action): as [`FreezerAction::validate_with`], without asking for the options an
+    /// action needs. Returns a warning per unknown name accepted.
+    pub fn check_option_names(&self, allow_unknown: bool) -> Result<Vec<String>> {
+        let mut names = super::names::NameCheck::new(allow_unknown);
+        names.action(self, "")?;
+        super::names::check_upstream_values(self)?;
+        Ok(names.warnings)
+    }
+
+    fn validate_values(&self) -> Result<()> {
         if self.mode() != "fs" {
             return Err(Error::unsupported(format!(
                 "mode {:?} (this release backs up mode fs)",
@@ -737,13 +757,19 @@ mod tests {
                 "container":"/bk","storage":"local","overwrite":"True","dry_run":"false",
                 "exclude":"*.log","dereference_symlink":"soft","engine_name":"tar","max_level":"3",
                 "always_level":0,"restart_always_level":"0.5","incremental":"True",
-                "lvm_srcvol":"/dev/vg/lv"}"#,
+                "lvm_srcvol":"/dev/vg/lv","exlcude":"*.tmp"}"#,
         )
         .unwrap();
         assert!(a.overwrite && !a.dry_run);
         assert_eq!(a.exclude, ["*.log"]);
         assert_eq!(a.dereference_symlink, Some(Dereference::Soft));
-        assert_eq!(a.unknown_options(), ["lvm_srcvol"]);
+        // lvm_srcvol is upstream's and does not apply: known; the misspelt exclude is not.
+        assert_eq!(a.unknown_options(), ["exlcude"]);
+        let e = a.validate().unwrap_err();
+        assert!(e.to_string().contains("did you mean exclude?"), "{e}");
+        assert_eq!(a.validate_with(true).unwrap().len(), 1);
+        let mut a = a;
+        a.other.remove("exlcude");
         let levels = a.level_policy().unwrap();
         assert_eq!(levels.max_level, Some(3));
         assert_eq!(

@@ -142,7 +142,7 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
-    /// Seals `master` under `pass`.
+    /// Seals `master` under `pass`; a passphrase of only whitespace is refused.
     pub fn wrap(
         master: &MasterKey,
         pass: &Passphrase,
@@ -150,6 +150,7 @@ impl KeyFile {
         hostname: &str,
         username: &str,
     ) -> Result<KeyFile> {
+        pass.check_for_new_key()?;
         let salt = crypto::random32();
         let kek = params.derive(pass, &salt)?;
         let plain = serde_json::to_vec(master).expect("a master key serializes");
@@ -270,5 +271,33 @@ mod tests {
                 .unwrap()
                 .contains("correct horse")
         );
+    }
+
+    #[test]
+    fn a_new_key_needs_more_than_whitespace_and_names_the_file() {
+        let m = MasterKey::generate(true);
+        let dir = tempfile::tempdir().unwrap();
+        for blank in ["   ", " \t ", "\u{a0}"] {
+            let file = dir.path().join("pass");
+            std::fs::write(&file, format!("{blank}\nsecond line\n")).unwrap();
+            let p = Passphrase::from_file(&file).unwrap();
+            let e = KeyFile::wrap(&m, &p, KdfParams::insecure_fast(), "h", "u").unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::BadInput);
+            let text = e.to_string();
+            assert!(text.contains(&file.display().to_string()), "{text}");
+            assert!(text.contains("only whitespace"), "{text}");
+        }
+        let e = KeyFile::wrap(
+            &m,
+            &Passphrase::new("  ").unwrap(),
+            KdfParams::insecure_fast(),
+            "h",
+            "u",
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("passphrase:"), "{e}");
+        // Spaces around other characters are part of a passphrase.
+        let p = Passphrase::new(" a b ").unwrap();
+        KeyFile::wrap(&m, &p, KdfParams::insecure_fast(), "h", "u").unwrap();
     }
 }

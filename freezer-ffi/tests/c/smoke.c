@@ -48,6 +48,17 @@ int main(int argc, char **argv) {
     bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_OK, doc, "admin");
     freezer_string_free(doc);
 
+    /* A misspelt option name is bad input naming the closest name, and nothing is written;
+       allowed, the action runs and its warnings name it. */
+    snprintf(opts, sizeof opts, "{\"action\":\"backup\",\"path_to_backup\":\"%s\",\"backup_name\":\"c\",\"container\":\"%s/typo\",\"encrypt_pas_file\":\"/nonexistent\"}", argv[1], argv[3]);
+    bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_BAD_INPUT, doc, "misspelt option");
+    if (!strstr(doc, "did you mean encrypt_pass_file?")) { fprintf(stderr, "no suggestion: %s\n", doc); bad = 1; }
+    freezer_string_free(doc);
+    snprintf(opts, sizeof opts, "{\"action\":\"info\",\"container\":\"%s\",\"exlcude\":\"*\",\"allow_unknown_options\":true}", argv[2]);
+    bad |= expect(freezer_run_action(opts, &doc), FREEZER_RESULT_OK, doc, "allowed unknown option");
+    if (!strstr(doc, "exlcude: unknown option, ignored; did you mean exclude?")) { fprintf(stderr, "no warning: %s\n", doc); bad = 1; }
+    freezer_string_free(doc);
+
     bad |= expect(freezer_run_action("{\"action\": ", &doc), FREEZER_RESULT_BAD_INPUT, doc, "malformed JSON");
     if (!strstr(doc, "malformed JSON")) { fprintf(stderr, "unclear error: %s\n", doc); bad = 1; }
     freezer_string_free(doc);
