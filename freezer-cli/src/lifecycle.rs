@@ -284,6 +284,7 @@ async fn forget_ids(a: ForgetArgs, out: &Out) -> Result<bool> {
     }
     let prune_opts = a.prune_opts.options(a.dry_run)?;
     let mut repo = a.repo.open().await?;
+    repo.set_no_lock(a.no_lock);
     let report =
         freezer_core::engine::forget_ids(&repo, &a.ids, &Actor::current(), a.dry_run).await?;
     let pruned = if a.prune && !a.dry_run {

@@ -14,13 +14,20 @@ use crate::support::{self, assert_same_tree};
 
 /// A repository with two series: `a` (backed up first) and `b` (new data, in packs of its own).
 struct Setup {
+    /// A small file system holding the repository, for the full-storage case (unmounted before
+    /// `e` is removed: fields drop in order).
+    _disk: Option<super::full::Mount>,
     e: Env,
+    /// The repository's folder, relative to `e`.
+    repo_arg: &'static str,
     encrypted: bool,
     /// Snapshot ids of `a` and `b`.
     a: String,
     b: String,
     /// The repository's objects after both backups: path relative to the repository -> bytes.
     before: BTreeMap<PathBuf, Vec<u8>>,
+    /// Packs written by the backup of `a`.
+    a_packs: Vec<PathBuf>,
     /// Packs written by the backup of `b` (none of `a`'s blobs are in them).
     b_packs: Vec<PathBuf>,
 }
@@ -39,28 +46,38 @@ fn pack_set(repo: &Path) -> Vec<PathBuf> {
 
 impl Setup {
     fn new(encrypted: bool) -> Setup {
+        Setup::create(encrypted, "repo", None)
+    }
+
+    /// A repository in `repo_arg` (relative to the test's folder), on a tmpfs of `disk_size`
+    /// mounted at `disk` when one is given.
+    fn create(encrypted: bool, repo_arg: &'static str, disk: Option<(&str, &str)>) -> Setup {
         let e = Env::new();
+        let disk = disk.map(|(at, size)| super::full::Mount::tmpfs(&e.path(at), size));
         support::corpus(&e.path("a"), 3, 11);
         support::corpus(&e.path("b"), 3, 12);
-        let mut init = vec!["init", "--repo", "repo", "--pack-size", "1"];
+        let mut init = vec!["init", "--repo", repo_arg, "--pack-size", "1"];
         if encrypted {
             init.extend(["--encrypt-pass-file", e.pass()]);
         }
         e.ok(&init);
         let mut s = Setup {
+            _disk: disk,
             e,
+            repo_arg,
             encrypted,
             a: String::new(),
             b: String::new(),
             before: BTreeMap::new(),
+            a_packs: vec![],
             b_packs: vec![],
         };
         s.a = s.backup("a");
-        let packs_a = pack_set(&s.repo());
+        s.a_packs = pack_set(&s.repo());
         s.b = s.backup("b");
         s.b_packs = pack_set(&s.repo())
             .into_iter()
-            .filter(|p| !packs_a.contains(p))
+            .filter(|p| !s.a_packs.contains(p))
             .collect();
         assert!(s.b_packs.len() >= 2, "b wrote {} packs", s.b_packs.len());
         s.before = objects(&s.repo());
@@ -68,13 +85,13 @@ impl Setup {
     }
 
     fn repo(&self) -> PathBuf {
-        self.e.path("repo")
+        self.e.path(self.repo_arg)
     }
 
     /// `freezer <args> --repo repo [--encrypt-pass-file pass]`.
     fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
         let mut a = args.to_vec();
-        a.extend(["--repo", "repo"]);
+        a.extend(["--repo", self.repo_arg]);
         if self.encrypted {
             a.extend(["--encrypt-pass-file", self.e.pass()]);
         }
@@ -324,4 +341,58 @@ fn a_damaged_key_heals() {
         "the damaged key file is kept aside"
     );
     s.healed(&rel(&s, &key), &[]);
+}
+
+#[test]
+fn a_full_storage_heals() {
+    let s = Setup::create(true, "disk/repo", Some(("disk", "16m")));
+    super::full::fill(&s.e.path("disk/filler"));
+    assert_eq!(super::full::free_bytes(&s.repo()), 0);
+    // Restore and check work on the full storage, without a lock and saying so.
+    s.restores_equal(&s.a, "a");
+    let o = s.e.run(&s.args(&["check", "--read-data"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("without a lock"), "{}", stderr(&o));
+    // A backup of new data fails cleanly, naming what to do, and writes nothing.
+    std::fs::write(s.e.path("b/new"), support::pseudo_random(2 << 20, 9)).unwrap();
+    let o =
+        s.e.run(&s.args(&["backup", "--path-to-backup", "b", "--backup-name", "b"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--no-lock"), "{}", stderr(&o));
+    assert_eq!(
+        objects(&s.repo()),
+        s.before,
+        "a failed backup leaves nothing"
+    );
+    std::fs::remove_file(s.e.path("b/new")).unwrap();
+    // The documented path with zero bytes free: forget, then prune, without a lock.
+    let a = s.a.clone();
+    s.step(&["forget", "--no-lock", &a]);
+    s.step(&["prune", "--no-lock", "--max-unused", "100%"]);
+    let free = super::full::free_bytes(&s.repo());
+    assert!(free > 512 << 10, "prune freed {free} bytes");
+    assert!(
+        s.a_packs.iter().any(|p| !p.exists()),
+        "a pack only `a` used was deleted"
+    );
+    // What `a` alone used is gone; everything else is there, unchanged.
+    let now = objects(&s.repo());
+    for (path, bytes) in &s.before {
+        let only_a = path == &Path::new("snapshots").join(&a)
+            || s.a_packs.iter().any(|p| &rel(&s, p) == path);
+        if only_a || path.starts_with("index") || path.starts_with("locks") {
+            continue;
+        }
+        assert_eq!(
+            now.get(path),
+            Some(bytes),
+            "{} was deleted or changed",
+            path.display()
+        );
+    }
+    s.restores_equal(&s.b, "b");
+    let b2 = s.backup("b");
+    s.restores_equal(&b2, "b");
+    let o = s.e.run(&s.args(&["check", "--read-data"]));
+    assert!(o.status.success(), "{}", stderr(&o));
 }

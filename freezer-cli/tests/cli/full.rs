@@ -151,7 +151,10 @@ fn a_full_storage_keeps_its_owner_in() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("no space left") && err.contains(r), "{err}");
-    assert!(err.contains("`freezer prune --no-lock`"), "{err}");
+    assert!(
+        err.contains("`freezer prune --no-lock --max-unused 100%`"),
+        "{err}"
+    );
     assert!(temporaries(&repo).is_empty(), "{:?}", temporaries(&repo));
     assert!(!support::has_lock(&repo));
     // So does a prune that takes its lock.

@@ -3,7 +3,7 @@
 //! A snapshot whose object is damaged on every storage cannot be judged by retention nor
 //! walked by prune, so both stop while it is there. Setting it aside moves its object, as it
 //! is, to `quarantine/snapshots/<id>` on each storage that holds it (copied there, then deleted
-//! from `snapshots/`), where no command reads it and from where an expert may still take it.
+//! from `snapshots/`, by [`super::repair::quarantine`], which reads the copy back first), where no command reads it and from where an expert may still take it.
 //! Nothing else is touched: the data only it needed is freed by the next prune.
 
 use serde::Serialize;
@@ -11,10 +11,6 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::{Actor, Repository};
-use crate::sink::{Payload, PutMode, SinkExt};
-
-/// Where set-aside objects go: `quarantine/<their key>`.
-pub(crate) const QUARANTINE: &str = "quarantine";
 
 /// What `repair_snapshots` did (in a dry run: would do).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -75,24 +71,18 @@ pub async fn repair_snapshots(
 /// Moves `snapshots/<id>` to `quarantine/snapshots/<id>` on every live storage that holds it.
 pub(crate) async fn set_aside(repo: &Repository, id: Id) -> Result<()> {
     let key = format!("snapshots/{id}");
-    let to = format!("{QUARANTINE}/{key}");
     let tee = repo.tee();
     for i in 0..tee.len() {
         if tee.live() & (1 << i) == 0 {
             continue;
         }
         let member = tee.member(i);
-        let what = |e: Error| e.context(format!("setting {key} aside on {}", member.describe()));
-        let data = match member.get_bytes(&key).await {
-            Ok(d) => d,
-            Err(Error::NotFound { .. }) => continue,
-            Err(e) => return Err(what(e)),
-        };
-        member
-            .put(&to, Payload::from(data), PutMode::Overwrite)
-            .await
-            .map_err(what)?;
-        member.delete(&key).await.map_err(what)?;
+        match super::repair::quarantine(member.as_ref(), &key).await {
+            Ok(_) | Err(Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(e.context(format!("setting {key} aside on {}", member.describe())));
+            }
+        }
     }
     Ok(())
 }

@@ -488,7 +488,7 @@ async fn take(
                         .await
                         .map_err(|e| match e {
                             Error::NoSpace { .. } => e.context(format!(
-                                "writing the {operation} lock (to free space, run `freezer forget --no-lock` then `freezer prune --no-lock` while no other freezer runs)"
+                                "writing the {operation} lock (to free space, run `freezer forget --no-lock` then `freezer prune --no-lock --max-unused 100%` while no other freezer runs)"
                             )),
                             e => e.context(format!("writing the {operation} lock")),
                         })?

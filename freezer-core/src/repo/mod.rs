@@ -746,6 +746,11 @@ impl Repository {
         self.no_lock = no_lock;
     }
 
+    /// Whether [`Repository::set_no_lock`] is on.
+    pub fn no_lock(&self) -> bool {
+        self.no_lock
+    }
+
     /// How long [`Repository::lock`] waits for a live conflicting lock
     /// ([`lock::DEFAULT_LOCK_WAIT`] unless set).
     pub fn set_lock_wait(&mut self, wait: std::time::Duration) {

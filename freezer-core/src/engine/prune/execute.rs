@@ -108,6 +108,31 @@ pub(super) async fn execute(
     // A new pack may have the bytes, and so the name, of a pack that goes: it stays.
     let fresh: HashSet<String> = new_packs.iter().map(|(id, _)| pack_key(id)).collect();
 
+    // 1b. On a full storage (`--no-lock`, nothing to repack) the new index files may not fit
+    // until something is deleted: the packs no snapshot uses go first. Should prune stop
+    // before the index is rewritten, the old index lists packs that are gone but that nothing
+    // needs: a backup does not trust a missing pack, and `repair index` rewrites the index.
+    let mut early_gone: HashSet<String> = HashSet::new();
+    if repo.no_lock() && new_packs.is_empty() && plan.packs_with(Action::Repack).next().is_none() {
+        let unused: Vec<(String, u64)> = plan
+            .packs_with(Action::Delete)
+            .map(|(_, p)| (pack_key(&p.id), p.size))
+            .collect();
+        let sizes: HashMap<&str, u64> = unused.iter().map(|(k, s)| (k.as_str(), *s)).collect();
+        let results = delete_all(&member, unused.iter().map(|(k, _)| k.clone()).collect()).await;
+        for (key, r) in results {
+            match r {
+                Ok(()) => {
+                    freed += sizes[key.as_str()];
+                    stats.packs_deleted += 1;
+                    early_gone.insert(key);
+                }
+                Err(e) => failed.push(e.context(&key)),
+            }
+        }
+        stats.bytes_freed = freed;
+    }
+
     // 2. New index files listing every kept and new pack, then the old ones removed.
     if plan.rewrites_index() {
         let mut listed: HashSet<Id> = HashSet::new();
@@ -189,7 +214,7 @@ pub(super) async fn execute(
             doomed.insert(pack_key(&p.id), (why, p.size));
         }
     }
-    doomed.retain(|key, _| !fresh.contains(key));
+    doomed.retain(|key, _| !fresh.contains(key) && !early_gone.contains(key));
     held()?;
     let results = delete_all(&member, doomed.keys().cloned().collect()).await;
     for (key, r) in results {
