@@ -300,6 +300,23 @@ async fn repair_storage(
         let state = match member.get_bytes(&key).await {
             Ok(data) => match Config::decode(&data, &format!("{name}/{key}")) {
                 Ok(c) if c.id == config.id => None,
+                // A config of another repository that its own copy confirms is not damaged: it
+                // is another repository, never to be replaced.
+                Ok(c)
+                    if matches!(
+                        recover::read_copy(member, &copy_key(&c.id)).await,
+                        Ok(Some(copy)) if copy.config.id == c.id
+                    ) =>
+                {
+                    return Err(Error::bad_input(
+                        "repositories",
+                        format!(
+                            "{name} holds repository {}, confirmed by its own copy of the config: it is another repository, not a damaged config of {}; give only the storages of one repository",
+                            c.id.short(),
+                            config.id.short()
+                        ),
+                    ));
+                }
                 Ok(c) => Some((
                     Some(data),
                     format!(

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::{Actor, Repository};
+use crate::sink::SinkExt;
 
 /// What `repair_snapshots` did (in a dry run: would do).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -68,14 +69,40 @@ pub async fn repair_snapshots(
     res
 }
 
-/// Moves `snapshots/<id>` to `quarantine/snapshots/<id>` on every live storage that holds it.
+/// Moves `snapshots/<id>` to `quarantine/snapshots/<id>` on every live storage that holds it,
+/// unless a storage holds a copy that reads: a storage that did not answer while the
+/// snapshots were listed may hold an intact one, which is never set aside.
 pub(crate) async fn set_aside(repo: &Repository, id: Id) -> Result<()> {
     let key = format!("snapshots/{id}");
     let tee = repo.tee();
-    for i in 0..tee.len() {
-        if tee.live() & (1 << i) == 0 {
-            continue;
+    let live = || (0..tee.len()).filter(|i| tee.live() & (1 << i) != 0);
+    for i in live() {
+        let member = tee.member(i);
+        match member.get_bytes(&key).await {
+            Ok(data) => {
+                let reads = crate::repo::object::decode(repo.crypto(), &data, &key)
+                    .and_then(|plain| crate::repo::snapshot::Snapshot::decode(&plain, &key))
+                    .is_ok();
+                if reads {
+                    return Err(Error::bad_input(
+                        "snapshot",
+                        format!(
+                            "{key} reads on {}: it is not damaged there, so it is not set aside; run `freezer check`",
+                            member.describe()
+                        ),
+                    ));
+                }
+            }
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(e.context(format!(
+                    "reading {key} on {} before setting it aside (nothing was moved)",
+                    member.describe()
+                )));
+            }
         }
+    }
+    for i in live() {
         let member = tee.member(i);
         match super::repair::quarantine(member.as_ref(), &key).await {
             Ok(_) | Err(Error::NotFound { .. }) => {}

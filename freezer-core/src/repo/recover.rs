@@ -301,10 +301,16 @@ impl FoundConfig {
             let ours = read_copy(member.as_ref(), &copy_key(&chosen.id)).await;
             let theirs = read_copy(member.as_ref(), &copy_key(&c.id)).await;
             if !matches!(ours, Ok(Some(_))) || matches!(theirs, Ok(Some(_))) {
+                // Its own copy confirms its config: another repository, not a damaged config.
+                let hint = if matches!(theirs, Ok(Some(_))) {
+                    ""
+                } else {
+                    " (if its config is damaged, `freezer repair config` with all of them restores it)"
+                };
                 return Err(Error::bad_input(
                     "repositories",
                     format!(
-                        "{} holds repository {}, not {} like the others; one backup can only go to replicas of one repository (if its config is damaged, `freezer repair config` with all of them restores it)",
+                        "{} holds repository {}, not {} like the others; one backup can only go to replicas of one repository{hint}",
                         self.names[*i],
                         c.id.short(),
                         chosen.id.short()

@@ -617,7 +617,9 @@ impl Sink for SshSink {
     async fn list_temporaries(&self, prefix: &str) -> Result<Vec<Temporary>> {
         let mut out = Vec::new();
         for (key, size, mtime) in self.walk(prefix, true).await? {
-            let modified = jiff::Timestamp::from_second(i64::from(mtime.unwrap_or(0)))
+            // Without a modification time its age is unknown: it may be a live write's.
+            let Some(mtime) = mtime else { continue };
+            let modified = jiff::Timestamp::from_second(i64::from(mtime))
                 .map_err(|e| Error::io(self.what(&key), std::io::Error::other(e)))?;
             out.push(Temporary {
                 key,

@@ -364,3 +364,27 @@ async fn a_config_confirmed_by_its_copy_is_never_rebuilt_around_a_stray_key() {
     assert!(!e.to_string().contains("can be deleted"), "{e}");
     assert_eq!(fingerprint(&repo), before, "the intact config stays");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_config_never_replaces_another_repository_that_its_copy_confirms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (x, y) = (tmp.path().join("x"), tmp.path().join("y"));
+    init(vec![local(&x)], Some("pw")).await;
+    init(vec![local(&y)], Some("pw")).await;
+    let (before_x, before_y) = (all_bytes(&x), all_bytes(&y));
+    // Given both, with a passphrase that opens both: whichever the key picks, the other's
+    // config is confirmed by its own copy, so it is another repository, never replaced.
+    let r = repair_config(vec![local(&x), local(&y)], Some(&pass("pw")))
+        .await
+        .unwrap();
+    assert!(!r.is_complete(), "{r:?}");
+    assert!(
+        r.storages
+            .iter()
+            .filter_map(|s| s.error.as_deref())
+            .any(|e| e.contains("another repository")),
+        "{r:?}"
+    );
+    assert_eq!(all_bytes(&x), before_x);
+    assert_eq!(all_bytes(&y), before_y);
+}

@@ -67,9 +67,13 @@ impl CheckReport {
                     .to_string(),
             );
         }
-        if has(DamageKind::Index) {
+        // Blobs in no index beside packs in no index: an index file went missing, and the
+        // packs may hold those blobs; `repair index` lists them again before anything else.
+        let unindexed =
+            !self.unreferenced_packs.is_empty() && (has(DamageKind::Blob) || has(DamageKind::Tree));
+        if has(DamageKind::Index) || unindexed {
             out.push(
-                "`freezer repair index` rebuilds the damaged index files from the packs' headers (prune refuses to delete anything until then)"
+                "`freezer repair index` rebuilds the index from the packs' headers (prune refuses to delete anything until then)"
                     .to_string(),
             );
         }
@@ -113,7 +117,7 @@ impl CheckReport {
             out.push(if self.is_ok() {
                 "packs in no index (left by an interrupted backup): `freezer prune` removes them".to_string()
             } else {
-                "packs in no index: `freezer prune` removes them once the damage above is repaired (it refuses to delete before)".to_string()
+                "packs in no index: `freezer prune` removes them once the steps above made `freezer check` pass (it refuses to delete before)".to_string()
             });
         }
         if self.temporary_files > 0 {
@@ -201,7 +205,7 @@ mod tests {
         assert!(advice.contains("`freezer repair index`"), "{advice}");
         assert!(advice.contains("prune refuses"), "{advice}");
         assert!(
-            advice.contains("once the damage above is repaired"),
+            advice.contains("once the steps above made `freezer check` pass"),
             "{advice}"
         );
         r.damaged.clear();
@@ -213,5 +217,20 @@ mod tests {
         );
         r.unreferenced_packs.clear();
         assert!(r.advice().is_empty() && r.summary().is_empty());
+    }
+
+    #[test]
+    fn blobs_in_no_index_beside_packs_in_no_index_are_indexed_before_anything_is_forgotten() {
+        // A lost index file: its blobs are in no index, its packs in no index. The packs hold
+        // them: `repair index` comes first, and no step says the data is gone before it.
+        let mut lost = damage("blob 01");
+        lost.snapshots = vec![crate::id::Id::from_hex(&"ab".repeat(32)).unwrap()];
+        let r = CheckReport {
+            damaged: vec![lost],
+            unreferenced_packs: vec!["pack cd on m".into()],
+            ..CheckReport::default()
+        };
+        let advice = r.advice();
+        assert!(advice[0].contains("`freezer repair index`"), "{advice:?}");
     }
 }

@@ -90,8 +90,24 @@ pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, L
                     data = Some(b);
                     break;
                 }
-                Ok(_) => fetch_err = Some(Error::corrupt(format!("pack {}", pack.id), "truncated")),
-                Err(e) => fetch_err = Some(e),
+                // A storage that failed outranks one that lacks the pack or holds it damaged: the
+                // file may still be whole once it answers, so it stays unfinished, not damaged.
+                Ok(_) => {
+                    if fetch_err
+                        .as_ref()
+                        .is_none_or(|f| matches!(f, Error::NotFound { .. }))
+                    {
+                        fetch_err = Some(Error::corrupt(format!("pack {}", pack.id), "truncated"));
+                    }
+                }
+                Err(e) => {
+                    if fetch_err
+                        .as_ref()
+                        .is_none_or(|f| matches!(f, Error::NotFound { .. } | Error::Corrupt { .. }))
+                    {
+                        fetch_err = Some(e);
+                    }
+                }
             }
         }
         let retry: Vec<(Id, Location)> = match data {

@@ -272,8 +272,14 @@ impl Planner<'_> {
             let len = match self.reader.index().get(id) {
                 Some(l) => l.plain_len(overhead),
                 None => {
-                    self.plan.targets.entry(*id).or_default().push((idx, pos));
-                    continue;
+                    // Without its length, where the chunks after it go is unknown: the file
+                    // is damaged from here on, and nothing more is placed in it.
+                    self.plan.damaged.push(Damage {
+                        object: format!("blob {id}"),
+                        error: "in no index".into(),
+                        files: vec![lossy(rel)],
+                    });
+                    return;
                 }
             };
             if len > left {
