@@ -246,13 +246,15 @@ pub(crate) fn is_known_action_option(name: &str) -> bool {
         || storage_fields().contains(&name)
 }
 
-/// The options of `action` this release neither reads nor knowingly ignores.
+/// The options of `action` this release neither reads nor knowingly ignores. A name whose
+/// value is `null` sets nothing (freezer-api and the web UI send unset fields as `null`), so it
+/// is never refused, whatever its spelling.
 pub(crate) fn unknown_action_options(action: &FreezerAction) -> Vec<String> {
     action
         .other
-        .keys()
-        .filter(|k| !is_known_action_option(k))
-        .cloned()
+        .iter()
+        .filter(|(k, v)| !v.is_null() && !is_known_action_option(k))
+        .map(|(k, _)| k.clone())
         .collect()
 }
 
@@ -535,6 +537,14 @@ mod tests {
         let mut c = NameCheck::new(false);
         c.action(&a, "").unwrap();
         assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_name_set_to_null_sets_nothing_and_is_not_refused() {
+        let a = action(r#"{"encrypt_pas_file":null,"exlcude":"*.log"}"#);
+        assert_eq!(unknown_action_options(&a), vec!["exlcude".to_string()]);
+        let a = action(r#"{"encrypt_pas_file":null}"#);
+        NameCheck::new(false).action(&a, "").unwrap();
     }
 
     #[test]
