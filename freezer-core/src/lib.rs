@@ -13,6 +13,8 @@
 //! * [`repo`]: the native repository format v1 (docs/FORMAT.md): config, keys, packs, index,
 //!   trees, snapshots, locks.
 //! * [`job`]: the job document, the [`job::JobSpec`] trait and the runner.
+//! * `service` (cargo feature `service`): the Freezer service: a freezer-api v2 compatible
+//!   REST API over a document store, its authentication, and the scheduler.
 //!
 //! Features of this release: content-defined chunking with a keyed gear table, keyed BLAKE3
 //! chunk ids, per-storage deduplication, zstd, AES-256-GCM, Argon2id-wrapped master keys with
@@ -74,6 +76,8 @@ mod id;
 pub mod job;
 pub mod policy;
 pub mod repo;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod sink;
 pub mod source;
 mod time;

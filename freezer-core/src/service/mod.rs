@@ -1,0 +1,12 @@
+//! The Freezer service: what makes freezer-rs Freezer for an operator.
+//!
+//! * [`store`]: the [`store::Store`] trait, a versioned JSON document store, and its
+//!   implementations (SQLite, the embedded default; MariaDB/MySQL for a control plane).
+//! * [`auth`]: who is calling: the [`auth::Identity`] a request carries, and the
+//!   [`auth::Authenticator`]s that turn a token into one (a real Keystone, or the standalone
+//!   identity endpoint this server answers itself).
+//!
+//! Front-ends only start these: `freezer api serve`, `freezer scheduler`.
+
+pub mod auth;
+pub mod store;

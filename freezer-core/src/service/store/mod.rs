@@ -1,0 +1,140 @@
+//! The document store behind the API: versioned JSON documents by kind, project and id.
+//!
+//! freezer-api keeps five kinds of document (jobs, actions, sessions, clients, backups). The
+//! API's semantics (what a job create fills in, how a session starts) live above the store,
+//! once, for every backend; a [`Store`] only keeps documents and refuses lost updates: every
+//! write names the version it replaces, and a write over a newer version is a
+//! [`StoreError::Conflict`], never a silent overwrite.
+
+use async_trait::async_trait;
+
+/// The kinds of document freezer-api keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// A job (`job_id`).
+    Job,
+    /// An action of the action library (`action_id`).
+    Action,
+    /// A session (`session_id`).
+    Session,
+    /// A registered client (`client_id`).
+    Client,
+    /// Backup metadata (`backup_id`).
+    Backup,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 5] = [
+        Kind::Job,
+        Kind::Action,
+        Kind::Session,
+        Kind::Client,
+        Kind::Backup,
+    ];
+
+    /// The name used in the database and in URLs (`jobs`, `actions`...).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Job => "jobs",
+            Kind::Action => "actions",
+            Kind::Session => "sessions",
+            Kind::Client => "clients",
+            Kind::Backup => "backups",
+        }
+    }
+}
+
+/// One stored document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Doc {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its id, unique within its kind across all projects.
+    pub id: String,
+    /// The project that owns it.
+    pub project_id: String,
+    /// The version stored: 1 when created, one more at every update.
+    pub version: i64,
+    /// The document as the API returns it.
+    pub body: serde_json::Value,
+}
+
+/// Which documents a read may see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One project's.
+    Project(String),
+    /// Every project's (an admin or service caller).
+    All,
+}
+
+impl Scope {
+    /// Whether a document of `project_id` is in the scope.
+    pub fn contains(&self, project_id: &str) -> bool {
+        match self {
+            Scope::Project(p) => p == project_id,
+            Scope::All => true,
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A document of that kind and id exists already (in any project).
+    #[error("{kind} {id} already exists", kind = .0.plural(), id = .1)]
+    Exists(Kind, String),
+    /// The document is not there (or not in the scope).
+    #[error("{kind} {id} not found", kind = .0.plural(), id = .1)]
+    NotFound(Kind, String),
+    /// The document changed since it was read: its version is now `current`.
+    #[error("{kind} {id} was changed by another request (now version {current})", kind = .0.plural(), id = .1, current = .2)]
+    Conflict(Kind, String, i64),
+    /// The database failed; the text never holds a password or a statement's values.
+    #[error("database: {0}")]
+    Backend(String),
+}
+
+/// A versioned JSON document store. Implementations are safe under concurrent requests from
+/// several tasks, and (for a server database) from several API processes sharing it.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Reads one document, if it exists in `scope`.
+    async fn get(&self, kind: Kind, scope: &Scope, id: &str) -> Result<Option<Doc>, StoreError>;
+
+    /// Lists the documents of `kind` in `scope`, oldest first (by creation), skipping `offset`
+    /// and returning at most `limit` (all when `None`).
+    async fn list(
+        &self,
+        kind: Kind,
+        scope: &Scope,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<Doc>, StoreError>;
+
+    /// Stores a new document at version 1. A document of that kind and id in any project is
+    /// [`StoreError::Exists`].
+    async fn insert(
+        &self,
+        kind: Kind,
+        project_id: &str,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<Doc, StoreError>;
+
+    /// Replaces a document if its stored version is still `expected`, and returns it at its
+    /// new version; [`StoreError::Conflict`] when another write came first,
+    /// [`StoreError::NotFound`] when it is not in `scope`.
+    async fn update(
+        &self,
+        kind: Kind,
+        scope: &Scope,
+        id: &str,
+        expected: i64,
+        body: &serde_json::Value,
+    ) -> Result<Doc, StoreError>;
+
+    /// Deletes a document in `scope`; whether there was one.
+    async fn delete(&self, kind: Kind, scope: &Scope, id: &str) -> Result<bool, StoreError>;
+}
