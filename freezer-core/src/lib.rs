@@ -68,6 +68,7 @@
 #![warn(missing_docs)]
 
 mod buffer;
+mod cancel;
 mod chunker;
 mod crypto;
 pub mod engine;
@@ -82,6 +83,7 @@ pub mod sink;
 pub mod source;
 mod time;
 
+pub use cancel::CancelToken;
 pub use chunker::{ChunkState, Chunker, ChunkerParams};
 pub use crypto::{Crypto, KdfParams, MasterKey, Passphrase, SEAL_OVERHEAD};
 pub use error::{Error, ErrorKind, Result};

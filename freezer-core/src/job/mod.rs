@@ -211,6 +211,9 @@ pub struct RunContext {
     /// [`FreezerAction::validate_with`]) instead of failing the action (default off: a
     /// misspelt `encrypt_pass_file` must not make a backup in plaintext).
     pub allow_unknown_options: bool,
+    /// Cancelled by whoever runs the job (a scheduler's `abort`): the running action stops
+    /// at its next check and fails with [`Error::Cancelled`]; later actions do not run.
+    pub cancel: crate::CancelToken,
 }
 
 impl std::fmt::Debug for RunContext {
@@ -234,6 +237,7 @@ impl RunContext {
             lock_wait: crate::repo::lock::DEFAULT_LOCK_WAIT,
             create_repository: true,
             allow_unknown_options: false,
+            cancel: crate::CancelToken::new(),
         }
     }
 }
