@@ -16,6 +16,9 @@ mod prune;
 mod restore_safety;
 mod s3;
 mod servers;
+// The Freezer service (issue 9): one module per area, built with the `service` feature
+// (`cargo test --workspace` enables it through freezer-cli).
+
 mod ssh;
 mod support;
 mod swift;

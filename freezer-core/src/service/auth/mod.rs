@@ -5,6 +5,8 @@
 //! [`Authenticator`] does that job: one validates against a real Keystone, another is the
 //! standalone identity endpoint this server answers itself (`/identity/v3`).
 
+pub mod policy;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
 
