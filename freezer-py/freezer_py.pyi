@@ -37,6 +37,18 @@ def run_action(options: Mapping[str, Any] | str,
     ``allow_unknown_options`` it is ignored and named in the result's ``warnings``. The GIL
     is released while it runs."""
 
+def run_job(job: Mapping[str, Any] | str, *, allow_unknown_options: bool = False,
+            allow_exec: bool = True) -> list[dict[str, Any]]:
+    """Runs a job document (upstream's: ``job_actions``, each a ``freezer_action`` with
+    ``max_retries``, ``max_retries_interval`` and ``mandatory``; ``action_defaults``...), as a
+    dict or a JSON string. Returns one dict per action: the outcome's fields or ``error``, with
+    ``attempts``, ``complete``, ``cancelled`` and, for a backup, ``backup_metadata`` (upstream's
+    metadata document). A malformed document or a misspelt or wrongly typed field raises
+    ``BadInputError`` naming the field, before any action runs. ``exec`` actions run their
+    ``command`` without a shell; ``allow_exec=False`` refuses them. The GIL is released while
+    it runs; Ctrl-C cancels the running action (it stops within seconds, the repository
+    valid) and then raises ``KeyboardInterrupt``."""
+
 def check(options: Mapping[str, Any] | str, read_data: str | None = None) -> dict[str, Any]:
     """Verifies the repository the storage options name (``container``, ``storage``,
     ``encrypt_pass_file``...); ``read_data`` is ``None``, ``"all"``, ``"n/m"`` or ``"x%"``.

@@ -256,6 +256,10 @@ struct BackupArgs {
     /// Store a checksum of the backed-up file set in the snapshot (reads every file).
     #[arg(long)]
     consistency_check: bool,
+    /// Write upstream's backup metadata document (JSON) to FILE, or to stdout with `-`
+    /// (instead of the report), as freezer-agent's `--metadata-out`.
+    #[arg(long, value_name = "FILE|-")]
+    metadata_out: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -433,6 +437,7 @@ fn context(out: &Out, lock_wait: std::time::Duration) -> RunContext {
     ctx.progress = out.progress_bar();
     ctx.env = environment();
     ctx.lock_wait = lock_wait;
+    ctx.exec_env = job::exec_environment(std::env::vars());
     ctx
 }
 
@@ -470,11 +475,19 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             action.always_level = a.always_level;
             action.restart_always_level = a.restart_always_level;
             action.consistency_check = a.consistency_check;
+            action.metadata_out = a.metadata_out;
             let mut ctx = context(out, a.repo.lock_wait());
             // `freezer backup` goes only into a repository made with `freezer init`, so that a
             // mistyped --repo fails instead of starting a new repository; jobs create theirs.
             ctx.create_repository = false;
             let outcome = job::run_action(&action, &ctx).await?;
+            if let (Some("-"), job::ActionOutcome::Backup(b)) =
+                (action.metadata_out.as_deref(), &outcome)
+            {
+                out.clear_progress();
+                println!("{:#}", job::backup_metadata(&action, b, &ctx));
+                return Ok(outcome.is_complete());
+            }
             Ok(out.outcome(&outcome))
         }
         Command::Restore(a) => {

@@ -210,6 +210,16 @@ impl Out {
             }
             ActionOutcome::Check(c) => crate::lifecycle::print_check(c),
             ActionOutcome::Prune(p) => crate::lifecycle::print_prune(p),
+            ActionOutcome::Exec(e) => {
+                print!("{}", e.stdout_tail);
+                eprint!("{}", e.stderr_tail);
+                println!(
+                    "command `{}` exited with status {} after {:.1}s",
+                    e.command.join(" "),
+                    e.exit_status,
+                    e.duration_secs
+                );
+            }
             ActionOutcome::Backup(b) => self.backup(b),
             ActionOutcome::Restore(r) => self.restore(r),
         }

@@ -36,6 +36,16 @@ impl CancelToken {
         self.inner.cancelled.load(Ordering::SeqCst)
     }
 
+    /// `Err(Error::Cancelled)` once [`CancelToken::cancel`] was called: the check made between
+    /// units of work.
+    pub fn check(&self) -> crate::Result<()> {
+        if self.is_cancelled() {
+            Err(crate::Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Completes once the token is cancelled (at once if it already is).
     pub async fn cancelled(&self) {
         loop {

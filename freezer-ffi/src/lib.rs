@@ -108,17 +108,9 @@ fn run_json(input: &str) -> (FreezerResult, String) {
         Ok(aw) => aw,
         Err(e) => return fail(e),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            return (
-                FreezerResult::Io,
-                error_doc("I/O error", &format!("cannot start the runtime: {e}")),
-            );
-        }
+        Err(r) => return r,
     };
     match rt.block_on(run_action(&action, &context())) {
         Ok(outcome) => {
@@ -159,19 +151,110 @@ pub unsafe extern "C" fn freezer_run_action(
     options_json: *const c_char,
     result: *mut *mut c_char,
 ) -> FreezerResult {
-    if options_json.is_null() {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { guarded(options_json, "options_json", result, run_json) }
+}
+
+/// A flag of [`freezer_run_job`]: accept option names this release does not know (each is a
+/// warning in the first report) instead of refusing the document.
+pub const FREEZER_JOB_ALLOW_UNKNOWN_OPTIONS: u32 = 1;
+/// A flag of [`freezer_run_job`]: refuse `exec` actions (as a scheduler's `--disable-exec`).
+pub const FREEZER_JOB_DISABLE_EXEC: u32 = 2;
+
+fn runtime() -> Result<tokio::runtime::Runtime, (FreezerResult, String)> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            (
+                FreezerResult::Io,
+                error_doc("I/O error", &format!("cannot start the runtime: {e}")),
+            )
+        })
+}
+
+fn run_job_json(input: &str, flags: u32) -> (FreezerResult, String) {
+    let mut ctx = context();
+    ctx.allow_unknown_options = flags & FREEZER_JOB_ALLOW_UNKNOWN_OPTIONS != 0;
+    ctx.allow_exec = flags & FREEZER_JOB_DISABLE_EXEC == 0;
+    ctx.exec_env = freezer_core::job::exec_environment(std::env::vars());
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(r) => return r,
+    };
+    match rt.block_on(freezer_core::job::run_job_document(input, &ctx)) {
+        Ok(reports) => {
+            let complete = reports.iter().all(|r| r["complete"] == true);
+            let code = if complete {
+                FreezerResult::Ok
+            } else {
+                FreezerResult::Incomplete
+            };
+            (code, serde_json::Value::Array(reports).to_string())
+        }
+        Err(e) => (
+            FreezerResult::from(&e),
+            error_doc(&e.kind().to_string(), &e.to_string()),
+        ),
+    }
+}
+
+/// Runs a job document (upstream's job: `job_actions`, each a `freezer_action` with
+/// `max_retries`, `max_retries_interval`, `mandatory`; `action_defaults`, ...). `flags` is 0 or
+/// an OR of `FREEZER_JOB_*`. On return `*result` (if `result` is not null) holds a JSON
+/// document to free with [`freezer_string_free`]: an array with one report per action (the
+/// outcome's fields or `error`, with `attempts`, `complete`, `cancelled` and, for a backup,
+/// `backup_metadata`), or `{"error": ..., "kind": ...}` when the document is refused before
+/// anything runs (malformed JSON, an unknown or wrongly typed field: the error names it).
+/// Returns [`FreezerResult::Ok`] when every action completed, [`FreezerResult::Incomplete`]
+/// when one failed or did not complete (see the reports).
+///
+/// # Safety
+/// `job_json` is null or a NUL-terminated string; `result` is null or valid for one pointer
+/// write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn freezer_run_job(
+    job_json: *const c_char,
+    flags: u32,
+    result: *mut *mut c_char,
+) -> FreezerResult {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        guarded(job_json, "job_json", result, |input| {
+            run_job_json(input, flags)
+        })
+    }
+}
+
+/// Reads the input string and runs `f` on it behind the panic boundary, writing its document
+/// to `*result`.
+///
+/// # Safety
+/// `input` is null or a NUL-terminated string; `result` is null or valid for one pointer write.
+unsafe fn guarded(
+    input: *const c_char,
+    name: &str,
+    result: *mut *mut c_char,
+    f: impl FnOnce(&str) -> (FreezerResult, String),
+) -> FreezerResult {
+    if input.is_null() {
         // SAFETY: forwarded from the caller's contract.
-        unsafe { give(result, error_doc("bad input", "options_json is null")) };
+        unsafe { give(result, error_doc("bad input", &format!("{name} is null"))) };
         return FreezerResult::InvalidArgument;
     }
     // SAFETY: the caller passes a NUL-terminated string.
-    let input = unsafe { CStr::from_ptr(options_json) };
+    let input = unsafe { CStr::from_ptr(input) };
     let Ok(input) = input.to_str() else {
         // SAFETY: forwarded from the caller's contract.
-        unsafe { give(result, error_doc("bad input", "options_json is not UTF-8")) };
+        unsafe {
+            give(
+                result,
+                error_doc("bad input", &format!("{name} is not UTF-8")),
+            )
+        };
         return FreezerResult::InvalidArgument;
     };
-    let (code, doc) = match catch_unwind(AssertUnwindSafe(|| run_json(input))) {
+    let (code, doc) = match catch_unwind(AssertUnwindSafe(|| f(input))) {
         Ok(r) => r,
         Err(p) => {
             let msg = p

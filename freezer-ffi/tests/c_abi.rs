@@ -90,3 +90,37 @@ fn a_c_program_backs_up_and_restores() {
     // The action with a misspelt option made no repository.
     assert!(!target.join("typo").exists());
 }
+
+#[test]
+fn a_c_program_runs_job_documents() {
+    let lib = lib_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("jobs");
+    let st = Command::new("gcc")
+        .arg(crate_dir().join("tests/c/jobs.c"))
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .arg("-L")
+        .arg(&lib)
+        .args(["-lfreezer_ffi", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .status()
+        .expect("gcc runs");
+    assert!(st.success(), "the C test does not compile");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f.txt"), "job from C\n").unwrap();
+    let repo = tmp.path().join("repo");
+    let out = Command::new(&exe)
+        .arg(&data)
+        .arg(&repo)
+        .env("LD_LIBRARY_PATH", &lib)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(repo.join("config").exists());
+}

@@ -148,6 +148,66 @@ fn run_action_py(
     to_result(py, &doc, complete, "the action did not complete everything")
 }
 
+/// Runs a job document (upstream's job: `job_actions`, each a `freezer_action` with
+/// `max_retries`, `max_retries_interval`, `mandatory`; `action_defaults`...), given as a dict
+/// or a JSON string; returns one dict per action: the outcome's fields or `error`, with
+/// `attempts`, `complete`, `cancelled` and, for a backup, `backup_metadata`. A malformed
+/// document, a misspelt or wrongly typed field raises `BadInputError` naming the field before
+/// any action runs. `allow_exec=False` refuses `exec` actions. The GIL is released while it
+/// runs; Ctrl-C (KeyboardInterrupt) cancels the running action, which stops within seconds
+/// leaving the repository valid, then raises.
+#[pyfunction]
+#[pyo3(signature = (job, *, allow_unknown_options = false, allow_exec = true))]
+fn run_job(
+    py: Python<'_>,
+    job: &Bound<'_, PyAny>,
+    allow_unknown_options: bool,
+    allow_exec: bool,
+) -> PyResult<Py<PyAny>> {
+    let text = if let Ok(s) = job.extract::<String>() {
+        s
+    } else if job.is_instance_of::<PyDict>() {
+        py.import("json")?
+            .call_method1("dumps", (job,))?
+            .extract()?
+    } else {
+        return Err(PyValueError::new_err(
+            "job must be a dict (a job document) or a JSON string",
+        ));
+    };
+    let mut ctx = context();
+    ctx.allow_unknown_options = allow_unknown_options;
+    ctx.allow_exec = allow_exec;
+    ctx.exec_env = freezer_core::job::exec_environment(std::env::vars());
+    let cancel = ctx.cancel.clone();
+    let rt = runtime()?;
+    let mut task = rt.spawn(async move { freezer_core::job::run_job_document(&text, &ctx).await });
+    let (done, interrupted) = py.detach(|| {
+        rt.block_on(async {
+            loop {
+                tokio::select! {
+                    r = &mut task => return (r, None),
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                        // Signal handlers run only with the GIL, on the main thread.
+                        if let Err(e) = Python::attach(|py| py.check_signals()) {
+                            cancel.cancel();
+                            return ((&mut task).await, Some(e));
+                        }
+                    }
+                }
+            }
+        })
+    });
+    if let Some(e) = interrupted {
+        return Err(e);
+    }
+    let docs = done
+        .map_err(|e| to_py(Error::io("the job", std::io::Error::other(e))))?
+        .map_err(to_py)?;
+    let text = serde_json::to_string(&docs).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
+}
+
 /// `report` as a dict; raises `IncompleteError(message, dict)` unless `complete`.
 fn to_result(
     py: Python<'_>,
@@ -340,6 +400,7 @@ fn freezer_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(init, m)?)?;
+    m.add_function(wrap_pyfunction!(run_job, m)?)?;
     m.add_function(wrap_pyfunction!(check, m)?)?;
     m.add_function(wrap_pyfunction!(prune, m)?)?;
     m.add_function(wrap_pyfunction!(repair_index, m)?)?;

@@ -11,6 +11,7 @@ mod support;
 mod faults;
 mod full;
 mod init_config;
+mod jobs;
 mod lifecycle;
 mod options;
 mod restore;

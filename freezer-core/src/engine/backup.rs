@@ -69,6 +69,10 @@ pub struct BackupOptions {
     /// The file-set checksum to record (upstream's `consistency_check`; computed by the caller
     /// with [`crate::source::checksum::consistency_checksum`] before the backup).
     pub consistency_checksum: Option<String>,
+    /// Stops the backup: the walk, every reader (between blocks of a file) and the packer see
+    /// it; what was uploaded is indexed (the next backup reuses it) but no snapshot is written,
+    /// the lock is released, and the backup fails with [`Error::Cancelled`].
+    pub cancel: crate::CancelToken,
 }
 
 impl BackupOptions {
@@ -87,6 +91,7 @@ impl BackupOptions {
             excludes: vec![],
             actor,
             consistency_checksum: None,
+            cancel: crate::CancelToken::new(),
         }
     }
 }
@@ -196,6 +201,7 @@ struct Shared {
     inflight: Mutex<HashMap<Id, SinkMask>>,
     counters: Counters,
     abort: AtomicBool,
+    cancel: crate::CancelToken,
     warnings: Mutex<Vec<String>>,
     progress: Arc<dyn Progress>,
     rt: tokio::runtime::Handle,
@@ -255,7 +261,7 @@ impl Shared {
     }
 
     fn aborted(&self) -> bool {
-        self.abort.load(Ordering::Relaxed)
+        self.abort.load(Ordering::Relaxed) || self.cancel.is_cancelled()
     }
 }
 
@@ -274,10 +280,14 @@ pub async fn backup(
             "hostname and backup_name must not be empty",
         ));
     }
+    opts.cancel.check()?;
     let lock = if opts.dry_run {
         None
     } else {
-        Some(repo.lock(false, "backup", &opts.actor).await?)
+        tokio::select! {
+            l = repo.lock(false, "backup", &opts.actor) => Some(l?),
+            _ = opts.cancel.cancelled() => return Err(Error::Cancelled),
+        }
     };
     lock.iter()
         .for_each(crate::repo::lock::LockGuard::log_notes);
@@ -322,6 +332,7 @@ pub async fn backup(
         inflight: Mutex::default(),
         counters: Counters::default(),
         abort: AtomicBool::new(false),
+        cancel: opts.cancel.clone(),
         warnings: Mutex::default(),
         progress,
         rt: tokio::runtime::Handle::current(),
@@ -368,6 +379,11 @@ pub async fn backup(
     // The uploader's error is the cause when the pipeline was cancelled because of it.
     let (root, packs) = match (root, packs) {
         (_, Err(e)) => return Err(e),
+        (Err(e), _) if !opts.cancel.is_cancelled() => return Err(e),
+        (_, Ok(p)) if opts.cancel.is_cancelled() => {
+            drop(shared);
+            return Err(cancelled(repo, &p, lock, opts.dry_run).await);
+        }
         (Err(e), _) => return Err(e),
         (Ok(r), Ok(p)) => (r, p),
     };
@@ -508,6 +524,41 @@ pub async fn backup(
         retention: None,
         created_repository: Vec::new(),
     })
+}
+
+/// Ends a cancelled backup: indexes the packs it uploaded, so that the next backup sends only
+/// the rest (no snapshot references them; `prune` removes them if none ever does), and
+/// releases the lock.
+async fn cancelled(
+    repo: &mut Repository,
+    packs: &[WrittenPack],
+    lock: Option<crate::repo::lock::LockGuard>,
+    dry_run: bool,
+) -> Error {
+    if !dry_run && !packs.is_empty() {
+        repo.confirm_config().await;
+        let mut by_mask: HashMap<SinkMask, IndexFile> = HashMap::new();
+        for (id, mask, blobs) in packs {
+            repo.add_pack(*id, *mask, blobs);
+            by_mask
+                .entry(*mask)
+                .or_default()
+                .packs
+                .push((*id, blobs.clone()));
+        }
+        for (mask, file) in by_mask {
+            for part in file.split() {
+                let _ = repo.write_index(&part, mask).await;
+            }
+        }
+    }
+    if let Some(l) = lock
+        && let Err(e) = l.release().await
+    {
+        tracing::warn!("cancelled backup: could not remove the lock: {e}");
+    }
+    tracing::info!(packs = packs.len(), "backup cancelled");
+    Error::Cancelled
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -960,6 +1011,10 @@ async fn upload_loop(
 ) -> Result<Vec<WrittenPack>> {
     let mut written = Vec::new();
     while let Some((pack, mask)) = rx.recv().await {
+        if shared.cancel.is_cancelled() {
+            // Cancelled: what is still in flight is dropped, not stored (nothing refers to it).
+            continue;
+        }
         let size = pack.payload.len() as u64;
         let ok = if shared.dry_run {
             mask

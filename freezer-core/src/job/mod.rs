@@ -5,6 +5,8 @@
 //! backup needs (which storages, which passphrase, which parent snapshot and level, which
 //! snapshot to restore) are made here, once, for all of them.
 
+mod exec;
+mod metadata;
 mod names;
 mod options;
 mod storage;
@@ -17,6 +19,8 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
+pub use exec::{ExecResult, TAIL_BYTES, exec_environment, split_words};
+pub use metadata::{backup_metadata, write_metadata};
 pub use options::{Action, FreezerAction, OtherOptions};
 pub use storage::{CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec, read_secret_file};
 
@@ -46,7 +50,7 @@ pub struct JobAction {
     #[serde(default, deserialize_with = "lenient_u32")]
     pub max_retries_interval: u32,
     /// Whether the job stops when this action fails.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "options::lenient_bool")]
     pub mandatory: bool,
     /// Other fields of the job action (upstream's `action_id`, ...), kept as they are.
     #[serde(flatten)]
@@ -93,7 +97,15 @@ impl Job {
     /// `action_defaults` is applied as freezer-api applies it when it stores a job: each of
     /// its options goes into every `freezer_action` that lacks it (or holds null).
     pub fn from_json(text: &str) -> Result<Job> {
-        let mut doc: serde_json::Value = options::parse_json(text, "")?;
+        Job::from_value(options::parse_json(text, "")?)
+    }
+
+    /// Parses a job document already read as JSON (from the API, from Python), as
+    /// [`Job::from_json`] does: the job-level fields are type-checked (`session_tag` an
+    /// integer, `client_id` a string...), errors naming the field; `job_schedule` must be an
+    /// object, read by the scheduler.
+    pub fn from_value(mut doc: serde_json::Value) -> Result<Job> {
+        check_job_fields(&doc)?;
         apply_action_defaults(&mut doc)?;
         let job: Job =
             serde_path_to_error::deserialize(doc).map_err(|e| options::field_error("", e))?;
@@ -126,6 +138,61 @@ impl Job {
         }
         Ok(names.warnings)
     }
+}
+
+/// The types of the job-level fields of upstream's `job_schema` (null is allowed for each: an
+/// unset field as freezer-api and the web UI send it).
+fn check_job_fields(doc: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    let Some(job) = doc.as_object() else {
+        return Err(Error::bad_input("document", "a job is a JSON object"));
+    };
+    const STRINGS: &[&str] = &[
+        "job_id",
+        "description",
+        "client_id",
+        "session_id",
+        "session_name",
+        "user_id",
+        "project_id",
+    ];
+    for (k, v) in job {
+        let (ok, expected) = if STRINGS.contains(&k.as_str()) {
+            (v.is_string(), "a string")
+        } else if k == "session_tag" || k == "_version" {
+            (v.as_i64().is_some(), "an integer")
+        } else if ["job_schedule", "action_defaults", "user_credentials"].contains(&k.as_str()) {
+            (v.is_object(), "an object")
+        } else if k == "job_actions" {
+            (v.is_array(), "a list of job actions")
+        } else {
+            (true, "")
+        };
+        if !ok && !v.is_null() {
+            return Err(Error::bad_input(k, format!("expected {expected}")));
+        }
+    }
+    if let Some(Value::Array(actions)) = job.get("job_actions") {
+        for (i, a) in actions.iter().enumerate() {
+            match a {
+                Value::Object(m) => {
+                    if !m.get("freezer_action").is_some_and(Value::is_object) {
+                        return Err(Error::bad_input(
+                            format!("job_actions[{i}].freezer_action"),
+                            "expected an object of options",
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(Error::bad_input(
+                        format!("job_actions[{i}]"),
+                        "expected an object with a freezer_action",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Copies freezer-api's `action_defaults` into the actions of a job document, and removes it.
@@ -214,6 +281,15 @@ pub struct RunContext {
     /// Cancelled by whoever runs the job (a scheduler's `abort`): the running action stops
     /// at its next check and fails with [`Error::Cancelled`]; later actions do not run.
     pub cancel: crate::CancelToken,
+    /// Whether `exec` actions may run (default on; a scheduler started with
+    /// `--disable-exec` turns it off, and an `exec` action then fails naming the flag).
+    pub allow_exec: bool,
+    /// The whole environment an `exec` command gets; nothing else of the caller's
+    /// environment reaches it (see [`exec_environment`] for a harmless choice). Default empty.
+    pub exec_env: std::collections::BTreeMap<String, String>,
+    /// The id of the job being run, for the backup metadata document (`job_id`);
+    /// [`run_job`] fills it from the job when it is `None`.
+    pub job_id: Option<String>,
 }
 
 impl std::fmt::Debug for RunContext {
@@ -221,6 +297,8 @@ impl std::fmt::Debug for RunContext {
         f.debug_struct("RunContext")
             .field("actor", &self.actor)
             .field("now", &self.now)
+            .field("allow_exec", &self.allow_exec)
+            .field("job_id", &self.job_id)
             .finish_non_exhaustive()
     }
 }
@@ -238,6 +316,9 @@ impl RunContext {
             create_repository: true,
             allow_unknown_options: false,
             cancel: crate::CancelToken::new(),
+            allow_exec: true,
+            exec_env: std::collections::BTreeMap::new(),
+            job_id: None,
         }
     }
 }
@@ -261,6 +342,8 @@ pub enum ActionOutcome {
     Check(Box<CheckReport>),
     /// Removal of unused data (`prune`, an extension).
     Prune(Box<PruneReport>),
+    /// A command (`exec`) that exited with status 0.
+    Exec(Box<ExecResult>),
 }
 
 /// What an `admin` action did.
@@ -294,6 +377,7 @@ impl ActionOutcome {
             ActionOutcome::Admin(a) => a.is_complete(),
             ActionOutcome::Check(c) => c.is_ok(),
             ActionOutcome::Prune(p) => p.is_complete(),
+            ActionOutcome::Exec(_) => true,
         }
     }
 }
@@ -357,6 +441,18 @@ async fn create_repository(
 /// Runs one action.
 pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<ActionOutcome> {
     action.validate_with(ctx.allow_unknown_options)?;
+    ctx.cancel.check()?;
+    if action.action() == Action::Exec {
+        if !ctx.allow_exec {
+            return Err(Error::bad_input(
+                "action",
+                "exec actions are refused on this node (the scheduler runs with --disable-exec)",
+            ));
+        }
+        let words = exec::command_words(action.command.as_deref())?;
+        let r = exec::run(&words, &ctx.exec_env, &ctx.cancel).await?;
+        return Ok(ActionOutcome::Exec(Box::new(r)));
+    }
     let mut created = Vec::new();
     let mut repo = match open_repository(action, ctx).await {
         Err(Error::NotFound { .. })
@@ -411,6 +507,7 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             opts.dry_run = action.dry_run;
             opts.time = ctx.now;
             opts.excludes = action.exclude.clone();
+            opts.cancel = ctx.cancel.clone();
             let (series_host, series_name) = (opts.hostname.clone(), opts.backup_name.clone());
             let mut r =
                 crate::engine::backup(&mut repo, source, &opts, ctx.progress.clone()).await?;
@@ -442,6 +539,15 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                             .push(format!("retention after the backup failed: {e}")),
                     }
                 }
+            }
+            if let Some(out) = action
+                .metadata_out
+                .as_deref()
+                .filter(|o| !o.is_empty() && *o != "-")
+                && r.snapshot_id.is_some()
+                && let Err(e) = write_metadata(out, &backup_metadata(action, &r, ctx))
+            {
+                r.warnings.push(format!("backup metadata not written: {e}"));
             }
             Ok(ActionOutcome::Backup(Box::new(r)))
         }
@@ -475,6 +581,7 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             opts.overwrite = action.overwrite;
             opts.dry_run = action.dry_run;
             opts.sub_path = action.sub_path.clone();
+            opts.cancel = ctx.cancel.clone();
             let _lock = if action.dry_run {
                 None
             } else {
@@ -532,7 +639,12 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
         Action::Check => {
             let mut opts = CheckOptions::new(ctx.actor.clone());
             opts.read_data = action.read_data()?;
-            let r = crate::engine::check(&mut repo, &opts, ctx.progress.clone()).await?;
+            // A check only reads: stopping it midway leaves nothing to undo (its lock is
+            // removed when dropped).
+            let r = tokio::select! {
+                r = crate::engine::check(&mut repo, &opts, ctx.progress.clone()) => r?,
+                _ = ctx.cancel.cancelled() => return Err(Error::Cancelled),
+            };
             Ok(ActionOutcome::Check(Box::new(r)))
         }
         Action::Prune => {
@@ -596,40 +708,109 @@ async fn verify_checksum(action: &FreezerAction, want: &str) -> Result<()> {
     Ok(())
 }
 
-/// How one action of a job ended.
-#[derive(Debug, Serialize)]
+/// How one action of a job ended. Serialized (see [`ActionReport::to_json`]) as the
+/// outcome's fields (`action`, ...) or `error`, with `attempts`, `complete`, `cancelled` and,
+/// for a backup, `backup_metadata`.
+#[derive(Debug)]
 pub struct ActionReport {
     /// The action's outcome, or the error of its last attempt.
-    #[serde(flatten)]
     pub outcome: std::result::Result<ActionOutcome, String>,
     /// Attempts made.
     pub attempts: u32,
+    /// Whether the job was cancelled during this action or before it (upstream's `aborted`).
+    pub cancelled: bool,
+    /// For a backup that wrote a snapshot: upstream's backup metadata document (see
+    /// [`backup_metadata`]), what a scheduler posts to freezer-api's `/backups`.
+    pub backup_metadata: Option<serde_json::Value>,
+}
+
+impl Serialize for ActionReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl ActionReport {
+    /// The report as one JSON object: the outcome's fields (`action`, ...) or `error`, then
+    /// `attempts`, `complete` (the action did all it was asked to), `cancelled` and, for a
+    /// backup, `backup_metadata`.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        let mut doc = match &self.outcome {
+            Ok(o) => serde_json::to_value(o).unwrap_or_else(
+                |e| serde_json::json!({"error": format!("the report does not serialize: {e}")}),
+            ),
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        if let Some(m) = doc.as_object_mut() {
+            m.insert("attempts".into(), self.attempts.into());
+            m.insert(
+                "complete".into(),
+                Value::Bool(self.outcome.as_ref().is_ok_and(ActionOutcome::is_complete)),
+            );
+            m.insert("cancelled".into(), Value::Bool(self.cancelled));
+            if let Some(b) = &self.backup_metadata {
+                m.insert("backup_metadata".into(), b.clone());
+            }
+        }
+        doc
+    }
+
+    fn failed(error: String, attempts: u32, cancelled: bool) -> Self {
+        ActionReport {
+            outcome: Err(error),
+            attempts,
+            cancelled,
+            backup_metadata: None,
+        }
+    }
 }
 
 /// Runs every action of a job in order, retrying each up to its `max_retries`; stops after a
 /// `mandatory` action fails. Returns a report per action run. The options of every action are
 /// checked first: when one is invalid (a misspelt option name), none runs, and each report
-/// says so.
+/// says so. `ctx.cancel` is checked before each action and each attempt, and wakes a wait
+/// between attempts: once cancelled, the running action ends with [`Error::Cancelled`] and
+/// every later action is reported not run.
 pub async fn run_job(job: &dyn JobSpec, ctx: &RunContext) -> Vec<ActionReport> {
     let actions = job.actions();
     for (i, a) in actions.iter().enumerate() {
         if let Err(e) = a.freezer_action.validate_with(ctx.allow_unknown_options) {
             return (0..actions.len())
-                .map(|j| ActionReport {
-                    outcome: Err(if i == j {
-                        e.to_string()
-                    } else {
-                        format!("not run: the options of action {} are invalid", i + 1)
-                    }),
-                    attempts: 0,
+                .map(|j| {
+                    ActionReport::failed(
+                        if i == j {
+                            e.to_string()
+                        } else {
+                            format!("not run: the options of action {} are invalid", i + 1)
+                        },
+                        0,
+                        false,
+                    )
                 })
                 .collect();
         }
     }
+    let mut with_id;
+    let ctx = match (&ctx.job_id, job.job_id()) {
+        (None, Some(id)) => {
+            with_id = ctx.clone();
+            with_id.job_id = Some(id.to_string());
+            &with_id
+        }
+        _ => ctx,
+    };
     let mut reports = Vec::new();
+    let total = actions.len();
     for a in actions {
+        if ctx.cancel.is_cancelled() {
+            break;
+        }
         let mut attempts = 0;
         let outcome = loop {
+            if ctx.cancel.is_cancelled() {
+                break Err(Error::Cancelled);
+            }
             attempts += 1;
             match run_action(&a.freezer_action, ctx).await {
                 Ok(o) => break Ok(o),
@@ -640,24 +821,71 @@ pub async fn run_job(job: &dyn JobSpec, ctx: &RunContext) -> Vec<ActionReport> {
                             Error::BadInput { .. }
                                 | Error::Unsupported { .. }
                                 | Error::WrongKey { .. }
+                                | Error::Cancelled
                         ) =>
                 {
                     tracing::warn!(
                         "action failed, retrying in {} s: {e}",
                         a.max_retries_interval
                     );
-                    tokio::time::sleep(Duration::from_secs(a.max_retries_interval.into())).await;
+                    let wait = Duration::from_secs(a.max_retries_interval.into());
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = ctx.cancel.cancelled() => {}
+                    }
                 }
-                Err(e) => break Err(e.to_string()),
+                Err(e) => break Err(e),
             }
         };
-        let stop = outcome.is_err() && a.mandatory;
-        reports.push(ActionReport { outcome, attempts });
+        let report = match outcome {
+            Ok(o) => {
+                let backup_metadata = match &o {
+                    ActionOutcome::Backup(b) if b.snapshot_id.is_some() => {
+                        Some(backup_metadata(&a.freezer_action, b, ctx))
+                    }
+                    _ => None,
+                };
+                ActionReport {
+                    outcome: Ok(o),
+                    attempts,
+                    cancelled: false,
+                    backup_metadata,
+                }
+            }
+            Err(e) => ActionReport::failed(e.to_string(), attempts, matches!(e, Error::Cancelled)),
+        };
+        let stop = report.outcome.is_err() && a.mandatory;
+        reports.push(report);
         if stop {
             break;
         }
     }
+    if ctx.cancel.is_cancelled() {
+        while reports.len() < total {
+            reports.push(ActionReport::failed(
+                "not run: the job was cancelled".into(),
+                0,
+                true,
+            ));
+        }
+    }
     reports
+}
+
+/// Runs a job document for a binding (Python, C): parses it and checks every action (errors
+/// name the field, as [`Job::from_json`] and [`Job::validate_with`] say, with
+/// `ctx.allow_unknown_options`), runs it with [`run_job`], and returns one report per action
+/// ([`ActionReport::to_json`]); the warnings about the document (unknown names allowed) are in
+/// the first report's `warnings`.
+pub async fn run_job_document(text: &str, ctx: &RunContext) -> Result<Vec<serde_json::Value>> {
+    let job = Job::from_json(text)?;
+    let warnings = job.validate_with(ctx.allow_unknown_options)?;
+    let reports = run_job(&job, ctx).await;
+    let mut docs: Vec<serde_json::Value> = reports.iter().map(ActionReport::to_json).collect();
+    if let Some(first) = docs.first_mut() {
+        append_warnings(first, warnings);
+    }
+    Ok(docs)
 }
 
 #[cfg(test)]

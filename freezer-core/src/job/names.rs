@@ -62,6 +62,8 @@ const TYPED: &[&str] = &[
     "max_unused",
     "allow_unknown_options",
     "newest_readable",
+    "command",
+    "metadata_out",
 ];
 
 /// Upstream's options that do not apply to this release, accepted and ignored: the rest of
@@ -93,7 +95,6 @@ const IGNORED_UPSTREAM: &[&str] = &[
     // Other modes (refused by `mode`) and their settings.
     "mysql_conf",
     "sql_server_conf",
-    "command",
     "cindernative_backup_az",
     "cindernative_backup_container",
     "cindernative_freezer_only",
@@ -124,7 +125,6 @@ const IGNORED_UPSTREAM: &[&str] = &[
     "os_cert",
     "os_cacert",
     // The agent process: output, logging, priority, its own config file.
-    "metadata_out",
     "quiet",
     "max_priority",
     "priority",

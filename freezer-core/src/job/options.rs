@@ -318,6 +318,13 @@ pub struct FreezerAction {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_unused: Option<String>,
+    /// `exec`: the command to run, split with POSIX shell-word rules and run without a shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// `backup`: a file the backup metadata document is written to after the backup
+    /// (upstream's `--metadata-out`; `-`, stdout, is written by the front-end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_out: Option<String>,
     /// Accept option names this release does not know, with a warning each, instead of
     /// refusing the action (an extension, for documents written for a newer release).
     #[serde(
@@ -646,6 +653,11 @@ impl FreezerAction {
     }
 
     fn validate_values(&self) -> Result<()> {
+        if self.action() == Action::Exec {
+            // A command needs no storage and backs up nothing.
+            super::exec::command_words(self.command.as_deref())?;
+            return Ok(());
+        }
         if self.mode() != "fs" {
             return Err(Error::unsupported(format!(
                 "mode {:?} (this release backs up mode fs)",
@@ -690,9 +702,7 @@ impl FreezerAction {
             Action::Prune => {
                 self.prune_options()?;
             }
-            Action::Exec => {
-                return Err(Error::unsupported("action exec in this release"));
-            }
+            Action::Exec => {}
         }
         self.level_policy()?;
         self.retention(&jiff::tz::TimeZone::UTC)?;

@@ -38,6 +38,7 @@ pub(super) struct PackCtx {
     pub failed: Arc<Mutex<Vec<(Id, Error)>>>,
     pub bytes: Arc<std::sync::atomic::AtomicU64>,
     pub progress: Arc<dyn Progress>,
+    pub cancel: crate::CancelToken,
 }
 
 impl PackCtx {
@@ -79,6 +80,9 @@ pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, L
     }
     let tee = ctx.reader.tee().clone();
     for Run { start, end, blobs } in runs {
+        if ctx.cancel.is_cancelled() {
+            return;
+        }
         let mut data: Option<Bytes> = None;
         let mut fetch_err = None;
         for i in 0..tee.len() {

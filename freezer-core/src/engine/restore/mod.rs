@@ -62,6 +62,10 @@ pub struct RestoreOptions {
     pub owners: Option<bool>,
     /// Packs processed at once; 0 picks from the number of cores.
     pub concurrency: usize,
+    /// Stops the restore between folders of the plan and between runs of a pack: files not
+    /// finished keep their temporary names (the same restore run again finishes them), a
+    /// folder the restore created is removed, and it fails with [`Error::Cancelled`].
+    pub cancel: crate::CancelToken,
 }
 
 impl RestoreOptions {
@@ -74,6 +78,7 @@ impl RestoreOptions {
             dry_run: false,
             owners: None,
             concurrency: 0,
+            cancel: crate::CancelToken::new(),
         }
     }
 }
@@ -295,6 +300,7 @@ async fn restore_prepared(
     let sub_path = opts.sub_path.clone();
     let dry_run = opts.dry_run;
     let overwrite = opts.overwrite;
+    let cancel = opts.cancel.clone();
     let (root_fd, plan) = {
         let reader = reader.clone();
         let target = target.clone();
@@ -316,6 +322,7 @@ async fn restore_prepared(
                 overwrite,
                 resume,
                 tmp_token: snapshot_id.to_hex()[..8].to_string(),
+                cancel,
             };
             let plan = plan::make_plan(&reader, &rt, root_id, root_fd.as_deref(), &popts)?;
             Ok((root_fd, plan))
@@ -385,7 +392,10 @@ async fn restore_prepared(
     packs.sort_by_key(|(p, _)| *p);
     for (pack_pos, mut blobs) in packs {
         blobs.sort_by_key(|(_, l)| l.offset);
-        let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+        let permit = tokio::select! {
+            p = sem.clone().acquire_owned() => p.expect("semaphore open"),
+            _ = opts.cancel.cancelled() => break,
+        };
         let ctx = fetch::PackCtx {
             reader: reader.clone(),
             entries: entries.clone(),
@@ -394,6 +404,7 @@ async fn restore_prepared(
             failed: failed.clone(),
             bytes: bytes_written.clone(),
             progress: progress.clone(),
+            cancel: opts.cancel.clone(),
         };
         tasks.spawn(async move {
             fetch::restore_pack(&ctx, pack_pos, blobs).await;
@@ -403,6 +414,7 @@ async fn restore_prepared(
     while let Some(r) = tasks.join_next().await {
         r.map_err(|e| Error::io("restore worker", std::io::Error::other(e)))?;
     }
+    opts.cancel.check()?;
     tracing::info!(elapsed = ?started.elapsed(), "restore: data written");
 
     // Blobs that failed: name the object and the files.

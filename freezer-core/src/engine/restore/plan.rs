@@ -29,6 +29,8 @@ pub(super) struct PlanOptions<'a> {
     /// Part of every temporary name: the same for the same snapshot, so a resumed restore
     /// reuses the names an interrupted one left.
     pub tmp_token: String,
+    /// Checked before each folder.
+    pub cancel: crate::CancelToken,
 }
 
 pub(super) fn make_plan(
@@ -84,6 +86,7 @@ pub(super) fn make_plan(
         overwrite: opts.overwrite || opts.resume,
         resume: opts.resume,
         tmp_token: &opts.tmp_token,
+        cancel: &opts.cancel,
     };
     match node.kind() {
         NodeKind::Dir => {
@@ -109,10 +112,12 @@ struct Planner<'a> {
     overwrite: bool,
     resume: bool,
     tmp_token: &'a str,
+    cancel: &'a crate::CancelToken,
 }
 
 impl Planner<'_> {
     fn dir(&mut self, fd: Option<&OwnedFd>, rel: Vec<u8>, tree: &Id) -> Result<()> {
+        self.cancel.check()?;
         let t = match (self.read_tree)(tree) {
             Ok(t) => t,
             Err(e) => {
