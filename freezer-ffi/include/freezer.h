@@ -9,6 +9,17 @@
 #include <stdlib.h>
 
 /*
+ A flag of [`freezer_run_job`]: accept option names this release does not know (each is a
+ warning in the first report) instead of refusing the document.
+ */
+#define FREEZER_JOB_ALLOW_UNKNOWN_OPTIONS 1
+
+/*
+ A flag of [`freezer_run_job`]: refuse `exec` actions (as a scheduler's `--disable-exec`).
+ */
+#define FREEZER_JOB_DISABLE_EXEC 2
+
+/*
  Result codes. Stable: values are never reused or renumbered.
  */
 typedef enum FreezerResult {
@@ -99,6 +110,23 @@ extern "C" {
  pointer write.
  */
 enum FreezerResult freezer_run_action(const char *options_json, char **result);
+
+/*
+ Runs a job document (upstream's job: `job_actions`, each a `freezer_action` with
+ `max_retries`, `max_retries_interval`, `mandatory`; `action_defaults`, ...). `flags` is 0 or
+ an OR of `FREEZER_JOB_*`. On return `*result` (if `result` is not null) holds a JSON
+ document to free with [`freezer_string_free`]: an array with one report per action (the
+ outcome's fields or `error`, with `attempts`, `complete`, `cancelled` and, for a backup,
+ `backup_metadata`), or `{"error": ..., "kind": ...}` when the document is refused before
+ anything runs (malformed JSON, an unknown or wrongly typed field: the error names it).
+ Returns [`FreezerResult::Ok`] when every action completed, [`FreezerResult::Incomplete`]
+ when one failed or did not complete (see the reports).
+
+ # Safety
+ `job_json` is null or a NUL-terminated string; `result` is null or valid for one pointer
+ write.
+ */
+enum FreezerResult freezer_run_job(const char *job_json, uint32_t flags, char **result);
 
 /*
  Frees a string returned by this library. Null is ignored.
