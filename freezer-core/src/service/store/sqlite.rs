@@ -211,15 +211,16 @@ fn create_file(path: &Path) -> Result<(), StoreError> {
     let io = |what: &str, p: &Path, e: std::io::Error| {
         StoreError::Backend(format!("{what} {}: {e}", p.display()))
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            let mut b = std::fs::DirBuilder::new();
-            b.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-            b.create(parent)
-                .map_err(|e| io("create the folder", parent, e))?;
-        }
+    if let Some(parent) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(parent)
+            .map_err(|e| io("create the folder", parent, e))?;
     }
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create(true).truncate(false);
