@@ -20,7 +20,8 @@ mod servers;
 // (`cargo test --workspace` enables it through freezer-cli).
 #[cfg(feature = "service")]
 mod service_jobs;
-
+#[cfg(feature = "service")]
+mod service_store;
 mod ssh;
 mod support;
 mod swift;
