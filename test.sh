@@ -90,6 +90,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
+# keystoneauth1 from PyPI, for the standalone identity's test (service_auth): the client library
+# of python-freezerclient and upstream's scheduler logs in to our /identity/v3.
+ks_venv=target/keystoneauth-venv
+[ -x "$ks_venv/bin/python" ] || python3 -m venv "$ks_venv"
+"$ks_venv/bin/pip" install -q --disable-pip-version-check 'keystoneauth1>=5,<6'
+
 step "rust tests"
 cargo test --workspace --locked
 

@@ -765,6 +765,17 @@ pub struct KeystoneServer {
 
 impl KeystoneServer {
     pub fn start(swift_port: u16) -> KeystoneServer {
+        KeystoneServer::start_with(swift_port, true)
+    }
+
+    /// A Keystone without Swift (the catalog's `object-store` entry points at a closed port):
+    /// for the tests of the service's Keystone authentication.
+    #[cfg_attr(not(feature = "service"), allow(dead_code))]
+    pub fn start_alone() -> KeystoneServer {
+        KeystoneServer::start_with(free_port(), false)
+    }
+
+    fn start_with(swift_port: u16, with_swift: bool) -> KeystoneServer {
         find_tool(
             "keystone-manage",
             "FREEZER_TEST_KEYSTONE_MANAGE",
@@ -794,7 +805,9 @@ impl KeystoneServer {
             .spawn()
             .expect("python3 runs");
         // Swift's backend starts while Keystone sets itself up.
-        swift_backend();
+        if with_swift {
+            swift_backend();
+        }
         let ready = dir.path().join("ready");
         let deadline = Instant::now() + Duration::from_secs(120);
         let doc = loop {
