@@ -245,7 +245,7 @@ impl Documents {
                     match action {
                         None => items.retain(|i| !mine(i)),
                         Some(a) => {
-                            for item in items.iter_mut().filter(|i| mine(&**i)) {
+                            for item in items.iter_mut().filter(|i| mine(i)) {
                                 if let Value::Object(item) = item {
                                     for k in DEFINITION {
                                         match a.get(k) {
