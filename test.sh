@@ -62,6 +62,18 @@ if [ ${#swift_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${swift_apt[@]}"
 fi
 
+# MariaDB for the store tests (freezer-core/tests/it/service_store/mariadb.rs): they start their
+# own mariadbd on a free loopback port with its own data folder. The package must not start the
+# system's server: a policy-rc.d that refuses service starts is put in place for the install.
+if [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null || ! command -v mariadb >/dev/null; then
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+fi
+
 # The downloaded packages are no longer needed once installed.
 apt-get clean 2>/dev/null || true
 

@@ -20,6 +20,8 @@ mod servers;
 // (`cargo test --workspace` enables it through freezer-cli).
 #[cfg(feature = "service")]
 mod service_api;
+#[cfg(feature = "service")]
+mod service_store;
 
 mod ssh;
 mod support;

@@ -416,7 +416,7 @@ fn wait_ready(port: u16, health: Option<&str>, child: &mut Child, what: &str, lo
 
 /// Kills `pid` (and removes `dir`) when this test process ends, for servers shared by every
 /// test of the run, which no `Drop` stops.
-fn reap_at_exit(pid: u32, dir: Option<&Path>) {
+pub fn reap_at_exit(pid: u32, dir: Option<&Path>) {
     let rm = dir
         .map(|d| format!("; rm -rf '{}'", d.display()))
         .unwrap_or_default();

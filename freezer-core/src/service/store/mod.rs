@@ -6,7 +6,14 @@
 //! write names the version it replaces, and a write over a newer version is a
 //! [`StoreError::Conflict`], never a silent overwrite.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+
+mod mysql;
+mod sqlite;
+pub use mysql::{MYSQL_SCHEMA_VERSION, MySqlStore};
+pub use sqlite::{SQLITE_SCHEMA_VERSION, SqliteStore};
 
 /// The kinds of document freezer-api keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,4 +144,43 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Deletes a document in `scope`; whether there was one.
     async fn delete(&self, kind: Kind, scope: &Scope, id: &str) -> Result<bool, StoreError>;
+}
+
+/// The database URL forms [`open`] accepts, for messages.
+pub const DATABASE_URL_FORMS: &str = "sqlite:PATH, sqlite://PATH, sqlite::memory:, \
+     mysql://USER:PASSWORD@HOST:PORT/DATABASE or mariadb://USER:PASSWORD@HOST:PORT/DATABASE";
+
+/// Opens the store a database URL names, creating or upgrading its schema:
+///
+/// * `sqlite:PATH` or `sqlite://PATH` (`sqlite:///var/lib/freezer/api.sqlite` is absolute):
+///   a SQLite file, created readable by its owner only; `sqlite::memory:` keeps it in memory.
+/// * `mysql://USER:PASSWORD@HOST:PORT/DATABASE` or `mariadb://...`: a MariaDB or MySQL
+///   database (see [`MySqlStore::connect`] for TLS and pool parameters).
+///
+/// An error never holds the URL's password.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let (scheme, rest) = url.split_once(':').unwrap_or(("", url));
+    match scheme.to_ascii_lowercase().as_str() {
+        "sqlite" => {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path == ":memory:" {
+                return Ok(Arc::new(SqliteStore::open_in_memory()?));
+            }
+            if path.is_empty() {
+                return Err(StoreError::Backend(format!(
+                    "the database URL {url:?} names no file (use sqlite:PATH)"
+                )));
+            }
+            Ok(Arc::new(
+                SqliteStore::open(std::path::Path::new(path)).await?,
+            ))
+        }
+        "mysql" | "mariadb" => Ok(Arc::new(MySqlStore::connect(url).await?)),
+        "" => Err(StoreError::Backend(format!(
+            "the database URL has no scheme; use one of: {DATABASE_URL_FORMS}"
+        ))),
+        other => Err(StoreError::Backend(format!(
+            "the database URL scheme {other:?} is unknown; use one of: {DATABASE_URL_FORMS}"
+        ))),
+    }
 }
