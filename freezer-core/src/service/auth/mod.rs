@@ -4,8 +4,21 @@
 //! of every request against Keystone and hands the API the user, project and roles. Here an
 //! [`Authenticator`] does that job: one validates against a real Keystone, another is the
 //! standalone identity endpoint this server answers itself (`/identity/v3`).
+//!
+//! * [`keystone`]: [`keystone::KeystoneAuthenticator`], validation against a real Keystone.
+//! * [`standalone`]: [`standalone::StandaloneIdentity`] and its Keystone v3 routes.
+//! * [`users`]: the users file of the standalone identity, and [`users::hash_password`].
+//! * [`policy`]: upstream freezer-api's policy rules over an [`Identity`].
+//! * [`setup`]: `freezer api serve`'s authentication flags turned into the above.
 
+pub mod keystone;
 pub mod policy;
+pub mod setup;
+pub mod standalone;
+mod token;
+pub mod users;
+
+pub use token::TokenKey;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
