@@ -3,118 +3,18 @@
 //! another project's documents, no token, an expired token, a reader writing), pagination,
 //! search, and concurrent session ends.
 //!
-//! One in-process server for the whole test binary (on a loopback port of its own), each
+//! One in-process server over an in-memory SQLite store for the whole test binary (on a loopback port of its own), each
 //! test in projects of its own. Tokens are read by a test authenticator:
 //! `<role>[+<role>...]@<project>` stands for a user with those roles in that project,
 //! `expired` for an expired token; anything else is invalid.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use freezer_core::service::api::{ApiState, router, serve};
 use freezer_core::service::auth::{AuthError, Authenticator, Identity};
-use freezer_core::service::store::{Doc, Kind, Scope, Store, StoreError};
+use freezer_core::service::store::{SqliteStore, Store};
 use serde_json::{Value, json};
-
-/// A tiny in-memory store with the [`Store`] contract (versions, conflicts, scopes).
-#[derive(Debug, Default)]
-struct MemStore {
-    docs: Mutex<(u64, BTreeMap<(Kind, String), (u64, Doc)>)>,
-}
-
-#[async_trait]
-impl Store for MemStore {
-    async fn get(&self, kind: Kind, scope: &Scope, id: &str) -> Result<Option<Doc>, StoreError> {
-        let g = self.docs.lock().unwrap();
-        Ok(g.1
-            .get(&(kind, id.to_string()))
-            .filter(|(_, d)| scope.contains(&d.project_id))
-            .map(|(_, d)| d.clone()))
-    }
-
-    async fn list(
-        &self,
-        kind: Kind,
-        scope: &Scope,
-        offset: usize,
-        limit: Option<usize>,
-    ) -> Result<Vec<Doc>, StoreError> {
-        let g = self.docs.lock().unwrap();
-        let mut all: Vec<&(u64, Doc)> =
-            g.1.iter()
-                .filter(|((k, _), (_, d))| *k == kind && scope.contains(&d.project_id))
-                .map(|(_, v)| v)
-                .collect();
-        all.sort_by_key(|(seq, _)| *seq);
-        Ok(all
-            .into_iter()
-            .skip(offset)
-            .take(limit.unwrap_or(usize::MAX))
-            .map(|(_, d)| d.clone())
-            .collect())
-    }
-
-    async fn insert(
-        &self,
-        kind: Kind,
-        project_id: &str,
-        id: &str,
-        body: &Value,
-    ) -> Result<Doc, StoreError> {
-        let mut g = self.docs.lock().unwrap();
-        if g.1.contains_key(&(kind, id.to_string())) {
-            return Err(StoreError::Exists(kind, id.to_string()));
-        }
-        g.0 += 1;
-        let seq = g.0;
-        let doc = Doc {
-            kind,
-            id: id.to_string(),
-            project_id: project_id.to_string(),
-            version: 1,
-            body: body.clone(),
-        };
-        g.1.insert((kind, id.to_string()), (seq, doc.clone()));
-        Ok(doc)
-    }
-
-    async fn update(
-        &self,
-        kind: Kind,
-        scope: &Scope,
-        id: &str,
-        expected: i64,
-        body: &Value,
-    ) -> Result<Doc, StoreError> {
-        let mut g = self.docs.lock().unwrap();
-        let Some((_, d)) =
-            g.1.get_mut(&(kind, id.to_string()))
-                .filter(|(_, d)| scope.contains(&d.project_id))
-        else {
-            return Err(StoreError::NotFound(kind, id.to_string()));
-        };
-        if d.version != expected {
-            return Err(StoreError::Conflict(kind, id.to_string(), d.version));
-        }
-        d.version += 1;
-        d.body = body.clone();
-        Ok(d.clone())
-    }
-
-    async fn delete(&self, kind: Kind, scope: &Scope, id: &str) -> Result<bool, StoreError> {
-        let mut g = self.docs.lock().unwrap();
-        let key = (kind, id.to_string());
-        if g.1
-            .get(&key)
-            .is_some_and(|(_, d)| scope.contains(&d.project_id))
-        {
-            g.1.remove(&key);
-            return Ok(true);
-        }
-        Ok(false)
-    }
-}
 
 /// `<roles>@<project>` tokens (see the module's first lines).
 #[derive(Debug)]
@@ -138,7 +38,7 @@ impl Authenticator for TestAuth {
 }
 
 fn test_store() -> Arc<dyn Store> {
-    Arc::new(MemStore::default())
+    Arc::new(SqliteStore::open_in_memory().expect("an in-memory SQLite store"))
 }
 
 /// The shared server's base URL (`http://127.0.0.1:PORT`).
