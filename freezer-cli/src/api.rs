@@ -24,7 +24,7 @@ const KEYSTONE_PASSWORD_VAR: &str = "FREEZER_KEYSTONE_PASSWORD";
 pub enum ApiCommand {
     /// Serve the freezer-api v2 REST API (python-freezerclient and upstream's scheduler
     /// talk to it unchanged).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Read a password on stdin and print its Argon2 hash (PHC string) for the users file.
     HashPassword,
 }
@@ -164,7 +164,7 @@ pub async fn run(command: ApiCommand) -> freezer_core::Result<bool> {
             println!("{hash}");
             Ok(true)
         }
-        ApiCommand::Serve(args) => serve_api(args).await,
+        ApiCommand::Serve(args) => serve_api(*args).await,
     }
 }
 

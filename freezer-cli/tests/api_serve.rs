@@ -19,6 +19,9 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Status, headers (lower-cased names) and body of a response.
+type Reply = (u16, Vec<(String, String)>, Value);
+
 /// One HTTP/1.1 request (`Connection: close`): status, headers (lower-cased names), body.
 fn http(
     port: u16,
@@ -26,7 +29,7 @@ fn http(
     path: &str,
     token: Option<&str>,
     body: Option<&Value>,
-) -> std::io::Result<(u16, Vec<(String, String)>, Value)> {
+) -> std::io::Result<Reply> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
