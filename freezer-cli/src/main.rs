@@ -7,6 +7,7 @@
 //! one line on stderr; `--json` puts one JSON document on stdout. It owns the terminal: a
 //! progress bar when stderr is one.
 
+mod api;
 mod lifecycle;
 mod output;
 mod progress;
@@ -208,6 +209,11 @@ enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
+    /// The freezer-api v2 compatible REST API: serve it, hash a password for its users.
+    Api {
+        #[command(subcommand)]
+        command: api::ApiCommand,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -390,6 +396,8 @@ const EXIT_INCOMPLETE: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
+        // A server logs its requests by default.
+        0 if matches!(cli.command, Command::Api { .. }) => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -571,6 +579,7 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
         Command::Repair { command } => lifecycle::repair(command, out).await,
         Command::Unlock(a) => lifecycle::unlock(a, out).await,
         Command::Key { command } => key(command, out).await,
+        Command::Api { command } => api::run(command).await,
         Command::Job {
             command:
                 JobCommand::Run {

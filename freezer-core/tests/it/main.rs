@@ -19,6 +19,8 @@ mod servers;
 // The Freezer service (issue 9): one module per area, built with the `service` feature
 // (`cargo test --workspace` enables it through freezer-cli).
 #[cfg(feature = "service")]
+mod service_api;
+#[cfg(feature = "service")]
 mod service_auth;
 #[cfg(feature = "service")]
 mod service_jobs;

@@ -1,0 +1,214 @@
+//! `freezer api`: serve the freezer-api v2 compatible REST API (`serve`), and hash a
+//! password for the standalone users file (`hash-password`).
+//!
+//! A front-end only: it reads flags, the environment and secret files, opens the store and
+//! the authentication freezer-core builds from them, and runs the server until SIGTERM or
+//! Ctrl-C. Secrets never come from a plain flag.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use freezer_core::Error;
+use freezer_core::service::api::{ApiState, router, serve};
+use freezer_core::service::auth::setup::{
+    AuthOptions, AuthSetup, KeystoneOptions, default_public_url, default_token_key_file,
+    parse_token_ttl, read_secret_file,
+};
+use freezer_core::service::store;
+
+/// The environment variable that may hold the Keystone service user's password.
+const KEYSTONE_PASSWORD_VAR: &str = "FREEZER_KEYSTONE_PASSWORD";
+
+#[derive(Subcommand, Debug)]
+pub enum ApiCommand {
+    /// Serve the freezer-api v2 REST API (python-freezerclient and upstream's scheduler
+    /// talk to it unchanged).
+    Serve(Box<ServeArgs>),
+    /// Read a password on stdin and print its Argon2 hash (PHC string) for the users file.
+    HashPassword,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    listen: SocketAddr,
+    /// The database: sqlite:PATH (default: freezer-api.db in the state folder) or
+    /// mysql://USER@HOST:PORT/DB (the password from the URL is never logged).
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// Standalone identity: the users file (JSON list of {"user", "password", "project",
+    /// "roles"}); the server answers Keystone v3 at /identity/v3.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// Standalone identity: the key tokens are signed with (created 0600 when missing;
+    /// default token.key in the state folder).
+    #[arg(long, value_name = "FILE")]
+    token_key: Option<PathBuf>,
+    /// Standalone identity: how long a token lives (3600, 90m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    token_ttl: String,
+    /// The URL clients reach this server at (the catalog's backup endpoint; default
+    /// http://<--listen>).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Validate tokens against this Keystone (its v3 URL) instead of the standalone identity.
+    #[arg(long, value_name = "URL")]
+    keystone_url: Option<String>,
+    /// The Keystone service user.
+    #[arg(long, value_name = "NAME", default_value = "freezer")]
+    keystone_user: String,
+    /// The service user's project.
+    #[arg(long, value_name = "NAME", default_value = "service")]
+    keystone_project: String,
+    /// The service user's domain.
+    #[arg(long, value_name = "NAME", default_value = "Default")]
+    keystone_user_domain: String,
+    /// The service project's domain.
+    #[arg(long, value_name = "NAME", default_value = "Default")]
+    keystone_project_domain: String,
+    /// A file (0600) whose first line is the service user's password (or set
+    /// FREEZER_KEYSTONE_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    keystone_password_file: Option<PathBuf>,
+}
+
+/// Where the API keeps its files when not told: `$XDG_STATE_HOME/freezer`, else
+/// `~/.local/state/freezer`.
+fn state_dir() -> Result<PathBuf, Error> {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("freezer"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            Error::bad_input(
+                "--database",
+                "no HOME to keep the state folder in: give --database and --token-key",
+            )
+        })?;
+    Ok(PathBuf::from(home).join(".local/state/freezer"))
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))
+}
+
+impl ServeArgs {
+    fn auth_options(&self) -> Result<AuthOptions, Error> {
+        let keystone = match &self.keystone_url {
+            None => None,
+            Some(url) => {
+                let password = match &self.keystone_password_file {
+                    Some(f) => read_secret_file(f, "--keystone-password-file")?,
+                    None => std::env::var(KEYSTONE_PASSWORD_VAR)
+                        .ok()
+                        .filter(|p| !p.is_empty())
+                        .ok_or_else(|| {
+                            Error::bad_input(
+                                "--keystone-password-file",
+                                format!(
+                                    "the Keystone service user needs a password: give --keystone-password-file FILE or set {KEYSTONE_PASSWORD_VAR}"
+                                ),
+                            )
+                        })?,
+                };
+                Some(KeystoneOptions {
+                    url: url.clone(),
+                    username: self.keystone_user.clone(),
+                    password,
+                    project_name: self.keystone_project.clone(),
+                    user_domain_name: self.keystone_user_domain.clone(),
+                    project_domain_name: self.keystone_project_domain.clone(),
+                })
+            }
+        };
+        let token_key_file = match &self.token_key {
+            Some(f) => f.clone(),
+            None if keystone.is_some() => PathBuf::new(),
+            None => {
+                let dir = state_dir()?;
+                ensure_dir(&dir)?;
+                default_token_key_file(&dir)
+            }
+        };
+        Ok(AuthOptions {
+            keystone,
+            users_file: self.users.clone(),
+            token_key_file,
+            token_ttl: parse_token_ttl(&self.token_ttl)?,
+            public_url: self
+                .public_url
+                .clone()
+                .unwrap_or_else(|| default_public_url(&self.listen)),
+        })
+    }
+
+    fn database(&self) -> Result<String, Error> {
+        if let Some(d) = &self.database {
+            return Ok(d.clone());
+        }
+        let dir = state_dir()?;
+        ensure_dir(&dir)?;
+        Ok(format!("sqlite:{}", dir.join("freezer-api.db").display()))
+    }
+}
+
+/// Runs `freezer api ...`.
+pub async fn run(command: ApiCommand) -> freezer_core::Result<bool> {
+    match command {
+        ApiCommand::HashPassword => {
+            let hash =
+                freezer_core::service::auth::users::hash_password_from(std::io::stdin().lock())?;
+            println!("{hash}");
+            Ok(true)
+        }
+        ApiCommand::Serve(args) => serve_api(*args).await,
+    }
+}
+
+async fn serve_api(args: ServeArgs) -> freezer_core::Result<bool> {
+    let auth = AuthSetup::from_options(&args.auth_options()?)?;
+    let database = args.database()?;
+    let store = store::open(&database)
+        .await
+        .map_err(|e| Error::bad_input("--database", e))?;
+    let mut state = ApiState::new(store, auth.authenticator());
+    if let Some(identity) = auth.identity_router() {
+        state = state.with_identity(identity);
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Error::io(format!("--listen {}", args.listen), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("--listen", e))?;
+    tracing::info!(
+        %addr,
+        standalone_identity = matches!(auth, AuthSetup::Standalone(_)),
+        "freezer api listening"
+    );
+    serve(listener, router(state), stop_signal())
+        .await
+        .map_err(|e| Error::io(format!("serving on {addr}"), e))?;
+    tracing::info!("freezer api stopped");
+    Ok(true)
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+        () = terminated => tracing::info!("SIGTERM: stopping"),
+    }
+}
