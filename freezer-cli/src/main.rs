@@ -10,6 +10,7 @@
 mod lifecycle;
 mod output;
 mod progress;
+mod scheduler;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -208,6 +209,8 @@ enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
+    /// Run jobs on their schedules, from a freezer-api or a jobs folder, until SIGTERM.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -386,6 +389,8 @@ const EXIT_INCOMPLETE: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
+        // A service logs what it does.
+        0 if matches!(cli.command, Command::Scheduler(_)) => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -558,6 +563,7 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
         Command::Repair { command } => lifecycle::repair(command, out).await,
         Command::Unlock(a) => lifecycle::unlock(a, out).await,
         Command::Key { command } => key(command, out).await,
+        Command::Scheduler(a) => scheduler::run(a).await,
         Command::Job {
             command:
                 JobCommand::Run {

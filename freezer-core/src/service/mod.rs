@@ -9,4 +9,6 @@
 //! Front-ends only start these: `freezer api serve`, `freezer scheduler`.
 
 pub mod auth;
+pub mod client;
+pub mod scheduler;
 pub mod store;

@@ -18,6 +18,8 @@ mod s3;
 mod servers;
 // The Freezer service (issue 9): one module per area, built with the `service` feature
 // (`cargo test --workspace` enables it through freezer-cli).
+#[cfg(feature = "service")]
+mod service_scheduler;
 
 mod ssh;
 mod support;
