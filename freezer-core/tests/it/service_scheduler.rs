@@ -170,9 +170,16 @@ async fn an_interval_of_two_seconds_runs_three_times_in_ten_seconds() {
     let st = s.status.get();
     let j = &st.jobs["every2"];
     assert!(j.runs >= 3, "{st:#?}");
-    assert_eq!(j.result, "success", "{st:#?}");
-    assert_eq!(j.status, "scheduled");
-    assert!(st.feed_errors.is_empty(), "{st:#?}");
+    // Between two runs, or in one (whose result is cleared while it runs).
+    assert!(
+        (j.status == "scheduled" && j.result == "success")
+            || (j.status == "running" && j.result.is_empty()),
+        "{st:#?}"
+    );
+    assert!(
+        j.last_error.is_none() && st.feed_errors.is_empty(),
+        "{st:#?}"
+    );
     s.stop().await;
     assert!(snapshots(&env.path("repo"), "b2").await >= 3);
     assert!(!support::has_lock(&env.path("repo")));
