@@ -183,8 +183,14 @@ impl JobSchedule {
                 Timestamp::from_nanosecond(a.checked_add(k.checked_mul(*nanos)?)?).ok()?
             }
             Trigger::Cron(c) => {
-                let from = if after_ok(self.start) { self.start } else { t };
-                c.next_at_or_after(from, inclusive || from == self.start)?
+                // Before the start: the start itself may fire; else strictly after `t` unless
+                // `inclusive` (a fire at `t` is never given twice by `next_fire(t)`).
+                let (from, incl) = if self.start > t {
+                    (self.start, true)
+                } else {
+                    (t, inclusive)
+                };
+                c.next_at_or_after(from, incl)?
             }
         };
         match self.end {
