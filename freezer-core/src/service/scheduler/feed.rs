@@ -50,13 +50,16 @@ pub enum JobFeed {
     Dir(PathBuf),
 }
 
+/// A file's text, what it parsed to, and the last good job it held.
+type FileState = (String, Result<FeedJob, String>, Option<FeedJob>);
+
 /// Reads a feed, remembering the folder's files between polls.
 #[derive(Debug)]
 pub(crate) struct FeedReader {
     feed: JobFeed,
     allow_unknown: bool,
     /// Per file: its text and the last good job it held.
-    files: HashMap<PathBuf, (String, Result<FeedJob, String>, Option<FeedJob>)>,
+    files: HashMap<PathBuf, FileState>,
 }
 
 impl FeedReader {

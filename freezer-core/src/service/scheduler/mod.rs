@@ -316,10 +316,8 @@ impl Scheduler {
                 next_poll = add(crate::time::now(), self.opts.poll_interval);
             }
             self.start_due(crate::time::now(), &mut tasks);
-            if !self.outbox.is_empty() && crate::time::now() >= next_flush {
-                if !self.flush().await {
-                    next_flush = add(crate::time::now(), self.opts.retry_interval);
-                }
+            if !self.outbox.is_empty() && crate::time::now() >= next_flush && !self.flush().await {
+                next_flush = add(crate::time::now(), self.opts.retry_interval);
             }
             self.publish();
             let now = crate::time::now();
