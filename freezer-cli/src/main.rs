@@ -11,6 +11,7 @@ mod api;
 mod lifecycle;
 mod output;
 mod progress;
+mod scheduler;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -214,6 +215,8 @@ enum Command {
         #[command(subcommand)]
         command: api::ApiCommand,
     },
+    /// Run jobs on their schedules, from a freezer-api or a jobs folder, until SIGTERM.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -396,8 +399,8 @@ const EXIT_INCOMPLETE: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
-        // A server logs its requests by default.
-        0 if matches!(cli.command, Command::Api { .. }) => "info",
+        // A server logs its requests, a scheduler what it runs.
+        0 if matches!(cli.command, Command::Api { .. } | Command::Scheduler(_)) => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -580,6 +583,7 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
         Command::Unlock(a) => lifecycle::unlock(a, out).await,
         Command::Key { command } => key(command, out).await,
         Command::Api { command } => api::run(command).await,
+        Command::Scheduler(a) => scheduler::run(a).await,
         Command::Job {
             command:
                 JobCommand::Run {

@@ -12,4 +12,6 @@
 
 pub mod api;
 pub mod auth;
+pub mod client;
+pub mod scheduler;
 pub mod store;
