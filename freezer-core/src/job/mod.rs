@@ -226,7 +226,7 @@ fn apply_action_defaults(doc: &mut serde_json::Value) -> Result<()> {
 
 /// What to do: a list of actions. Implemented by a whole [`Job`] and by a single
 /// [`FreezerAction`]; front-ends may implement it for their own documents.
-pub trait JobSpec {
+pub trait JobSpec: Send + Sync {
     /// The job's id, if it has one.
     fn job_id(&self) -> Option<&str>;
     /// The actions, in order.

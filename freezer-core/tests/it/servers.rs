@@ -770,7 +770,7 @@ impl KeystoneServer {
 
     /// A Keystone without Swift (the catalog's `object-store` entry points at a closed port):
     /// for the tests of the service's Keystone authentication.
-    #[cfg_attr(not(feature = "service"), allow(dead_code))]
+    #[allow(dead_code)] // used by the service tests only
     pub fn start_alone() -> KeystoneServer {
         KeystoneServer::start_with(free_port(), false)
     }
