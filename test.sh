@@ -109,4 +109,16 @@ venv=target/pyenv
 (cd freezer-py && VIRTUAL_ENV="$PWD/../$venv" "../$venv/bin/maturin" develop -q --locked)
 "$venv/bin/pytest" -q freezer-py/tests
 
+step "upstream clients against our API"
+# python-freezerclient and upstream's freezer-scheduler (with its freezer-agent), unmodified from
+# PyPI, each in its own virtual environment: both install a console script named `freezer`.
+fc=target/upstream-client
+fa=target/upstream-agent
+[ -x "$fc/bin/python" ] || python3 -m venv "$fc"
+"$fc/bin/pip" install -q --disable-pip-version-check 'python-freezerclient==6.5.0' pytest requests
+[ -x "$fa/bin/python" ] || python3 -m venv "$fa"
+"$fa/bin/pip" install -q --disable-pip-version-check 'freezer==19.0.0'
+FREEZER_CLIENT_BIN="$PWD/$fc/bin/freezer" FREEZER_SCHEDULER_BIN="$PWD/$fa/bin/freezer-scheduler" \
+  "$fc/bin/pytest" -q tests/service
+
 step "all tests passed"

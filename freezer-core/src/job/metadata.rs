@@ -20,12 +20,25 @@ pub fn backup_metadata(action: &FreezerAction, result: &BackupResult, ctx: &RunC
     let snap = &result.snapshot;
     let s = |v: Option<&str>| Value::String(v.unwrap_or("").to_string());
     let level = |v: Option<u32>| v.map(Value::from).unwrap_or_else(|| Value::from(""));
-    let storage = action.storage.as_deref().unwrap_or("local");
+    // A job may name its storages in `storages` (several at once) instead of the top-level
+    // `container`/`storage`: the first one stands for the backup, as upstream has one.
+    let storages = action.all_storages().unwrap_or_default();
+    let first = storages.first();
+    let container = action
+        .container
+        .clone()
+        .or_else(|| first.and_then(|f| f.container.clone()))
+        .unwrap_or_default();
+    let storage = action
+        .storage
+        .clone()
+        .or_else(|| first.and_then(|f| f.storage.clone()))
+        .unwrap_or_else(|| "local".to_string());
     let mut doc = json!({
         "action": "backup",
         "backup_name": snap.backup_name,
         "hostname": snap.hostname,
-        "container": s(action.container.as_deref()),
+        "container": container,
         "storage": storage,
         "mode": snap.mode,
         "path_to_backup": s(action.path_to_backup.as_deref()),

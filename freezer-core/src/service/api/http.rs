@@ -25,6 +25,10 @@ use crate::service::store::Store;
 /// KiB).
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 
+/// How much of a body over the limit is read and dropped before the 413 is sent (more is cut
+/// off with the connection).
+const DRAIN_LIMIT: usize = 16 << 20;
+
 /// What the API serves from: the store, who checks tokens, and optionally the standalone
 /// identity endpoint to answer at `/identity`.
 #[derive(Clone)]
@@ -376,7 +380,12 @@ impl FromRequest<App> for Body {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
+        if let Some(n) = declared.filter(|&n| n > limit as u64) {
+            // Read and drop what the client is still sending (up to a bound), so that it reads
+            // the 413 instead of a connection reset in the middle of its upload.
+            if n <= DRAIN_LIMIT as u64 {
+                let _ = axum::body::to_bytes(req.into_body(), DRAIN_LIMIT).await;
+            }
             return Err(ApiError::too_large(limit));
         }
         let bytes = axum::body::to_bytes(req.into_body(), limit)

@@ -15,7 +15,6 @@
 //! stop token given to [`Scheduler::run`] is cancelled (the CLI maps SIGTERM to it).
 
 mod feed;
-pub mod metadata;
 pub mod reports;
 pub mod schedule;
 
@@ -977,16 +976,15 @@ async fn run_one(
             errors.push("aborted; the run was dropped after it did not stop by itself".to_string())
         }
         Some(reports) => {
-            for (i, (r, a)) in reports.iter().zip(&job.job_actions).enumerate() {
+            for (i, r) in reports.iter().enumerate() {
                 match &r.outcome {
                     Ok(ActionOutcome::Backup(b)) => {
-                        if b.snapshot_id.is_some() {
-                            backups.push(metadata::backup_metadata(
-                                &id,
-                                &client_id,
-                                &a.freezer_action,
-                                b,
-                            ));
+                        // run_job gives upstream's metadata document of every backup that
+                        // wrote a snapshot; the API also learns which job and client made it.
+                        if let Some(mut doc) = r.backup_metadata.clone() {
+                            doc["job_id"] = serde_json::Value::from(id.as_str());
+                            doc["client_id"] = serde_json::Value::from(client_id.as_str());
+                            backups.push(doc);
                         }
                         if !b.is_complete() {
                             errors.push(format!("action {}: the backup is incomplete", i + 1));
