@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::{Caller, Documents, body_object, merge_top, new_id, strip};
 use crate::service::api::error::ApiError;
 use crate::service::api::schema::{self, Whole};
-use crate::service::api::search::{Page, Search};
+use crate::service::api::search::Page;
 use crate::service::store::{Kind, Scope, StoreError};
 
 /// `max_retries` when an action does not say.
@@ -153,11 +153,7 @@ impl Documents {
 
     /// `GET /actions/{id}`.
     pub async fn get_action(&self, caller: &Caller, action_id: &str) -> Result<Value, ApiError> {
-        caller.may_read()?;
-        Ok(self
-            .get_doc(Kind::Action, &caller.read_scope(), action_id)
-            .await?
-            .body)
+        self.read_body(caller, Kind::Action, action_id).await
     }
 
     /// `GET /actions`.
@@ -167,18 +163,7 @@ impl Documents {
         page: Page,
         search: &Value,
     ) -> Result<Vec<Value>, ApiError> {
-        caller.may_read()?;
-        let search = Search::parse(search)?;
-        let docs = self
-            .list(
-                Kind::Action,
-                &caller.project_scope(),
-                page,
-                search.as_ref(),
-                None,
-            )
-            .await?;
-        Ok(docs.into_iter().map(|d| d.body).collect())
+        self.list_bodies(caller, Kind::Action, page, search).await
     }
 
     /// `PATCH /actions/{id}`: merges the top level; the jobs holding it follow.

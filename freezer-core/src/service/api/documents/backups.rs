@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use super::{Caller, Documents, body_object, new_id, strip};
 use crate::service::api::error::ApiError;
 use crate::service::api::schema;
-use crate::service::api::search::{Page, Search};
+use crate::service::api::search::Page;
 use crate::service::store::Kind;
 
 impl Documents {
@@ -32,11 +32,7 @@ impl Documents {
 
     /// `GET /backups/{id}`.
     pub async fn get_backup(&self, caller: &Caller, backup_id: &str) -> Result<Value, ApiError> {
-        caller.may_read()?;
-        Ok(self
-            .get_doc(Kind::Backup, &caller.read_scope(), backup_id)
-            .await?
-            .body)
+        self.read_body(caller, Kind::Backup, backup_id).await
     }
 
     /// `GET /backups`.
@@ -46,18 +42,7 @@ impl Documents {
         page: Page,
         search: &Value,
     ) -> Result<Vec<Value>, ApiError> {
-        caller.may_read()?;
-        let search = Search::parse(search)?;
-        let docs = self
-            .list(
-                Kind::Backup,
-                &caller.project_scope(),
-                page,
-                search.as_ref(),
-                None,
-            )
-            .await?;
-        Ok(docs.into_iter().map(|d| d.body).collect())
+        self.list_bodies(caller, Kind::Backup, page, search).await
     }
 
     /// `PATCH /backups/{id}`: sets `status`, merges `backup_metadata` key by key; the whole

@@ -218,6 +218,29 @@ impl Documents {
             .collect())
     }
 
+    /// `GET /{kind}/{id}` for a reader of the caller's project: the document as stored.
+    async fn read_body(&self, caller: &Caller, kind: Kind, id: &str) -> Result<Value, ApiError> {
+        caller.may_read()?;
+        Ok(self.get_doc(kind, &caller.read_scope(), id).await?.body)
+    }
+
+    /// `GET /{kind}` for a reader of the caller's project: a page of the documents the
+    /// search accepts.
+    async fn list_bodies(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        page: Page,
+        search: &Value,
+    ) -> Result<Vec<Value>, ApiError> {
+        caller.may_read()?;
+        let search = Search::parse(search)?;
+        let docs = self
+            .list(kind, &caller.project_scope(), page, search.as_ref(), None)
+            .await?;
+        Ok(docs.into_iter().map(|d| d.body).collect())
+    }
+
     async fn get_doc(&self, kind: Kind, scope: &Scope, id: &str) -> Result<Doc, ApiError> {
         self.store
             .get(kind, scope, id)

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::{Caller, Documents, body_object, merge_top, new_id, now, strip};
 use crate::service::api::error::{ApiError, ErrorKind};
 use crate::service::api::schema::{self, Whole};
-use crate::service::api::search::{Page, Search};
+use crate::service::api::search::Page;
 use crate::service::store::{Kind, Scope};
 
 /// `hold_off` (seconds) when a session does not say.
@@ -150,11 +150,7 @@ impl Documents {
 
     /// `GET /sessions/{id}`.
     pub async fn get_session(&self, caller: &Caller, session_id: &str) -> Result<Value, ApiError> {
-        caller.may_read()?;
-        Ok(self
-            .get_doc(Kind::Session, &caller.read_scope(), session_id)
-            .await?
-            .body)
+        self.read_body(caller, Kind::Session, session_id).await
     }
 
     /// `GET /sessions`.
@@ -164,18 +160,7 @@ impl Documents {
         page: Page,
         search: &Value,
     ) -> Result<Vec<Value>, ApiError> {
-        caller.may_read()?;
-        let search = Search::parse(search)?;
-        let docs = self
-            .list(
-                Kind::Session,
-                &caller.project_scope(),
-                page,
-                search.as_ref(),
-                None,
-            )
-            .await?;
-        Ok(docs.into_iter().map(|d| d.body).collect())
+        self.list_bodies(caller, Kind::Session, page, search).await
     }
 
     /// `PATCH /sessions/{id}`: merges the top level; its id and new version.
