@@ -853,3 +853,165 @@ async fn api_mode_registers_runs_reports_and_survives_an_outage() {
     s.stop().await;
     server.stop().await;
 }
+
+/// Registers `client_id` with the capabilities a scheduler of that id announces.
+async fn register(http: &api::Http, client_id: &str) {
+    let mut info = api_options(client_id).client_info();
+    info["client_id"] = json!(client_id);
+    http.ok("POST", "/clients", Some(info)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_in_one_session_start_together_and_the_session_records_each_result() {
+    let env = Env::new();
+    let port = crate::servers::free_port();
+    let server = api::start(env.tmp.path(), port, "token.key").await;
+    let http = api::Http::login(port).await;
+    register(&http, "proj1_node1").await;
+    register(&http, "proj1_node2").await;
+    let j1 = http
+        .create_job(env.api_job("proj1_node1", env.backup_action("s1", "repo1"), json!({})))
+        .await;
+    let j2 = http
+        .create_job(env.api_job("proj1_node2", env.backup_action("s2", "repo2"), json!({})))
+        .await;
+    let sid = http
+        .ok(
+            "POST",
+            "/sessions",
+            Some(
+                json!({"description": "two nodes", "schedule": {"schedule_interval": "3 seconds"}}),
+            ),
+        )
+        .await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for j in [&j1, &j2] {
+        http.ok("PUT", &format!("/sessions/{sid}/jobs/{j}"), None)
+            .await;
+    }
+    let s1 = start_api_scheduler(
+        std::sync::Arc::new(api::client(port, "s3cret")),
+        api_options("proj1_node1"),
+    );
+    let s2 = start_api_scheduler(
+        std::sync::Arc::new(api::client(port, "s3cret")),
+        api_options("proj1_node2"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let session = loop {
+        let s = http.ok("GET", &format!("/sessions/{sid}"), None).await;
+        if s["status"] == "completed" {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{s}\n{:#?}\n{:#?}",
+            s1.status.get(),
+            s2.status.get()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Upstream's session end: each job completed with its result; the session completed
+    // with success once every job has ended successfully; one start advanced the tag.
+    for j in [&j1, &j2] {
+        let e = &session["jobs"][j.as_str()];
+        assert_eq!(
+            (e["status"].as_str(), e["result"].as_str()),
+            (Some("completed"), Some("success")),
+            "{session}"
+        );
+    }
+    assert_eq!(session["result"], "success", "{session}");
+    assert_eq!(session["session_tag"], 1, "{session}");
+    // Both ran once, in that round (the next fires fall in the session's hold-off).
+    for (s, j) in [(&s1, &j1), (&s2, &j2)] {
+        s.wait_for(5, "the run counted", |st| {
+            st.jobs.get(j.as_str()).is_some_and(|e| e.runs >= 1)
+        })
+        .await;
+    }
+    assert_eq!(snapshots(&env.path("repo1"), "s1").await, 1);
+    assert_eq!(snapshots(&env.path("repo2"), "s2").await, 1);
+    s1.stop().await;
+    s2.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_through_the_api_ends_a_running_backup_within_two_seconds() {
+    let env = Env::new();
+    for i in 0..8 {
+        std::fs::write(
+            env.path(&format!("src/big{i}")),
+            support::pseudo_random(2 << 20, i),
+        )
+        .unwrap();
+    }
+    let port = crate::servers::free_port();
+    let server = api::start(env.tmp.path(), port, "token.key").await;
+    let http = api::Http::login(port).await;
+    register(&http, "proj1_node1").await;
+    let mut slow = env.backup_action("slow", "repo");
+    slow["upload_limit"] = json!("1M");
+    let job = http
+        .create_job(env.api_job(
+            "proj1_node1",
+            slow,
+            json!({"schedule_interval": "2 seconds"}),
+        ))
+        .await;
+    let s = start_api_scheduler(
+        std::sync::Arc::new(api::client(port, "s3cret")),
+        api_options("proj1_node1"),
+    );
+    s.wait_for(15, "the backup running", |st| {
+        st.jobs.get(&job).is_some_and(|j| j.status == "running")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        s.status.get().jobs[&job].status,
+        "running",
+        "still running: the backup is slow"
+    );
+    http.event(&job, "abort").await;
+    let asked = Instant::now();
+    s.wait_for(10, "the run aborted", |st| {
+        st.jobs.get(&job).is_some_and(|j| j.result == "aborted")
+    })
+    .await;
+    // Seen at the next poll (0.2 s), then ended within 2 s.
+    assert!(
+        asked.elapsed() < Duration::from_millis(2200),
+        "abort took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        s.status.get().jobs[&job].status,
+        "scheduled",
+        "an abort ends the run, not the job"
+    );
+    // The next run, with little left to upload, succeeds.
+    for i in 0..8 {
+        std::fs::remove_file(env.path(&format!("src/big{i}"))).unwrap();
+    }
+    s.wait_for(60, "a successful run", |st| {
+        st.jobs.get(&job).is_some_and(|j| j.result == "success")
+    })
+    .await;
+    s.wait_for(10, "the reports delivered", |st| st.pending_reports == 0)
+        .await;
+    let j = http.job(&job).await;
+    assert_eq!(j["job_schedule"]["event"].as_str().unwrap_or(""), "", "{j}");
+    s.stop().await;
+    server.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while support::has_lock(&env.path("repo")) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!support::has_lock(&env.path("repo")));
+    check_repository(&env.path("repo")).await;
+    assert!(snapshots(&env.path("repo"), "slow").await >= 1);
+}
