@@ -1,6 +1,8 @@
 //! The scheduler in jobs-folder mode, with a local repository: schedules fire, a folder's
 //! changes take effect without a restart, a bad file is reported while the others run, an
 //! abort stops a running backup and leaves the repository valid, the concurrency limit holds.
+//! In API mode, against our own API served in-process: registration, pulling, reports, an
+//! outage and a restart, events, sessions and an abort.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -490,334 +492,323 @@ async fn exec_actions_are_refused_under_disable_exec_and_one_shots_complete() {
 }
 
 // ---------------------------------------------------------------------------------------
-// API mode, against a small fake freezer-api and Keystone on loopback (what our API server
-// and upstream's answer for the calls the scheduler makes). The same scenarios against our
-// own `freezer api serve` belong with the API's integration.
+// API mode, against our own freezer-api served in-process: the real router, a SQLite store
+// on a file (a restarted server keeps its data) and the standalone identity (Keystone v3 at
+// `/identity`, users from a file, tokens signed with a key file).
 
-mod fake_api {
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
+mod api {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
 
-    use axum::Router;
-    use axum::extract::{Path, Query, State};
-    use axum::http::{HeaderMap, StatusCode};
-    use axum::response::{IntoResponse, Response};
-    use axum::routing::{get, patch, post};
+    use freezer_core::CancelToken;
+    use freezer_core::job::Secret;
+    use freezer_core::service::api::{ApiState, router, serve};
+    use freezer_core::service::auth::setup::{AuthOptions, AuthSetup};
+    use freezer_core::service::client::{Client, ClientSettings};
+    use freezer_core::service::store::SqliteStore;
     use serde_json::{Value, json};
 
-    #[derive(Default)]
-    pub struct Data {
-        pub jobs: BTreeMap<String, Value>,
-        pub clients: Vec<Value>,
-        pub backups: Vec<Value>,
-        pub patches: Vec<(String, Value)>,
-        pub tokens: Vec<String>,
-        pub issued: usize,
-        pub port: u16,
+    pub const PROJECT: &str = "proj1";
+
+    /// A running server; `stop` ends it.
+    pub struct Server {
+        stop: CancelToken,
+        task: tokio::task::JoinHandle<()>,
     }
 
-    pub type Shared = Arc<Mutex<Data>>;
-
-    fn unauthorized() -> Response {
-        (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"title": "Unauthorized", "description": "token not valid"})),
-        )
-            .into_response()
-    }
-
-    fn authorized(d: &Data, h: &HeaderMap) -> bool {
-        h.get("x-auth-token")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| d.tokens.iter().any(|k| k == t))
-    }
-
-    async fn tokens(State(s): State<Shared>, body: String) -> Response {
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        let pw = &v["auth"]["identity"]["password"]["user"];
-        if pw["name"] != "sched"
-            || pw["password"] != "s3cret"
-            || v["auth"]["scope"]["project"]["name"] != "proj"
-        {
-            return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": {"message": "The request you have made requires authentication.", "code": 401}}))).into_response();
+    impl Server {
+        pub async fn stop(self) {
+            self.stop.cancel();
+            tokio::time::timeout(Duration::from_secs(20), self.task)
+                .await
+                .expect("the API stops")
+                .unwrap();
         }
-        let mut d = s.lock().unwrap();
-        d.issued += 1;
-        let t = format!("tok{}", d.issued);
-        d.tokens.push(t.clone());
-        let expires = jiff::Timestamp::now().as_second() + 3600;
-        let url = format!("http://127.0.0.1:{}", d.port);
-        (
-            StatusCode::CREATED,
-            [("X-Subject-Token", t)],
-            axum::Json(json!({"token": {
-                "expires_at": jiff::Timestamp::from_second(expires).unwrap().to_string(),
-                "project": {"id": "proj1", "name": "proj"},
-                "catalog": [
-                    {"type": "identity", "endpoints": [{"interface": "public", "url": "http://x"}]},
-                    {"type": "backup", "endpoints": [
-                        {"interface": "internal", "url": "http://127.0.0.1:1"},
-                        {"interface": "public", "region": "RegionOne", "url": url}
-                    ]}
-                ]
-            }})),
-        )
-            .into_response()
     }
 
-    async fn register(
-        State(s): State<Shared>,
-        h: HeaderMap,
-        Path(p): Path<String>,
-        body: String,
-    ) -> Response {
-        let mut d = s.lock().unwrap();
-        if !authorized(&d, &h) {
-            return unauthorized();
-        }
-        assert_eq!(p, "proj1");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        if d.clients.iter().any(|c| c["client_id"] == v["client_id"]) {
-            return (
-                StatusCode::CONFLICT,
-                axum::Json(
-                    json!({"title": "Document already existing", "description": "client exists"}),
-                ),
-            )
-                .into_response();
-        }
-        d.clients.push(v.clone());
-        (
-            StatusCode::CREATED,
-            axum::Json(json!({"client_id": v["client_id"]})),
-        )
-            .into_response()
+    fn write_private(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
-    async fn list_jobs(
-        State(s): State<Shared>,
-        h: HeaderMap,
-        Query(q): Query<BTreeMap<String, usize>>,
-        body: String,
-    ) -> Response {
-        let d = s.lock().unwrap();
-        if !authorized(&d, &h) {
-            return unauthorized();
+    /// Our API on `127.0.0.1:port`, its database `dir/api.db`, its users `dir/users.json`
+    /// (user `sched`, password `s3cret`, project `proj` = `proj1`, role member), its tokens
+    /// signed with the key in `dir/<key>` (created when missing).
+    pub async fn start(dir: &Path, port: u16, key: &str) -> Server {
+        let users = dir.join("users.json");
+        if !users.exists() {
+            write_private(
+                &users,
+                &json!([{"user": "sched", "password": "s3cret", "project": "proj",
+                         "project_id": PROJECT, "roles": ["member"]}])
+                .to_string(),
+            );
         }
-        let search: Value = serde_json::from_str(&body).unwrap();
-        let cid = search["match"][0]["client_id"].clone();
-        let jobs: Vec<Value> = d
-            .jobs
-            .values()
-            .filter(|j| j["client_id"] == cid && j["job_schedule"]["status"] != "completed")
-            .skip(q.get("offset").copied().unwrap_or(0))
-            .take(q.get("limit").copied().unwrap_or(10))
-            .cloned()
-            .collect();
-        (StatusCode::OK, axum::Json(json!({"jobs": jobs}))).into_response()
-    }
-
-    async fn patch_job(
-        State(s): State<Shared>,
-        h: HeaderMap,
-        Path((_, id)): Path<(String, String)>,
-        body: String,
-    ) -> Response {
-        let mut d = s.lock().unwrap();
-        if !authorized(&d, &h) {
-            return unauthorized();
-        }
-        let v: Value = serde_json::from_str(&body).unwrap();
-        let Some(job) = d.jobs.get_mut(&id) else {
-            return (
-                StatusCode::NOT_FOUND,
-                axum::Json(json!({"title": "Not Found", "description": format!("no job {id}")})),
-            )
-                .into_response();
-        };
-        for (k, x) in v.as_object().unwrap() {
-            job[k] = x.clone();
-        }
-        d.patches.push((id.clone(), v));
-        (
-            StatusCode::OK,
-            axum::Json(json!({"job_id": id, "version": 0})),
-        )
-            .into_response()
-    }
-
-    async fn post_backup(State(s): State<Shared>, h: HeaderMap, body: String) -> Response {
-        let mut d = s.lock().unwrap();
-        if !authorized(&d, &h) {
-            return unauthorized();
-        }
-        let v: Value = serde_json::from_str(&body).unwrap();
-        for k in ["container", "hostname", "backup_name"] {
-            if v[k].as_str().is_none_or(str::is_empty) {
-                return (StatusCode::BAD_REQUEST, axum::Json(json!({"title": "Bad request format", "description": format!("{k} missing")}))).into_response();
-            }
-        }
-        d.backups.push(v);
-        let id = format!("b{}", d.backups.len());
-        (StatusCode::CREATED, axum::Json(json!({"backup_id": id}))).into_response()
-    }
-
-    pub fn router(s: Shared) -> Router {
-        Router::new()
-            .route("/identity/v3/auth/tokens", post(tokens))
-            .route("/v2/{p}/clients/", post(register))
-            .route("/v2/{p}/jobs/", get(list_jobs))
-            .route("/v2/{p}/jobs/{id}", patch(patch_job))
-            .route("/v2/{p}/backups/", post(post_backup))
-            .with_state(s)
-    }
-
-    /// The server on `port` until `stop` is cancelled.
-    pub async fn serve(
-        s: Shared,
-        port: u16,
-        stop: freezer_core::CancelToken,
-    ) -> tokio::task::JoinHandle<()> {
+        let setup = AuthSetup::from_options(&AuthOptions {
+            keystone: None,
+            users_file: Some(users),
+            token_key_file: dir.join(key),
+            token_ttl: Duration::from_secs(3600),
+            public_url: format!("http://127.0.0.1:{port}"),
+        })
+        .unwrap();
+        let store = SqliteStore::open(&dir.join("api.db")).await.unwrap();
+        let state = ApiState::new(Arc::new(store), setup.authenticator())
+            .with_identity(setup.identity_router().unwrap());
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.set_reuseaddr(true).unwrap();
         sock.bind(([127, 0, 0, 1], port).into()).unwrap();
         let listener = sock.listen(128).unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, router(s))
-                .with_graceful_shutdown(async move { stop.cancelled().await })
+        let stop = CancelToken::new();
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            serve(listener, router(state), async move { s.cancelled().await })
                 .await
                 .unwrap();
+        });
+        Server { stop, task }
+    }
+
+    pub fn client(port: u16, password: &str) -> Client {
+        Client::new(ClientSettings {
+            auth_url: Some(format!("http://127.0.0.1:{port}/identity/v3")),
+            username: Some("sched".into()),
+            password: Some(Secret(password.into())),
+            project_name: Some("proj".into()),
+            region_name: Some("RegionOne".into()),
+            ..ClientSettings::default()
+        })
+        .unwrap()
+    }
+
+    /// A test's own HTTP caller, logged in as `sched`.
+    pub struct Http {
+        base: String,
+        pub token: String,
+    }
+
+    impl Http {
+        pub async fn login(port: u16) -> Http {
+            let base = format!("http://127.0.0.1:{port}");
+            let r = reqwest::Client::new()
+                .post(format!("{base}/identity/v3/auth/tokens"))
+                .header("Content-Type", "application/json")
+                .body(
+                    json!({"auth": {
+                    "identity": {"methods": ["password"], "password": {"user": {
+                        "name": "sched", "domain": {"name": "Default"}, "password": "s3cret"}}},
+                    "scope": {"project": {"name": "proj", "domain": {"name": "Default"}}}}})
+                    .to_string(),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+            let token = r.headers()["x-subject-token"].to_str().unwrap().to_string();
+            Http { base, token }
+        }
+
+        /// `method` on `/v2/proj1<path>`: the status and the JSON answer.
+        pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+            // A new connection each time: the server restarts under the tests.
+            let mut req = reqwest::Client::new()
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    format!("{}/v2/{PROJECT}{path}", self.base),
+                )
+                .header("X-Auth-Token", &self.token);
+            if let Some(b) = body {
+                req = req
+                    .header("Content-Type", "application/json")
+                    .body(b.to_string());
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let bytes = r.bytes().await.unwrap();
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        }
+
+        pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+            let (status, v) = self.call(method, path, body).await;
+            assert!(
+                (200..300).contains(&status),
+                "{method} {path}: {status} {v}"
+            );
+            v
+        }
+
+        pub async fn job(&self, id: &str) -> Value {
+            self.ok("GET", &format!("/jobs/{id}"), None).await
+        }
+
+        pub async fn create_job(&self, doc: Value) -> String {
+            let v = self.ok("POST", "/jobs", Some(doc)).await;
+            v["job_id"].as_str().unwrap().to_string()
+        }
+
+        pub async fn event(&self, id: &str, event: &str) {
+            self.ok(
+                "POST",
+                &format!("/jobs/{id}/event"),
+                Some(json!({ event: null })),
+            )
+            .await;
+        }
+
+        /// The `backup_metadata` of the project's backups.
+        pub async fn backups(&self) -> Vec<Value> {
+            let v = self.ok("GET", "/backups?limit=1000", None).await;
+            v["backups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.get("backup_metadata").unwrap_or(b).clone())
+                .collect()
+        }
+    }
+}
+
+fn api_options(client_id: &str) -> SchedulerOptions {
+    let mut opts = options(1);
+    opts.client_id = client_id.into();
+    opts.poll_interval = Duration::from_millis(200);
+    opts.retry_interval = Duration::from_millis(500);
+    opts
+}
+
+fn start_api_scheduler(
+    client: std::sync::Arc<freezer_core::service::client::Client>,
+    opts: SchedulerOptions,
+) -> Running {
+    let s = Scheduler::new(JobFeed::Api(client), opts);
+    let status = s.status_handle();
+    let stop = CancelToken::new();
+    let task = tokio::spawn(s.run(stop.clone()));
+    Running { status, stop, task }
+}
+
+impl Env {
+    /// A job document for the API (the server fills `job_id`, `user_id` and the times).
+    fn api_job(&self, client_id: &str, action: Value, schedule: Value) -> Value {
+        json!({
+            "client_id": client_id,
+            "description": "a test job",
+            "job_actions": [{"freezer_action": action, "max_retries": 1, "max_retries_interval": 1}],
+            "job_schedule": schedule,
         })
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_mode_registers_runs_reports_and_survives_an_outage() {
-    use freezer_core::job::Secret;
-    use freezer_core::service::client::{Client, ClientSettings};
-
     let env = Env::new();
     let port = crate::servers::free_port();
-    let data: fake_api::Shared = Default::default();
-    data.lock().unwrap().port = port;
-    let job = json!({
-        "job_id": "api-job",
-        "client_id": "proj1_node1",
-        "user_id": "u1",
-        "project_id": "proj1",
-        "session_id": "",
-        "session_tag": 0,
-        "job_actions": [{"freezer_action": env.backup_action("apib", "repo"), "max_retries": 1, "max_retries_interval": 1, "action_id": "a1"}],
-        "job_schedule": {"schedule_interval": "2 seconds", "time_created": 1, "time_started": -1, "time_ended": -1, "status": "", "event": "", "result": ""},
-    });
-    data.lock().unwrap().jobs.insert("api-job".into(), job);
-    // Someone else's job is not pulled.
-    data.lock().unwrap().jobs.insert("other".into(), json!({"job_id": "other", "client_id": "proj1_node2", "job_actions": [], "job_schedule": {}}));
-    let server_stop = CancelToken::new();
-    let server = fake_api::serve(data.clone(), port, server_stop.clone()).await;
+    let server = api::start(env.tmp.path(), port, "token1.key").await;
+    let http = api::Http::login(port).await;
 
     // Wrong password: the error says what to check, and never shows the password.
-    let bad = Client::new(ClientSettings {
-        auth_url: Some(format!("http://127.0.0.1:{port}/identity/v3")),
-        username: Some("sched".into()),
-        password: Some(Secret("wrong-pw".into())),
-        project_name: Some("proj".into()),
-        ..ClientSettings::default()
-    })
-    .unwrap();
-    let e = bad.get_job("api-job").await.unwrap_err();
+    let bad = api::client(port, "wrong-pw");
+    let e = bad.get_job("any").await.unwrap_err();
     assert_eq!(e.status, Some(401));
     assert!(
         e.to_string().contains("OS_PASSWORD") && !e.to_string().contains("wrong-pw"),
         "{e}"
     );
 
-    let client = std::sync::Arc::new(
-        Client::new(ClientSettings {
-            auth_url: Some(format!("http://127.0.0.1:{port}/identity/v3")),
-            username: Some("sched".into()),
-            password: Some(Secret("s3cret".into())),
-            project_name: Some("proj".into()),
-            region_name: Some("RegionOne".into()),
-            ..ClientSettings::default()
-        })
-        .unwrap(),
-    );
+    let client = std::sync::Arc::new(api::client(port, "s3cret"));
     assert_eq!(
         client.base_url().await.unwrap(),
         format!("http://127.0.0.1:{port}/v2/proj1")
     );
-    let mut opts = options(1);
-    opts.client_id = "proj1_node1".into();
-    opts.poll_interval = Duration::from_millis(500);
-    opts.retry_interval = Duration::from_millis(500);
-    let sched = Scheduler::new(JobFeed::Api(client.clone()), opts);
-    let s = Running {
-        status: sched.status_handle(),
-        stop: CancelToken::new(),
-        task: tokio::spawn(async { Ok(()) }),
-    };
-    let task = tokio::spawn(sched.run(s.stop.clone()));
-    let s = Running { task, ..s };
+    let s = start_api_scheduler(client.clone(), api_options("proj1_node1"));
+    s.wait_for(10, "registered", |st| st.registered).await;
+    let me = http.ok("GET", "/clients/proj1_node1", None).await;
+    let info = me.get("client").unwrap_or(&me);
+    assert_eq!(info["client_id"], "proj1_node1", "{me}");
+    assert!(
+        info["supported_actions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("backup")),
+        "{me}"
+    );
+    // Someone else's job, for another registered client, is not pulled.
+    let mut other = api_options("proj1_node2").client_info();
+    other["client_id"] = json!("proj1_node2");
+    other["hostname"] = json!("node2");
+    http.ok("POST", "/clients", Some(other)).await;
+    let other_job = http
+        .create_job(env.api_job(
+            "proj1_node2",
+            env.backup_action("other", "repo"),
+            json!({"schedule_interval": "1 seconds"}),
+        ))
+        .await;
+    let job = http
+        .create_job(env.api_job(
+            "proj1_node1",
+            env.backup_action("apib", "repo"),
+            json!({"schedule_interval": "2 seconds"}),
+        ))
+        .await;
 
-    s.wait_for(20, "two runs", |st| {
-        st.jobs.get("api-job").is_some_and(|j| j.runs >= 2)
-    })
-    .await;
-    let st = s.status.get();
-    assert!(st.registered && !st.jobs.contains_key("other"), "{st:#?}");
-    {
-        let d = data.lock().unwrap();
-        assert_eq!(d.clients.len(), 1);
-        assert_eq!(d.clients[0]["client_id"], "proj1_node1");
-        assert!(
-            d.clients[0]["supported_actions"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("backup"))
+    // Two runs; the job's status in the API seen going running and back to scheduled.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.runs(&job) < 2 {
+        assert!(Instant::now() < deadline, "{:#?}", s.status.get());
+        let j = http.job(&job).await;
+        seen.insert(
+            j["job_schedule"]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
         );
-        let statuses: Vec<&Value> = d
-            .patches
-            .iter()
-            .map(|(_, p)| &p["job_schedule"]["status"])
-            .collect();
-        assert!(
-            statuses.contains(&&json!("running")) && statuses.contains(&&json!("scheduled")),
-            "{statuses:?}"
-        );
-        assert!(d.patches.iter().all(|(id, p)| id == "api-job"
-            && p["job_schedule"]["event"] == ""
-            && p.get("session_tag").is_some()));
-        assert!(!d.backups.is_empty());
-        let b = &d.backups[0];
-        assert_eq!(
-            (
-                b["job_id"].as_str(),
-                b["backup_name"].as_str(),
-                b["hostname"].as_str()
-            ),
-            (Some("api-job"), Some("apib"), Some("test-host"))
-        );
-        assert!(
-            b["snapshot_id"].as_str().is_some_and(|s| s.len() == 64),
-            "{b}"
-        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-
-    // Tokens revoked: the next call gets a 401, authenticates again and goes on.
-    let issued = data.lock().unwrap().issued;
-    data.lock().unwrap().tokens.clear();
-    let runs = s.runs("api-job");
-    s.wait_for(20, "runs reported after the 401", |st| {
-        st.jobs.get("api-job").is_some_and(|j| j.runs >= runs + 2)
-    })
-    .await;
-    assert!(data.lock().unwrap().issued > issued);
+    assert!(
+        seen.contains("running") && seen.contains("scheduled"),
+        "{seen:?}"
+    );
+    let st = s.status.get();
+    assert!(
+        st.registered && !st.jobs.contains_key(&other_job),
+        "{st:#?}"
+    );
+    let j = http.job(&job).await;
+    assert_eq!(j["job_schedule"]["event"].as_str().unwrap_or(""), "", "{j}");
+    assert!(j.get("session_tag").is_some(), "{j}");
+    let o = http.job(&other_job).await;
+    assert_eq!(
+        o["job_schedule"]["status"].as_str().unwrap_or(""),
+        "",
+        "{o}"
+    );
+    let backups = http.backups().await;
+    assert!(!backups.is_empty());
+    let b = &backups[0];
+    assert_eq!(
+        (
+            b["job_id"].as_str(),
+            b["backup_name"].as_str(),
+            b["hostname"].as_str()
+        ),
+        (Some(job.as_str()), Some("apib"), Some("test-host")),
+        "{b}"
+    );
+    assert!(
+        b["snapshot_id"].as_str().is_some_and(|s| s.len() == 64),
+        "{b}"
+    );
 
     // The API stops for 30 s: the job keeps running, and what ran is reported after.
-    server_stop.cancel();
-    server.await.unwrap();
-    let backups_before = data.lock().unwrap().backups.len();
+    server.stop().await;
+    let backups_before = backups.len();
     let snaps_before = snapshots(&env.path("repo"), "apib").await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let st = s.status.get();
@@ -827,42 +818,200 @@ async fn api_mode_registers_runs_reports_and_survives_an_outage() {
         snaps_during >= snaps_before + 5,
         "{snaps_before} -> {snaps_during}"
     );
-    let server = fake_api::serve(data.clone(), port, CancelToken::new()).await;
+    // Restarted on the same database with a new token key: the scheduler's token is no
+    // longer valid, so its first call gets a 401 and it authenticates again.
+    let server = api::start(env.tmp.path(), port, "token2.key").await;
+    let (status, _) = http.call("GET", &format!("/jobs/{job}"), None).await;
+    assert_eq!(status, 401, "a token of the old key");
+    let http = api::Http::login(port).await;
     s.wait_for(20, "the reports delivered", |st| {
         !st.api_unreachable && st.pending_reports == 0
     })
     .await;
-    {
-        let d = data.lock().unwrap();
-        let delivered = d.backups.len() - backups_before;
-        assert!(
-            delivered + 1 >= snaps_during - snaps_before,
-            "{delivered} of {} backups reported",
-            snaps_during - snaps_before
-        );
-    }
+    let delivered = http.backups().await.len() - backups_before;
+    assert!(
+        delivered + 1 >= snaps_during - snaps_before,
+        "{delivered} of {} backups reported",
+        snaps_during - snaps_before
+    );
 
-    // A stop event set in the API: handled, cleared, status stop.
-    {
-        let mut d = data.lock().unwrap();
-        let j = d.jobs.get_mut("api-job").unwrap();
-        j["job_schedule"]["event"] = json!("stop");
-    }
+    // A stop event sent to the API: handled, cleared, status stop.
+    http.event(&job, "stop").await;
     s.wait_for(20, "the job stopped", |st| {
-        st.jobs.get("api-job").is_some_and(|j| j.status == "stop")
+        st.jobs.get(&job).is_some_and(|j| j.status == "stop")
     })
     .await;
     s.wait_for(20, "the stop reported", |st| st.pending_reports == 0)
         .await;
-    {
-        let d = data.lock().unwrap();
-        let j = &d.jobs["api-job"]["job_schedule"];
+    let j = http.job(&job).await;
+    let j = &j["job_schedule"];
+    assert_eq!(
+        (j["status"].as_str(), j["event"].as_str().unwrap_or("")),
+        (Some("stop"), ""),
+        "{j}"
+    );
+    s.stop().await;
+    server.stop().await;
+}
+
+/// Registers `client_id` with the capabilities a scheduler of that id announces.
+async fn register(http: &api::Http, client_id: &str) {
+    let mut info = api_options(client_id).client_info();
+    info["client_id"] = json!(client_id);
+    http.ok("POST", "/clients", Some(info)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_in_one_session_start_together_and_the_session_records_each_result() {
+    let env = Env::new();
+    let port = crate::servers::free_port();
+    let server = api::start(env.tmp.path(), port, "token.key").await;
+    let http = api::Http::login(port).await;
+    register(&http, "proj1_node1").await;
+    register(&http, "proj1_node2").await;
+    let j1 = http
+        .create_job(env.api_job("proj1_node1", env.backup_action("s1", "repo1"), json!({})))
+        .await;
+    let j2 = http
+        .create_job(env.api_job("proj1_node2", env.backup_action("s2", "repo2"), json!({})))
+        .await;
+    let sid = http
+        .ok(
+            "POST",
+            "/sessions",
+            Some(
+                json!({"description": "two nodes", "schedule": {"schedule_interval": "3 seconds"}}),
+            ),
+        )
+        .await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for j in [&j1, &j2] {
+        http.ok("PUT", &format!("/sessions/{sid}/jobs/{j}"), None)
+            .await;
+    }
+    let s1 = start_api_scheduler(
+        std::sync::Arc::new(api::client(port, "s3cret")),
+        api_options("proj1_node1"),
+    );
+    let s2 = start_api_scheduler(
+        std::sync::Arc::new(api::client(port, "s3cret")),
+        api_options("proj1_node2"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let session = loop {
+        let s = http.ok("GET", &format!("/sessions/{sid}"), None).await;
+        if s["status"] == "completed" {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{s}\n{:#?}\n{:#?}",
+            s1.status.get(),
+            s2.status.get()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Upstream's session end: each job completed with its result; the session completed
+    // with success once every job has ended successfully; one start advanced the tag.
+    for j in [&j1, &j2] {
+        let e = &session["jobs"][j.as_str()];
         assert_eq!(
-            (j["status"].as_str(), j["event"].as_str()),
-            (Some("stop"), Some("")),
-            "{j}"
+            (e["status"].as_str(), e["result"].as_str()),
+            (Some("completed"), Some("success")),
+            "{session}"
         );
     }
+    assert_eq!(session["result"], "success", "{session}");
+    assert_eq!(session["session_tag"], 1, "{session}");
+    // Both ran once, in that round (the next fires fall in the session's hold-off).
+    for (s, j) in [(&s1, &j1), (&s2, &j2)] {
+        s.wait_for(5, "the run counted", |st| {
+            st.jobs.get(j.as_str()).is_some_and(|e| e.runs >= 1)
+        })
+        .await;
+    }
+    assert_eq!(snapshots(&env.path("repo1"), "s1").await, 1);
+    assert_eq!(snapshots(&env.path("repo2"), "s2").await, 1);
+    s1.stop().await;
+    s2.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_through_the_api_ends_a_running_backup_within_two_seconds() {
+    let env = Env::new();
+    for i in 0..8 {
+        std::fs::write(
+            env.path(&format!("src/big{i}")),
+            support::pseudo_random(2 << 20, i),
+        )
+        .unwrap();
+    }
+    let port = crate::servers::free_port();
+    let server = api::start(env.tmp.path(), port, "token.key").await;
+    let http = api::Http::login(port).await;
+    register(&http, "proj1_node1").await;
+    let mut slow = env.backup_action("slow", "repo");
+    slow["upload_limit"] = json!("1M");
+    let job = http
+        .create_job(env.api_job(
+            "proj1_node1",
+            slow,
+            json!({"schedule_interval": "2 seconds"}),
+        ))
+        .await;
+    let s = start_api_scheduler(
+        std::sync::Arc::new(api::client(port, "s3cret")),
+        api_options("proj1_node1"),
+    );
+    s.wait_for(15, "the backup running", |st| {
+        st.jobs.get(&job).is_some_and(|j| j.status == "running")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        s.status.get().jobs[&job].status,
+        "running",
+        "still running: the backup is slow"
+    );
+    http.event(&job, "abort").await;
+    let asked = Instant::now();
+    s.wait_for(10, "the run aborted", |st| {
+        st.jobs.get(&job).is_some_and(|j| j.result == "aborted")
+    })
+    .await;
+    // Seen at the next poll (0.2 s), then ended within 2 s.
+    assert!(
+        asked.elapsed() < Duration::from_millis(2200),
+        "abort took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        s.status.get().jobs[&job].status,
+        "scheduled",
+        "an abort ends the run, not the job"
+    );
+    // The next run, with little left to upload, succeeds.
+    for i in 0..8 {
+        std::fs::remove_file(env.path(&format!("src/big{i}"))).unwrap();
+    }
+    s.wait_for(60, "a successful run", |st| {
+        st.jobs.get(&job).is_some_and(|j| j.result == "success")
+    })
+    .await;
+    s.wait_for(10, "the reports delivered", |st| st.pending_reports == 0)
+        .await;
+    let j = http.job(&job).await;
+    assert_eq!(j["job_schedule"]["event"].as_str().unwrap_or(""), "", "{j}");
     s.stop().await;
-    server.abort();
+    server.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while support::has_lock(&env.path("repo")) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!support::has_lock(&env.path("repo")));
+    check_repository(&env.path("repo")).await;
+    assert!(snapshots(&env.path("repo"), "slow").await >= 1);
 }
