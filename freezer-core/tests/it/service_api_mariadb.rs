@@ -327,8 +327,14 @@ async fn two_api_servers_on_one_mariadb_share_documents_and_lose_nothing() {
         .expect("GET", &format!("{p}/sessions/{sid}"), None, 200)
         .await;
     assert_eq!(s["session_tag"], 1, "{s}");
-    // Every job ends at once, half of them failing, spread over both servers.
-    let result = |i: usize| if i % 3 == 0 { "fail" } else { "success" };
+    // Every job ends at once, a third of them failing, spread over both servers.
+    let result = |i: usize| {
+        if i.is_multiple_of(3) {
+            "fail"
+        } else {
+            "success"
+        }
+    };
     futures::future::join_all(jobs.iter().enumerate().map(|(i, j)| {
         let api = if i % 2 == 1 { a.clone() } else { b.clone() };
         let body = json!({"end": {"job_id": j, "current_tag": 1, "result": result(i)}});
