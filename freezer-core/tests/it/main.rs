@@ -21,6 +21,8 @@ mod servers;
 #[cfg(feature = "service")]
 mod service_api;
 #[cfg(feature = "service")]
+mod service_api_mariadb;
+#[cfg(feature = "service")]
 mod service_auth;
 #[cfg(feature = "service")]
 mod service_jobs;

@@ -2,7 +2,7 @@
 //! implementation (SQLite in memory and in a file, and MariaDB started by the tests), and the
 //! checks each backend adds (two stores on one database, schema newer than the code, URLs).
 
-mod mariadb;
+pub(crate) mod mariadb;
 
 use std::sync::Arc;
 
