@@ -771,10 +771,26 @@ async fn api_mode_registers_runs_reports_and_survives_an_outage() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(
-        seen.contains("running") && seen.contains("scheduled"),
-        "{seen:?}"
+    // `running` lasts as long as a tiny backup, so a sample may miss it; what every run leaves
+    // in the API is checked instead: its start and end times, and the state after it.
+    assert!(seen.contains("scheduled"), "{seen:?}");
+    // Between two runs (a new one may be under way at this instant).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let j = loop {
+        let j = http.job(&job).await;
+        if j["job_schedule"]["status"] == "scheduled" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let sched = &j["job_schedule"];
+    let (started, ended) = (
+        sched["time_started"].as_i64().unwrap_or(-1),
+        sched["time_ended"].as_i64().unwrap_or(-1),
     );
+    assert!(started > 0 && ended >= started, "{j}");
+    assert_eq!(sched["result"].as_str(), Some("success"), "{j}");
     let st = s.status.get();
     assert!(
         st.registered && !st.jobs.contains_key(&other_job),
