@@ -1173,6 +1173,114 @@ async fn backups_status_and_patch() {
     expect(&api.delete(&format!("{p}/backups/{id}")).await, 204);
 }
 
+/// `time_after` / `time_before` in a backup search bound the metadata's `time_stamp`, both
+/// inclusive; they combine with `match` and come before paging; a bound that is not an
+/// integer is a 400 naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_search_by_time() {
+    let p = "/v2/p-btime";
+    let api = Api::as_("member@p-btime");
+    let t0 = 1_700_000_000i64;
+    for i in 0..12i64 {
+        let host = if i % 2 == 0 { "even" } else { "odd" };
+        let meta = json!({"container": "c", "hostname": host, "backup_name": format!("t{i:02}"), "time_stamp": t0 + i * 100});
+        expect(&api.post(&format!("{p}/backups"), meta).await, 201);
+    }
+    // Neither a backup without time_stamp nor one with upstream's ES field name is in a range.
+    let meta = json!({"container": "c", "hostname": "even", "backup_name": "stampless", "timestamp": t0 + 500});
+    expect(&api.post(&format!("{p}/backups"), meta).await, 201);
+    // Another project's backup in the range stays invisible.
+    let other = json!({"container": "c", "hostname": "even", "backup_name": "other", "time_stamp": t0 + 500});
+    expect(
+        &Api::as_("member@p-btime2")
+            .post("/v2/p-btime2/backups", other)
+            .await,
+        201,
+    );
+    let names = |r: &Resp| -> Vec<String> {
+        expect(r, 200)["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                b["backup_metadata"]["backup_name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let search = |body: Value, q: &str| api.call("GET", format!("{p}/backups{q}"), Some(body));
+    let r = search(
+        json!({"time_after": t0 + 300, "time_before": t0 + 600}),
+        "?limit=100",
+    )
+    .await;
+    assert_eq!(
+        names(&r),
+        ["t03", "t04", "t05", "t06"],
+        "both bounds inclusive"
+    );
+    let r = search(json!({"time_after": t0 + 301}), "?limit=100").await;
+    assert_eq!(
+        names(&r),
+        ["t04", "t05", "t06", "t07", "t08", "t09", "t10", "t11"]
+    );
+    let r = search(json!({"time_before": (t0 + 199).to_string()}), "?limit=100").await;
+    assert_eq!(
+        names(&r),
+        ["t00", "t01"],
+        "a string of digits is an integer"
+    );
+    // Paging applies to the filtered list.
+    let r = search(json!({"time_after": t0 + 200}), "?limit=3&offset=2").await;
+    assert_eq!(names(&r), ["t04", "t05", "t06"]);
+    let r = search(json!({"time_after": t0 + 200}), "").await;
+    assert_eq!(names(&r).len(), 10, "limit defaults to 10 after the filter");
+    // With match and match_not.
+    let r = search(
+        json!({"time_after": t0 + 200, "time_before": t0 + 900,
+               "match": [{"hostname": "even"}], "match_not": [{"backup_name": "t04"}]}),
+        "?limit=100",
+    )
+    .await;
+    assert_eq!(names(&r), ["t02", "t06", "t08"]);
+    let r = search(json!({"time_after": t0 + 2000}), "?limit=100").await;
+    assert!(names(&r).is_empty());
+    // Without bounds every backup is listed, the stampless one too.
+    let r = search(json!({"match": [{"hostname": "even"}]}), "?limit=100").await;
+    assert_eq!(names(&r).len(), 7);
+    // Bad bounds name the field.
+    for bad in [
+        json!("yesterday"),
+        json!(1.5),
+        json!(true),
+        json!({"gte": 1}),
+    ] {
+        says(
+            &search(json!({ "time_after": bad }), "").await,
+            400,
+            "search.time_after",
+        );
+    }
+    says(
+        &search(json!({"time_after": t0, "time_before": "noon"}), "").await,
+        400,
+        "search.time_before",
+    );
+    // Another project's URL is still 404, bounds or not.
+    expect(
+        &Api::as_("member@p-btime2")
+            .call(
+                "GET",
+                format!("{p}/backups"),
+                Some(json!({"time_after": 0})),
+            )
+            .await,
+        404,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pagination_and_search() {
     let p = "/v2/p-page";

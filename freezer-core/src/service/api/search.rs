@@ -60,6 +60,61 @@ impl Search {
     }
 }
 
+/// The time bounds of a backup search: `time_after` and `time_before`, in seconds since the
+/// epoch, both inclusive (upstream's Elasticsearch driver used `gte` and `lte`; its SQLAlchemy
+/// driver ignored both keys). They bound the metadata's `time_stamp`, the field agents and
+/// schedulers write; upstream's Elasticsearch driver ranged over `timestamp`, a field no
+/// backup has, so its bounds matched nothing. A backup without a readable `time_stamp` is
+/// outside any bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// The earliest `time_stamp` accepted.
+    pub after: Option<i64>,
+    /// The latest `time_stamp` accepted.
+    pub before: Option<i64>,
+}
+
+impl TimeRange {
+    /// Reads `time_after` and `time_before` from a search body; `None` when it has neither.
+    /// Each is an integer or a string holding one (upstream passed it through `int()`);
+    /// anything else is a 400 naming the field.
+    pub fn parse(body: &Value) -> Result<Option<TimeRange>, ApiError> {
+        let Value::Object(o) = body else {
+            return Ok(None);
+        };
+        let bound = |name: &str| -> Result<Option<i64>, ApiError> {
+            let bad = |v: &Value| {
+                ApiError::bad_request(format!(
+                    "search.{name}: {v} is not an integer (seconds since the epoch)"
+                ))
+            };
+            match o.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v @ Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| bad(v)),
+                Some(v @ Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad(v)),
+                Some(v) => Err(bad(v)),
+            }
+        };
+        let range = TimeRange {
+            after: bound("time_after")?,
+            before: bound("time_before")?,
+        };
+        Ok((range != TimeRange::default()).then_some(range))
+    }
+
+    /// Whether a backup document's `backup_metadata.time_stamp` is within the bounds.
+    pub fn accepts(&self, backup: &Value) -> bool {
+        let stamp = match &backup["backup_metadata"]["time_stamp"] {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        stamp.is_some_and(|t| {
+            self.after.is_none_or(|a| t >= a) && self.before.is_none_or(|b| t <= b)
+        })
+    }
+}
+
 fn collect(
     path: &str,
     v: &Value,
@@ -228,6 +283,26 @@ mod tests {
         assert_eq!(Search::parse(&json!({})).unwrap(), None);
         assert!(Search::parse(&json!({"match": "x"})).is_err());
         assert!(Search::parse(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn time_bounds_are_inclusive_on_time_stamp() {
+        let at = |t: Value| json!({"backup_metadata": {"time_stamp": t}});
+        let r = TimeRange::parse(&json!({"time_after": 10, "time_before": "20"}))
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.after, r.before), (Some(10), Some(20)));
+        assert!(r.accepts(&at(json!(10))));
+        assert!(r.accepts(&at(json!(20))));
+        assert!(r.accepts(&at(json!("15"))));
+        assert!(!r.accepts(&at(json!(9))));
+        assert!(!r.accepts(&at(json!(21))));
+        assert!(!r.accepts(&json!({"backup_metadata": {"timestamp": 15}})));
+        assert_eq!(TimeRange::parse(&json!({"match": []})).unwrap(), None);
+        for bad in [json!("soon"), json!(1.5), json!(true), json!([1])] {
+            let e = TimeRange::parse(&json!({ "time_before": bad })).unwrap_err();
+            assert!(e.description.starts_with("search.time_before:"), "{e:?}");
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@ use serde_json::{Map, Value, json};
 use super::{Caller, Documents, body_object, new_id, strip};
 use crate::service::api::error::ApiError;
 use crate::service::api::schema;
-use crate::service::api::search::Page;
-use crate::service::store::Kind;
+use crate::service::api::search::{Page, Search, TimeRange};
+use crate::service::store::{Doc, Kind};
 
 impl Documents {
     /// `POST /backups` with the raw metadata: stored as
@@ -35,14 +35,33 @@ impl Documents {
         self.read_body(caller, Kind::Backup, backup_id).await
     }
 
-    /// `GET /backups`.
+    /// `GET /backups`: a page of the backups the search accepts, whose search may also bound
+    /// `time_stamp` with `time_after` and `time_before` ([`TimeRange`]); paging comes after
+    /// every filter.
     pub async fn list_backups(
         &self,
         caller: &Caller,
         page: Page,
         search: &Value,
     ) -> Result<Vec<Value>, ApiError> {
-        self.list_bodies(caller, Kind::Backup, page, search).await
+        caller.may_read()?;
+        let range = TimeRange::parse(search)?;
+        let search = Search::parse(search)?;
+        let within = |d: &Doc| range.is_none_or(|r| r.accepts(&d.body));
+        let extra: Option<&(dyn Fn(&Doc) -> bool + Send + Sync)> = match range {
+            Some(_) => Some(&within),
+            None => None,
+        };
+        let docs = self
+            .list(
+                Kind::Backup,
+                &caller.project_scope(),
+                page,
+                search.as_ref(),
+                extra,
+            )
+            .await?;
+        Ok(docs.into_iter().map(|d| d.body).collect())
     }
 
     /// `PATCH /backups/{id}`: sets `status`, merges `backup_metadata` key by key; the whole
