@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use freezer_core::Error;
@@ -172,6 +173,9 @@ async fn serve_api(args: ServeArgs) -> freezer_core::Result<bool> {
     let auth = AuthSetup::from_options(&args.auth_options()?)?;
     let database = args.database()?;
     let store = store::open(&database)
+        .await
+        .map_err(|e| Error::bad_input("--database", e))?;
+    auth.share_revocations(Arc::clone(&store))
         .await
         .map_err(|e| Error::bad_input("--database", e))?;
     let mut state = ApiState::new(store, auth.authenticator());

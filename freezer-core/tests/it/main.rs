@@ -27,6 +27,8 @@ mod service_auth;
 #[cfg(feature = "service")]
 mod service_jobs;
 #[cfg(feature = "service")]
+mod service_revocations;
+#[cfg(feature = "service")]
 mod service_scheduler;
 #[cfg(feature = "service")]
 mod service_store;

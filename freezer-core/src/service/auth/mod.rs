@@ -9,10 +9,12 @@
 //! * [`standalone`]: [`standalone::StandaloneIdentity`] and its Keystone v3 routes.
 //! * [`users`]: the users file of the standalone identity, and [`users::hash_password`].
 //! * [`policy`]: upstream freezer-api's policy rules over an [`Identity`].
+//! * [`revocations`]: the standalone identity's revoked tokens, shared through the store.
 //! * [`setup`]: `freezer api serve`'s authentication flags turned into the above.
 
 pub mod keystone;
 pub mod policy;
+pub mod revocations;
 pub mod setup;
 pub mod standalone;
 mod token;

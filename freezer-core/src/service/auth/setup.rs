@@ -114,6 +114,23 @@ impl AuthSetup {
         }
     }
 
+    /// Standalone: keeps token revocations in the API's `store`, so every server on the same
+    /// database refuses a revoked token within [`super::revocations::REFRESH_EVERY`], and a
+    /// restarted one from its first request. Nothing to do with a Keystone (which keeps its
+    /// own).
+    pub async fn share_revocations(
+        &self,
+        store: Arc<dyn crate::service::store::Store>,
+    ) -> Result<(), crate::service::store::StoreError> {
+        match self {
+            AuthSetup::Keystone(_) => Ok(()),
+            AuthSetup::Standalone(s) => {
+                s.share_revocations(store, super::revocations::REFRESH_EVERY)
+                    .await
+            }
+        }
+    }
+
     /// Standalone: the identity routes, to mount with `Router::nest("/identity", ...)`.
     pub fn identity_router(&self) -> Option<axum::Router> {
         match self {

@@ -86,6 +86,19 @@ impl Scope {
     }
 }
 
+/// A revoked token of the standalone identity, by its audit id (a token and the tokens
+/// rescoped from it share one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// The audit id of the revoked tokens.
+    pub audit_id: String,
+    /// The latest expiry of a token carrying it (seconds since the epoch): the revocation is
+    /// needed until then.
+    pub expires_at: i64,
+    /// When it was written, by the database's clock (seconds since the epoch).
+    pub revoked_at: i64,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -144,6 +157,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Deletes a document in `scope`; whether there was one.
     async fn delete(&self, kind: Kind, scope: &Scope, id: &str) -> Result<bool, StoreError>;
+
+    /// Records that the tokens carrying `audit_id` are revoked until `expires_at`, stamped
+    /// with the database's clock. Recording it again keeps the later expiry and restamps it.
+    async fn revoke_token(&self, audit_id: &str, expires_at: i64) -> Result<(), StoreError>;
+
+    /// The revocations stamped at or after `since` (the database's clock) whose tokens have
+    /// not expired at `now`.
+    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Deletes the revocations of tokens expired before `before`; how many.
+    async fn prune_revocations(&self, before: i64) -> Result<u64, StoreError>;
 }
 
 /// The database URL forms [`open`] accepts, for messages.

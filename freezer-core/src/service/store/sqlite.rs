@@ -18,14 +18,21 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Semaphore;
 
-use super::{Doc, Kind, Scope, Store, StoreError};
+use super::{Doc, Kind, Revocation, Scope, Store, StoreError};
 
 /// The migrations, oldest first: (version, name, SQL).
-const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "documents",
-    include_str!("migrations/sqlite/0001_documents.sql"),
-)];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "documents",
+        include_str!("migrations/sqlite/0001_documents.sql"),
+    ),
+    (
+        2,
+        "token_revocations",
+        include_str!("migrations/sqlite/0002_token_revocations.sql"),
+    ),
+];
 
 /// The schema version this code writes and understands.
 pub const SQLITE_SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -496,6 +503,56 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.execute(params![kind.plural(), id, project]))
             .map(|n| n > 0)
             .map_err(|e| inner.fail(&format!("delete {} {id} in", kind.plural()), &e))
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, audit_id: &str, expires_at: i64) -> Result<(), StoreError> {
+        let audit_id = audit_id.to_string();
+        self.run(move |inner, conn| {
+            conn.prepare_cached(
+                "INSERT INTO token_revocations (audit_id, expires_at, revoked_at) \
+                 VALUES (?1, ?2, CAST(strftime('%s', 'now') AS INTEGER)) \
+                 ON CONFLICT (audit_id) DO UPDATE SET \
+                   expires_at = MAX(expires_at, excluded.expires_at), \
+                   revoked_at = excluded.revoked_at",
+            )
+            .and_then(|mut s| s.execute(params![audit_id, expires_at]))
+            .map(drop)
+            .map_err(|e| inner.fail("record a token revocation in", &e))
+        })
+        .await
+    }
+
+    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>, StoreError> {
+        self.run(move |inner, conn| {
+            let fail = |e: rusqlite::Error| inner.fail("read the token revocations of", &e);
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT audit_id, expires_at, revoked_at FROM token_revocations \
+                     WHERE revoked_at >= ?1 AND expires_at > ?2 ORDER BY revoked_at",
+                )
+                .map_err(fail)?;
+            let rows = s
+                .query_map(params![since, now], |r| {
+                    Ok(Revocation {
+                        audit_id: r.get(0)?,
+                        expires_at: r.get(1)?,
+                        revoked_at: r.get(2)?,
+                    })
+                })
+                .map_err(fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        })
+        .await
+    }
+
+    async fn prune_revocations(&self, before: i64) -> Result<u64, StoreError> {
+        self.run(move |inner, conn| {
+            conn.prepare_cached("DELETE FROM token_revocations WHERE expires_at < ?1")
+                .and_then(|mut s| s.execute(params![before]))
+                .map(|n| n as u64)
+                .map_err(|e| inner.fail("prune the token revocations of", &e))
         })
         .await
     }

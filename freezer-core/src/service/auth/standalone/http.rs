@@ -414,7 +414,7 @@ async fn revoke(State(id): State<Shared>, headers: HeaderMap) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    match id.revoke(subject) {
+    match id.revoke(subject).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(AuthError::Unavailable(m)) => error(StatusCode::SERVICE_UNAVAILABLE, &m, &id),
         Err(_) => not_found(&id),

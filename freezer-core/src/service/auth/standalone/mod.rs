@@ -9,21 +9,19 @@
 
 mod http;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 
 pub use self::http::router;
+use super::revocations::Revocations;
 use super::token::{Claims, TokenKey, audit_id};
 use super::users::{User, Users};
 use super::{AuthError, Authenticator, Identity};
 use crate::Error;
-
-/// Revocations kept at most (each lives until its token's expiry): a bound on memory.
-const MAX_REVOCATIONS: usize = 1_000_000;
+use crate::service::store::{Store, StoreError};
 
 /// The settings of the standalone identity.
 #[derive(Clone, Debug)]
@@ -70,8 +68,8 @@ pub struct StandaloneIdentity {
     users: Users,
     key: TokenKey,
     config: StandaloneConfig,
-    /// Audit ids of revoked tokens, with the latest expiry of a token that carries one.
-    revoked: Mutex<HashMap<String, i64>>,
+    /// Audit ids of revoked tokens, shared through the store once attached.
+    revoked: Revocations,
     /// Password checks running at once, each holding 19 MiB: one per core.
     login_slots: tokio::sync::Semaphore,
 }
@@ -108,7 +106,7 @@ impl StandaloneIdentity {
                 public_url: config.public_url.trim_end_matches('/').to_string(),
                 ..config
             },
-            revoked: Mutex::new(HashMap::new()),
+            revoked: Revocations::default(),
             login_slots: tokio::sync::Semaphore::new(cores),
         }
     }
@@ -228,29 +226,26 @@ impl StandaloneIdentity {
     }
 
     fn is_revoked(&self, audit: &str) -> bool {
-        self.revoked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(audit)
+        self.revoked.is_revoked(audit)
     }
 
-    /// Revokes `token` and every token rescoped from it (they share its audit id), on this
-    /// server until they expire. A revoked, expired or invalid token is an error.
-    pub fn revoke(&self, token: &str) -> Result<(), AuthError> {
+    /// Revokes `token` and every token rescoped from it (they share its audit id) until they
+    /// expire: on every server sharing the store once [`StandaloneIdentity::share_revocations`]
+    /// was called, else on this server only. A revoked, expired or invalid token is an error.
+    pub async fn revoke(&self, token: &str) -> Result<(), AuthError> {
         let (claims, _) = self.check(token, false)?;
-        let now = Timestamp::now().as_second();
-        let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-        if revoked.len() >= MAX_REVOCATIONS {
-            revoked.retain(|_, expires| *expires > now);
-            if revoked.len() >= MAX_REVOCATIONS {
-                return Err(AuthError::Unavailable(
-                    "too many revoked tokens are still valid".into(),
-                ));
-            }
-        }
-        let entry = revoked.entry(claims.a).or_insert(claims.e);
-        *entry = (*entry).max(claims.e);
-        Ok(())
+        self.revoked.revoke(&claims.a, claims.e).await
+    }
+
+    /// Keeps revocations in `store`, shared with every server on the same database and kept
+    /// across restarts: reads the ones recorded, then polls for new ones every `every` (see
+    /// [`super::revocations`] for the bound this gives).
+    pub async fn share_revocations(
+        &self,
+        store: Arc<dyn Store>,
+        every: Duration,
+    ) -> Result<(), StoreError> {
+        self.revoked.attach(store, every).await
     }
 
     /// Logs `user_name` in with `password` (in the `Default` domain) and returns a token
@@ -338,9 +333,9 @@ mod tests {
         assert!(matches!(id.validate("junk").await, Err(AuthError::Invalid)));
         let reader = id.login("rita", "pw2").await.unwrap();
         assert_eq!(id.validate(&reader).await.unwrap().roles, ["reader"]);
-        id.revoke(&token).unwrap();
+        id.revoke(&token).await.unwrap();
         assert!(matches!(id.validate(&token).await, Err(AuthError::Invalid)));
-        assert!(matches!(id.revoke(&token), Err(AuthError::Invalid)));
+        assert!(matches!(id.revoke(&token).await, Err(AuthError::Invalid)));
         // Another token of the same user is untouched.
         assert!(
             id.validate(&id.login("alice", "pw").await.unwrap())

@@ -20,18 +20,25 @@ use mysql_async::{Conn, DriverError, Opts, OptsBuilder, Pool, PoolConstraints, P
 
 mod url;
 
-use super::{Doc, Kind, Scope, Store, StoreError};
+use super::{Doc, Kind, Revocation, Scope, Store, StoreError};
 use url::{describe, mask_url, own_params};
 
 /// One attempt of a statement on a connection.
 type ConnFuture<'c, T> = futures::future::BoxFuture<'c, Result<T, mysql_async::Error>>;
 
 /// The migrations, oldest first: (version, name, statements separated by `;` at a line end).
-const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "documents",
-    include_str!("../migrations/mysql/0001_documents.sql"),
-)];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "documents",
+        include_str!("../migrations/mysql/0001_documents.sql"),
+    ),
+    (
+        2,
+        "token_revocations",
+        include_str!("../migrations/mysql/0002_token_revocations.sql"),
+    ),
+];
 
 /// The schema version this code writes and understands.
 pub const MYSQL_SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -558,6 +565,71 @@ impl Store for MySqlStore {
             })
             .await?;
         Ok(deleted)
+    }
+
+    async fn revoke_token(&self, audit_id: &str, expires_at: i64) -> Result<(), StoreError> {
+        if audit_id.is_empty() || audit_id.len() > 64 || !audit_id.is_ascii() {
+            return Err(StoreError::Backend(format!(
+                "record a token revocation in {}: an audit id is 1 to 64 ASCII characters",
+                self.target
+            )));
+        }
+        let id = audit_id.to_string();
+        // Idempotent: a second attempt after a dropped connection writes the same row.
+        self.run("record a token revocation in", move |c| {
+            let id = id.clone();
+            Box::pin(async move {
+                c.exec_drop(
+                    "INSERT INTO freezer_token_revocations (audit_id, expires_at, revoked_at) \
+                     VALUES (?, ?, UNIX_TIMESTAMP()) \
+                     ON DUPLICATE KEY UPDATE expires_at = GREATEST(expires_at, VALUES(expires_at)), \
+                       revoked_at = VALUES(revoked_at)",
+                    (id, expires_at),
+                )
+                .await
+            })
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>, StoreError> {
+        let (rows, _): (Vec<(String, i64, i64)>, _) = self
+            .run("read the token revocations of", move |c| {
+                Box::pin(async move {
+                    c.exec(
+                        "SELECT audit_id, expires_at, revoked_at FROM freezer_token_revocations \
+                         WHERE revoked_at >= ? AND expires_at > ? ORDER BY revoked_at",
+                        (since, now),
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(audit_id, expires_at, revoked_at)| Revocation {
+                audit_id,
+                expires_at,
+                revoked_at,
+            })
+            .collect())
+    }
+
+    async fn prune_revocations(&self, before: i64) -> Result<u64, StoreError> {
+        let (n, _) = self
+            .run("prune the token revocations of", move |c| {
+                Box::pin(async move {
+                    c.exec_drop(
+                        "DELETE FROM freezer_token_revocations WHERE expires_at < ?",
+                        (before,),
+                    )
+                    .await?;
+                    Ok(c.affected_rows())
+                })
+            })
+            .await?;
+        Ok(n)
     }
 }
 
