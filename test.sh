@@ -109,7 +109,7 @@ venv=target/pyenv
 (cd freezer-py && VIRTUAL_ENV="$PWD/../$venv" "../$venv/bin/maturin" develop -q --locked)
 "$venv/bin/pytest" -q freezer-py/tests
 
-step "upstream clients against our API"
+step "upstream clients against our API, our scheduler against upstream's API"
 # python-freezerclient and upstream's freezer-scheduler (with its freezer-agent), unmodified from
 # PyPI, each in its own virtual environment: both install a console script named `freezer`.
 fc=target/upstream-client
@@ -118,7 +118,12 @@ fa=target/upstream-agent
 "$fc/bin/pip" install -q --disable-pip-version-check 'python-freezerclient==6.5.0' pytest requests
 [ -x "$fa/bin/python" ] || python3 -m venv "$fa"
 "$fa/bin/pip" install -q --disable-pip-version-check 'freezer==19.0.0'
+# And the other way round: our scheduler against upstream's freezer-api (gunicorn, SQLite,
+# keystonemiddleware validating tokens against our standalone identity).
+ua=target/upstream-api
+[ -x "$ua/bin/python" ] || python3 -m venv "$ua"
+"$ua/bin/pip" install -q --disable-pip-version-check 'freezer-api==19.0.0' gunicorn
 FREEZER_CLIENT_BIN="$PWD/$fc/bin/freezer" FREEZER_SCHEDULER_BIN="$PWD/$fa/bin/freezer-scheduler" \
-  "$fc/bin/pytest" -q tests/service
+  UPSTREAM_API_VENV="$PWD/$ua" "$fc/bin/pytest" -q tests/service
 
 step "all tests passed"

@@ -36,6 +36,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import upstream_api  # benches/upstream_api.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -184,47 +186,17 @@ def run_ours(work, args, tool):
 
 
 def run_upstream(work, args, tool):
-    venv = Path(args.upstream_venv) if args.upstream_venv else work / "upstream-venv"
-    if not (venv / "bin" / "gunicorn").exists() or not (venv / "bin" / "freezer-manage").exists():
-        print("  installing freezer-api 19.0.0 and gunicorn from PyPI ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                        "freezer-api==19.0.0", "gunicorn"], check=True)
-    paste = next(venv.glob("etc/freezer/freezer-paste.ini")).read_text()
-    paste = paste.replace("versionsNegotiator authtoken context", "versionsNegotiator context")
-    (work / "paste.ini").write_text(paste)
-    conf = work / "freezer-api.conf"
-    conf.write_text(f"[storage]\ndriver = sqlalchemy\nbackend = sqlalchemy\n"
-                    f"[database]\nconnection = sqlite:///{work / 'upstream.db'}\n"
-                    f"[paste_deploy]\nconfig_file = {work / 'paste.ini'}\n")
-    subprocess.run([str(venv / "bin" / "freezer-manage"), "--config-file", str(conf), "db",
-                    "sync"], check=True, capture_output=True)
-    (work / "upstream_wsgi.py").write_text(
-        "import sys\n"
-        f"sys.argv = ['freezer-api', '--config-file', {str(conf)!r}]\n"
-        "from freezer_api.service import initialize_app\n"
-        "application = initialize_app()\n")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = work / "upstream.log"
-    proc = subprocess.Popen(
-        [str(venv / "bin" / "gunicorn"), "-w", str(args.upstream_workers), "-b",
-         f"127.0.0.1:{port}", "--chdir", str(work), "--log-level", "warning",
-         "upstream_wsgi:application"], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    venv = upstream_api.ensure_venv(
+        Path(args.upstream_venv) if args.upstream_venv else work / "upstream-venv")
     try:
-        wait_up(base + "/", proc, "upstream freezer-api (gunicorn)", log)
+        api = upstream_api.start(venv, work, workers=args.upstream_workers, keystone=None)
+    except upstream_api.UpstreamError as e:
+        sys.exit(str(e))
+    with api:
         project = "bench"
-        headers = {"X-Identity-Status": "Confirmed", "X-Project-Id": project,
-                   "X-User-Id": "bench", "X-Roles": "member", "Accept": "application/json",
-                   "Content-Type": "application/json"}
-        populate(base, project, headers, args.jobs)
-        return measure("upstream", base, project, headers, proc.pid, tool, args)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        headers = upstream_api.trusted_headers(project)
+        populate(api.base, project, headers, args.jobs)
+        return measure("upstream", api.base, project, headers, api.proc.pid, tool, args)
 
 
 def build(args):
