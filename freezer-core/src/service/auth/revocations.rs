@@ -138,7 +138,7 @@ impl Revocations {
                     tracing::warn!(error = %e, "could not read the token revocations; keeping the known ones");
                 }
                 polls = polls.wrapping_add(1);
-                if polls % PRUNE_EVERY_POLLS == 0 {
+                if polls.is_multiple_of(PRUNE_EVERY_POLLS) {
                     inner.prune().await;
                 }
             }
