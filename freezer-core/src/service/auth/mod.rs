@@ -10,12 +10,15 @@
 //! * [`users`]: the users file of the standalone identity, and [`users::hash_password`].
 //! * [`policy`]: upstream freezer-api's policy rules over an [`Identity`].
 //! * [`setup`]: `freezer api serve`'s authentication flags turned into the above.
+//! * [`trusts`]: Keystone trusts for the centralized scheduler ([`trusts::TrustBroker`]).
 
 pub mod keystone;
+mod keystone_trusts;
 pub mod policy;
 pub mod setup;
 pub mod standalone;
 mod token;
+pub mod trusts;
 pub mod users;
 
 pub use token::TokenKey;
