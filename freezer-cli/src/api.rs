@@ -73,6 +73,28 @@ pub struct ServeArgs {
     /// FREEZER_KEYSTONE_PASSWORD).
     #[arg(long, value_name = "FILE")]
     keystone_password_file: Option<PathBuf>,
+    /// Centralized scheduler: turn it off (upstream's `[centralized_scheduler] enabled =
+    /// false`): no trust is made, jobs carry no user_credentials.
+    #[arg(long)]
+    no_centralized_scheduler: bool,
+    /// Centralized scheduler: every job gets a trust, not only a central client's
+    /// (upstream's `enforce_trusts`).
+    #[arg(long)]
+    enforce_trusts: bool,
+    /// Centralized scheduler: the roles a trust delegates, comma-separated (upstream's
+    /// `trusts_delegated_roles`).
+    #[arg(
+        long,
+        value_name = "ROLES",
+        value_delimiter = ',',
+        default_value = "member"
+    )]
+    trusts_delegated_roles: Vec<String>,
+    /// Standalone identity: the user of the users file that trusts delegate to, which a
+    /// central scheduler runs as (needs the service role). Without it, a job for a central
+    /// client is refused (422). With --keystone-url the trustee is --keystone-user.
+    #[arg(long, value_name = "NAME")]
+    service_user: Option<String>,
 }
 
 /// Where the API keeps its files when not told: `$XDG_STATE_HOME/freezer`, else
@@ -178,9 +200,22 @@ async fn serve_api(args: ServeArgs) -> freezer_core::Result<bool> {
     auth.share_revocations(Arc::clone(&store))
         .await
         .map_err(|e| Error::bad_input("--database", e))?;
-    let mut state = ApiState::new(store, auth.authenticator());
+    let mut state = ApiState::new(Arc::clone(&store), auth.authenticator());
     if let Some(identity) = auth.identity_router() {
         state = state.with_identity(identity);
+    }
+    if !args.no_centralized_scheduler {
+        state = state.with_trusts(auth.trust_policy(
+            store,
+            args.service_user.as_deref(),
+            args.enforce_trusts,
+            args.trusts_delegated_roles.clone(),
+        )?);
+    } else if args.enforce_trusts || args.service_user.is_some() {
+        return Err(Error::bad_input(
+            "--no-centralized-scheduler",
+            "turns trusts off: drop --enforce-trusts and --service-user, or this flag",
+        ));
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

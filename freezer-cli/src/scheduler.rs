@@ -47,6 +47,16 @@ pub struct SchedulerArgs {
     /// Accept option names this release does not know in jobs (a warning each).
     #[arg(long)]
     allow_unknown_options: bool,
+    /// Centralized mode (upstream's --scheduler-centralized-scheduler): register a central
+    /// client, run the jobs of every project made for it, each through its creator's trust
+    /// (jobs without user_credentials.trust_id are ignored). Run it as a user with the
+    /// service role; needs OS_AUTH_URL.
+    #[arg(
+        long,
+        alias = "scheduler-centralized-scheduler",
+        conflicts_with = "jobs_dir"
+    )]
+    centralized: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -68,6 +78,7 @@ fn client_settings(api: Option<String>) -> ClientSettings {
         interface: var("OS_INTERFACE").or_else(|| var("OS_ENDPOINT_TYPE")),
         backup_url: api.or_else(|| var("OS_BACKUP_URL")),
         timeout: None,
+        trust_id: None,
     }
 }
 
@@ -109,6 +120,7 @@ pub async fn run(a: SchedulerArgs) -> freezer_core::Result<bool> {
     let mut opts = SchedulerOptions::new(client_id, hostname);
     opts.concurrent_jobs = a.concurrent_jobs as usize;
     opts.disable_exec = a.disable_exec;
+    opts.centralized = a.centralized;
     opts.poll_interval = Duration::from_secs_f64(poll);
     opts.context = ctx;
     if !a.no_daemon {

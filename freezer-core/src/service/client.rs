@@ -49,6 +49,10 @@ pub struct ClientSettings {
     pub backup_url: Option<String>,
     /// How long one request may take (default 30 s).
     pub timeout: Option<Duration>,
+    /// A Keystone trust to scope the token to (`{"OS-TRUST:trust": {"id": ...}}`) instead of
+    /// a project: the token acts in the trustor's project (a centralized scheduler's per-job
+    /// client, see [`Client::for_trust`]).
+    pub trust_id: Option<String>,
 }
 
 /// An error of an API call: what was asked, the HTTP status (none when the API could not
@@ -226,6 +230,23 @@ impl Client {
         }
     }
 
+    /// The same credentials, with tokens scoped to Keystone trust `trust_id` (a centralized
+    /// scheduler acting for a job's creator, in their project). Needs Keystone (`auth_url`).
+    pub fn for_trust(&self, trust_id: &str) -> crate::Result<Client> {
+        if self.settings.auth_url.is_none() {
+            return Err(Error::bad_input(
+                "OS_AUTH_URL",
+                "a trust-scoped token comes from Keystone: the centralized scheduler needs OS_AUTH_URL",
+            ));
+        }
+        Client::new(ClientSettings {
+            trust_id: Some(trust_id.to_string()),
+            project_id: None,
+            project_name: None,
+            ..self.settings.clone()
+        })
+    }
+
     /// One page of jobs matching `search` (`{"match":[...],"match_not":[...]}`, sent as the
     /// GET body as upstream's client does).
     pub async fn list_jobs(
@@ -234,7 +255,35 @@ impl Client {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Value>, ApiError> {
-        let q = [("limit", limit.to_string()), ("offset", offset.to_string())];
+        self.jobs_page(search, offset, limit, false).await
+    }
+
+    /// Every project's jobs matching `search` (`?all_projects=true`, upstream's
+    /// `jobs:get_all_projects`: an admin or service user; a centralized scheduler), paging
+    /// by [`JOB_PAGE`].
+    pub async fn list_all_projects_jobs(&self, search: &Value) -> Result<Vec<Value>, ApiError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.jobs_page(search, all.len(), JOB_PAGE, true).await?;
+            let n = page.len();
+            all.extend(page);
+            if n < JOB_PAGE || all.len() >= 100_000 {
+                return Ok(all);
+            }
+        }
+    }
+
+    async fn jobs_page(
+        &self,
+        search: &Value,
+        offset: usize,
+        limit: usize,
+        all_projects: bool,
+    ) -> Result<Vec<Value>, ApiError> {
+        let mut q = vec![("limit", limit.to_string()), ("offset", offset.to_string())];
+        if all_projects {
+            q.push(("all_projects", "true".to_string()));
+        }
         let body = self
             .expect(Method::GET, "/jobs/", &q, Some(search), StatusCode::OK)
             .await?;
@@ -482,6 +531,7 @@ impl Client {
             (None, None) => unreachable!("checked in new"),
         };
         let scope = match (&s.project_id, &s.project_name) {
+            _ if s.trust_id.is_some() => json!({"OS-TRUST:trust": {"id": s.trust_id}}),
             (Some(id), _) => json!({"project": {"id": id}}),
             (None, Some(name)) => json!({"project": {
                 "name": name,

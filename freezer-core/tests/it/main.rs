@@ -25,6 +25,8 @@ mod service_api_mariadb;
 #[cfg(feature = "service")]
 mod service_auth;
 #[cfg(feature = "service")]
+mod service_central;
+#[cfg(feature = "service")]
 mod service_jobs;
 #[cfg(feature = "service")]
 mod service_revocations;

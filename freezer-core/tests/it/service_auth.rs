@@ -698,7 +698,7 @@ async fn keystoneauth1_logs_in_and_finds_the_backup_endpoint() {
 
 static KEYSTONE: LazyLock<KeystoneServer> = LazyLock::new(KeystoneServer::start_alone);
 
-async fn keystone() -> &'static KeystoneServer {
+pub(crate) async fn keystone() -> &'static KeystoneServer {
     tokio::task::spawn_blocking(|| &*KEYSTONE).await.unwrap()
 }
 

@@ -29,6 +29,10 @@ pub enum ErrorKind {
     /// The document refers to something missing or incapable, such as an unregistered
     /// client (422, "Unprocessable Entity").
     Unprocessable,
+    /// A trust could not be made for the caller (a delegated role they do not hold, no
+    /// service user): upstream's `MissingCredentialError` (422, "Missing required
+    /// credentials").
+    MissingCredentials,
     /// A concurrent update kept winning, or the identity service could not be asked;
     /// worth a retry (503).
     Unavailable,
@@ -49,6 +53,7 @@ impl ErrorKind {
             ErrorKind::Conflict => 409,
             ErrorKind::TooLarge => 413,
             ErrorKind::Unprocessable => 422,
+            ErrorKind::MissingCredentials => 422,
             ErrorKind::Unavailable => 503,
             ErrorKind::Internal => 500,
         }
@@ -66,6 +71,7 @@ impl ErrorKind {
             ErrorKind::Conflict => "Document already existing",
             ErrorKind::TooLarge => "Request body too large",
             ErrorKind::Unprocessable => "Unprocessable Entity",
+            ErrorKind::MissingCredentials => "Missing required credentials",
             ErrorKind::Unavailable => "Service Unavailable",
             ErrorKind::Internal => "Internal Server Error",
         }
@@ -153,6 +159,11 @@ impl ApiError {
         Self::new(ErrorKind::Unprocessable, description)
     }
 
+    /// 422 "Missing required credentials": no trust could be made for the caller.
+    pub fn missing_credentials(description: impl Into<String>) -> Self {
+        Self::new(ErrorKind::MissingCredentials, description)
+    }
+
     /// 500, with a detail for the log only.
     pub fn internal(detail: impl Into<String>) -> Self {
         ApiError {
@@ -186,6 +197,25 @@ impl From<StoreError> for ApiError {
                 ),
             ),
             StoreError::Backend(detail) => ApiError::internal(detail),
+        }
+    }
+}
+
+impl From<crate::service::auth::trusts::TrustError> for ApiError {
+    fn from(e: crate::service::auth::trusts::TrustError) -> Self {
+        use crate::service::auth::trusts::TrustError;
+        match e {
+            TrustError::MissingCredentials(m) => ApiError::missing_credentials(m),
+            TrustError::Refused(m) => ApiError::new(
+                ErrorKind::MissingCredentials,
+                format!(
+                    "Missing required credentials: the identity service refused the trust: {m}"
+                ),
+            ),
+            TrustError::Unavailable(m) => {
+                ApiError::unavailable("the identity service could not make the trust")
+                    .with_detail(m)
+            }
         }
     }
 }

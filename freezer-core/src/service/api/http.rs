@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use super::documents::{Caller, Documents, new_id};
 use super::error::ApiError;
 use super::search::Page;
+use crate::service::auth::trusts::TrustPolicy;
 use crate::service::auth::{AuthError, Authenticator, Identity};
 use crate::service::store::Store;
 
@@ -41,6 +42,8 @@ pub struct ApiState {
     pub identity: Option<Router>,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Trusts for the centralized scheduler (`None`: the feature is off).
+    pub trusts: Option<TrustPolicy>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -50,6 +53,7 @@ impl std::fmt::Debug for ApiState {
             .field("authenticator", &self.authenticator)
             .field("identity", &self.identity.is_some())
             .field("body_limit", &self.body_limit)
+            .field("trusts", &self.trusts)
             .finish()
     }
 }
@@ -62,7 +66,14 @@ impl ApiState {
             authenticator,
             identity: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            trusts: None,
         }
+    }
+
+    /// Makes trusts for the jobs of central clients (upstream's centralized scheduler).
+    pub fn with_trusts(mut self, trusts: TrustPolicy) -> Self {
+        self.trusts = Some(trusts);
+        self
     }
 
     /// Also answers `identity` at `/identity` (the standalone Keystone v3).
@@ -83,8 +94,12 @@ struct App {
 /// v2 route under `/v2/{project_id}` (with and without a trailing slash), and `/identity`
 /// when the state has it. Every response carries `x-openstack-request-id`.
 pub fn router(state: ApiState) -> Router {
+    let mut docs = Documents::new(state.store);
+    if let Some(t) = state.trusts {
+        docs = docs.with_trusts(t);
+    }
     let app = App {
-        docs: Documents::new(state.store),
+        docs,
         auth: state.authenticator,
         body_limit: state.body_limit,
     };
@@ -286,8 +301,8 @@ async fn healthcheck() -> &'static str {
     "OK"
 }
 
-/// The identity of a request's `X-Auth-Token`.
-struct Authed(Identity);
+/// The identity of a request's `X-Auth-Token`, and the token (never logged).
+struct Authed(Identity, crate::job::Secret);
 
 impl FromRequestParts<App> for Authed {
     type Rejection = ApiError;
@@ -303,7 +318,7 @@ impl FromRequestParts<App> for Authed {
             return Err(ApiError::unauthorized(AuthError::Missing.to_string()));
         };
         match app.auth.validate(token).await {
-            Ok(identity) => Ok(Authed(identity)),
+            Ok(identity) => Ok(Authed(identity, crate::job::Secret(token.to_string()))),
             Err(e @ AuthError::Unavailable(_)) => Err(ApiError::unavailable(
                 "the identity service could not validate the token",
             )
@@ -324,7 +339,7 @@ impl FromRequestParts<App> for Ctx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let Authed(identity) = Authed::from_request_parts(parts, app).await?;
+        let Authed(identity, token) = Authed::from_request_parts(parts, app).await?;
         let Path(path) = Path::<HashMap<String, String>>::from_request_parts(parts, app)
             .await
             .map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -340,7 +355,7 @@ impl FromRequestParts<App> for Ctx {
             .unwrap_or_default();
         let project = path.get("project_id").cloned().unwrap_or_default();
         Ok(Ctx {
-            caller: Caller::new(identity, project),
+            caller: Caller::new(identity, project).with_token(token.0),
             path,
             query,
         })
@@ -427,7 +442,7 @@ async fn versions(headers: axum::http::HeaderMap) -> Response {
     )
 }
 
-async fn home(Authed(_): Authed) -> Response {
+async fn home(Authed(..): Authed) -> Response {
     let formats = json!({"application/json": {}});
     let body = json!({"resources": {
         "rel/backups": {

@@ -97,8 +97,8 @@ struct Cached {
 pub struct KeystoneAuthenticator {
     config: KeystoneConfig,
     /// Keystone's v3 root, without a trailing `/`.
-    base: String,
-    http: reqwest::Client,
+    pub(super) base: String,
+    pub(super) http: reqwest::Client,
     service: tokio::sync::Mutex<Option<ServiceToken>>,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
 }
@@ -190,7 +190,7 @@ impl KeystoneAuthenticator {
 
     /// A service token: the remembered one, or a new one when there is none, it nears its
     /// expiry, or `stale` is the one Keystone just refused.
-    async fn service_token(&self, stale: Option<&str>) -> Result<String, AuthError> {
+    pub(super) async fn service_token(&self, stale: Option<&str>) -> Result<String, AuthError> {
         let mut slot = self.service.lock().await;
         if let Some(t) = slot.as_ref()
             && Some(t.token.as_str()) != stale

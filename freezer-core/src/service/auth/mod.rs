@@ -11,13 +11,16 @@
 //! * [`policy`]: upstream freezer-api's policy rules over an [`Identity`].
 //! * [`revocations`]: the standalone identity's revoked tokens, shared through the store.
 //! * [`setup`]: `freezer api serve`'s authentication flags turned into the above.
+//! * [`trusts`]: Keystone trusts for the centralized scheduler ([`trusts::TrustBroker`]).
 
 pub mod keystone;
+mod keystone_trusts;
 pub mod policy;
 pub mod revocations;
 pub mod setup;
 pub mod standalone;
 mod token;
+pub mod trusts;
 pub mod users;
 
 pub use token::TokenKey;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::keystone::{KeystoneAuthenticator, KeystoneConfig};
 use super::standalone::{StandaloneConfig, StandaloneIdentity};
+use super::trusts::{TrustBroker, TrustPolicy};
 use super::{Authenticator, token::TokenKey, users::Users};
 use crate::Error;
 
@@ -129,6 +130,52 @@ impl AuthSetup {
                     .await
             }
         }
+    }
+
+    /// Upstream's `[centralized_scheduler]`: the trusts the API makes for the jobs of central
+    /// clients (every job with `enforce`), delegating `delegated_roles`. The trustee is the
+    /// Keystone service user (`--keystone-user`), or, standalone, `service_user`
+    /// (`--service-user`), whose trusts are kept in `store`.
+    pub fn trust_policy(
+        &self,
+        store: Arc<dyn crate::service::store::Store>,
+        service_user: Option<&str>,
+        enforce: bool,
+        delegated_roles: Vec<String>,
+    ) -> Result<TrustPolicy, Error> {
+        if delegated_roles.iter().any(|r| r.trim().is_empty()) {
+            return Err(Error::bad_input(
+                "--trusts-delegated-roles",
+                "a role name is empty",
+            ));
+        }
+        let delegated_roles = delegated_roles
+            .into_iter()
+            .map(|r| r.trim().to_ascii_lowercase())
+            .collect();
+        let broker: Arc<dyn TrustBroker> = match self {
+            AuthSetup::Keystone(k) => {
+                if service_user.is_some() {
+                    return Err(Error::bad_input(
+                        "--service-user",
+                        "is for the standalone identity: with --keystone-url the trustee is \
+                         the --keystone-user",
+                    ));
+                }
+                Arc::clone(k) as Arc<dyn TrustBroker>
+            }
+            AuthSetup::Standalone(s) => {
+                // Without a service user, a job that needs a trust is refused (422) with
+                // a message naming --service-user.
+                s.enable_trusts(store, service_user)?;
+                Arc::clone(s) as Arc<dyn TrustBroker>
+            }
+        };
+        Ok(TrustPolicy {
+            broker,
+            enforce,
+            delegated_roles,
+        })
     }
 
     /// Standalone: the identity routes, to mount with `Router::nest("/identity", ...)`.

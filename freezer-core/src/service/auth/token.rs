@@ -45,6 +45,10 @@ pub(crate) struct Claims {
     pub m: Vec<String>,
     /// The audit id (random, URL-safe base64), shared by a token and its rescopings.
     pub a: String,
+    /// The trust a trust-scoped token acts through (its user is the trustee, its project
+    /// the trustor's); absent on every other token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<String>,
 }
 
 /// The 32-byte key that seals and opens tokens. Its `Debug` shows nothing of it.
@@ -195,6 +199,7 @@ mod tests {
             e: 200,
             m: vec!["password".into()],
             a: audit_id(),
+            t: None,
         }
     }
 

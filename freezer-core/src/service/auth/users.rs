@@ -212,6 +212,14 @@ impl Users {
         self.id_to_name.get(id).and_then(|n| self.by_name.get(n))
     }
 
+    /// The name of the project whose id is `project_id`, if a user is in it.
+    pub fn project_name(&self, project_id: &str) -> Option<&str> {
+        self.by_name
+            .values()
+            .find(|u| u.project_id == project_id)
+            .map(|u| u.project_name.as_str())
+    }
+
     /// Checks a password: the user when it matches. An unknown user and a wrong password
     /// both give `None` after the same work (an Argon2 check whose comparison is constant
     /// time). CPU-bound: run it off the async runtime.

@@ -78,9 +78,11 @@ impl FeedReader {
         }
     }
 
-    pub(crate) async fn read(&mut self, client_id: &str) -> FeedRead {
+    /// Every job the feed holds now; `centralized`: every project's jobs for this (central)
+    /// client, those without a trust left out with a line in the errors.
+    pub(crate) async fn read(&mut self, client_id: &str, centralized: bool) -> FeedRead {
         match &self.feed {
-            JobFeed::Api(c) => read_api(c, client_id, self.allow_unknown).await,
+            JobFeed::Api(c) => read_api(c, client_id, self.allow_unknown, centralized).await,
             JobFeed::Dir(d) => {
                 let d = d.clone();
                 self.read_dir(&d)
@@ -202,13 +204,23 @@ pub(crate) fn check(doc: &Value, allow_unknown: bool) -> crate::Result<Job> {
     Ok(job)
 }
 
-async fn read_api(client: &Client, client_id: &str, allow_unknown: bool) -> FeedRead {
+async fn read_api(
+    client: &Client,
+    client_id: &str,
+    allow_unknown: bool,
+    centralized: bool,
+) -> FeedRead {
     let mut out = FeedRead::default();
     let search = json!({
         "match": [{"client_id": client_id}],
         "match_not": [{"status": "completed"}],
     });
-    let docs = match client.list_all_jobs(&search).await {
+    let listed = if centralized {
+        client.list_all_projects_jobs(&search).await
+    } else {
+        client.list_all_jobs(&search).await
+    };
+    let docs = match listed {
         Ok(d) => d,
         Err(e) if e.is_unreachable() => {
             out.unreachable = Some(e);
@@ -238,6 +250,19 @@ async fn read_api(client: &Client, client_id: &str, allow_unknown: bool) -> Feed
             .and_then(Value::as_str)
             .is_some_and(|c| c != client_id)
         {
+            continue;
+        }
+        if centralized
+            && doc
+                .pointer("/user_credentials/trust_id")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
+            out.errors.push(format!(
+                "freezer-api job {id}: ignored: it has no user_credentials.trust_id, and a \
+                 centralized scheduler runs a job only through its creator's trust (create \
+                 it again with the centralized scheduler enabled in the API)"
+            ));
             continue;
         }
         match check(&doc, allow_unknown) {

@@ -78,6 +78,10 @@ pub struct SchedulerOptions {
     pub retry_interval: Duration,
     /// The most reports kept for an API that is down.
     pub max_queued_reports: usize,
+    /// Upstream's centralized scheduler: registers a central client, lists every project's
+    /// jobs for it, runs only those with a trust (`user_credentials.trust_id`) and reports
+    /// each through a token scoped to its trust, into its creator's project.
+    pub centralized: bool,
 }
 
 impl SchedulerOptions {
@@ -94,6 +98,7 @@ impl SchedulerOptions {
             abort_grace: Duration::from_millis(1500),
             retry_interval: Duration::from_secs(5),
             max_queued_reports: 10_000,
+            centralized: false,
         }
     }
 
@@ -107,7 +112,7 @@ impl SchedulerOptions {
             "supported_modes": SUPPORTED_MODES,
             "supported_storages": SUPPORTED_STORAGES,
             "supported_engines": SUPPORTED_ENGINES,
-            "is_central": false,
+            "is_central": self.centralized,
         })
     }
 }
@@ -200,6 +205,8 @@ struct Entry {
     state: State,
     session_id: String,
     session_tag: i64,
+    /// The trust the job runs through (centralized mode).
+    trust_id: Option<String>,
     last_feed_event: String,
     last_feed_tag: i64,
     runs: u32,
@@ -229,6 +236,14 @@ fn definition_of(doc: &Value) -> Value {
         }
     }
     d
+}
+
+/// A job's `user_credentials.trust_id`, if any.
+fn trust_of(doc: &Value) -> Option<String> {
+    doc.pointer("/user_credentials/trust_id")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
 }
 
 fn str_field(v: &Value, k: &str) -> String {
@@ -262,6 +277,8 @@ pub struct Scheduler {
     feed_errors: Vec<String>,
     api_down: bool,
     registered: bool,
+    /// Centralized mode: a client per trust, each scoped to its trustor's project.
+    trust_clients: std::collections::HashMap<String, Arc<Client>>,
 }
 
 impl Scheduler {
@@ -277,6 +294,7 @@ impl Scheduler {
             feed_errors: Vec::new(),
             api_down: false,
             registered: false,
+            trust_clients: std::collections::HashMap::new(),
         }
     }
 
@@ -299,8 +317,15 @@ impl Scheduler {
             client_id = self.opts.client_id,
             concurrent_jobs = self.opts.concurrent_jobs,
             disable_exec = self.opts.disable_exec,
+            centralized = self.opts.centralized,
             "scheduler started"
         );
+        if self.opts.centralized && self.feed.client().is_none() {
+            return Err(crate::Error::bad_input(
+                "centralized",
+                "a centralized scheduler reads its jobs from freezer-api, not a folder",
+            ));
+        }
         let mut tasks: JoinSet<RunDone> = JoinSet::new();
         let mut next_poll = Timestamp::UNIX_EPOCH;
         let mut next_flush = Timestamp::UNIX_EPOCH;
@@ -310,7 +335,10 @@ impl Scheduler {
                 self.register().await;
             }
             if now >= next_poll {
-                let read = self.feed.read(&self.opts.client_id).await;
+                let read = self
+                    .feed
+                    .read(&self.opts.client_id, self.opts.centralized)
+                    .await;
                 self.reconcile(read, crate::time::now());
                 next_poll = add(crate::time::now(), self.opts.poll_interval);
             }
@@ -511,6 +539,7 @@ impl Scheduler {
                     e.job = fj.job;
                     e.definition = definition;
                     e.session_id = str_field(&fj.doc, "session_id");
+                    e.trust_id = trust_of(&fj.doc);
                     // A scheduled job takes its new schedule now; a finished one-shot whose
                     // document changed runs again (a running one takes it when it ends).
                     let completed = e.sched_doc.get("status") == Some(&json!("completed"));
@@ -547,6 +576,7 @@ impl Scheduler {
                     origin: fj.origin.clone(),
                     session_id: str_field(&fj.doc, "session_id"),
                     session_tag: feed_tag,
+                    trust_id: trust_of(&fj.doc),
                     last_feed_tag: feed_tag,
                     last_feed_event: feed_event.clone(),
                     definition,
@@ -614,15 +644,43 @@ impl Scheduler {
         }
         e.sched_doc.insert("event".into(), json!(""));
         let report = e.report();
+        let trust = e.trust_id.clone();
         if forget {
             self.entries.remove(id);
         }
-        self.queue(report);
+        self.queue(report, trust.as_deref());
     }
 
-    fn queue(&mut self, r: Report) {
-        if self.feed.client().is_some() {
-            self.outbox.push(r);
+    /// Queues a report, sent with the client of `trust` in centralized mode.
+    fn queue(&mut self, r: Report, trust: Option<&str>) {
+        if self.feed.client().is_none() {
+            return;
+        }
+        match trust {
+            Some(t) if self.opts.centralized => match self.trust_client(t) {
+                Some(c) => self.outbox.push_via(r, c),
+                None => tracing::warn!("not reported (no client for its trust): {}", r.describe()),
+            },
+            _ => self.outbox.push(r),
+        }
+    }
+
+    /// The client acting through `trust` (made once per trust).
+    fn trust_client(&mut self, trust: &str) -> Option<Arc<Client>> {
+        if let Some(c) = self.trust_clients.get(trust) {
+            return Some(Arc::clone(c));
+        }
+        let base = self.feed.client()?;
+        match base.for_trust(trust) {
+            Ok(c) => {
+                let c = Arc::new(c);
+                self.trust_clients.insert(trust.to_string(), Arc::clone(&c));
+                Some(c)
+            }
+            Err(e) => {
+                tracing::error!(trust_id = trust, "no client for the trust: {e}");
+                None
+            }
         }
     }
 
@@ -655,7 +713,8 @@ impl Scheduler {
                 e.state = State::Stopped;
                 e.set_status("completed");
                 let r = e.report();
-                self.queue(r);
+                let trust = e.trust_id.clone();
+                self.queue(r, trust.as_deref());
             }
         }
     }
@@ -683,8 +742,9 @@ impl Scheduler {
         let report = e.report();
         let job = e.job.clone();
         let session = (!e.session_id.is_empty()).then(|| (e.session_id.clone(), e.session_tag));
+        let trust = e.trust_id.clone();
         let id = id.to_string();
-        self.queue(report);
+        self.queue(report, trust.as_deref());
         tracing::info!(job_id = id, "job starting");
         let refused = self.opts.disable_exec
             && job
@@ -693,7 +753,11 @@ impl Scheduler {
                 .any(|a| a.freezer_action.action() == Action::Exec);
         let mut ctx = self.opts.context.clone();
         ctx.cancel = cancel;
-        let client = self.feed.client().cloned();
+        // Centralized: the job's trust client, whose token is checked before the run.
+        let (client, trust_check) = match (&trust, self.opts.centralized) {
+            (Some(t), true) => (self.trust_client(t), Some(t.clone())),
+            _ => (self.feed.client().cloned(), None),
+        };
         let client_id = self.opts.client_id.clone();
         let grace = self.opts.abort_grace;
         tasks.spawn(async move {
@@ -709,6 +773,30 @@ impl Scheduler {
                     session_tag: None,
                     session_started: false,
                 };
+            }
+            if let Some(trust) = trust_check {
+                let checked = match &client {
+                    Some(c) => c.base_url().await.map(drop).map_err(|e| e.to_string()),
+                    None => Err("no client could be made for it".to_string()),
+                };
+                if let Err(e) = checked {
+                    tracing::error!(
+                        job_id = id,
+                        trust_id = trust,
+                        "the job's trust gives no token; the job does not run: {e}"
+                    );
+                    return RunDone {
+                        id,
+                        result: "fail",
+                        error: Some(format!(
+                            "trust {trust}: no trust-scoped token (the trust was deleted, or \
+                             this scheduler's user is not its trustee); the job did not run: {e}"
+                        )),
+                        backups: Vec::new(),
+                        session_tag: None,
+                        session_started: false,
+                    };
+                }
             }
             run_one(id, job, ctx, client, client_id, session, grace).await
         });
@@ -773,24 +861,29 @@ impl Scheduler {
         }
         let state_report = e.report();
         let session = (!e.session_id.is_empty()).then(|| (e.session_id.clone(), e.session_tag));
+        let trust = e.trust_id.clone();
+        let trust = trust.as_deref();
         if forget {
             self.entries.remove(&d.id);
         }
         for metadata in d.backups {
-            self.queue(Report::Backup { metadata });
+            self.queue(Report::Backup { metadata }, trust);
         }
         if let Some((session_id, tag)) = session
             && d.session_started
         {
-            self.queue(Report::EndSession {
-                session_id,
-                job_id: d.id.clone(),
-                tag,
-                result: d.result.to_string(),
-            });
+            self.queue(
+                Report::EndSession {
+                    session_id,
+                    job_id: d.id.clone(),
+                    tag,
+                    result: d.result.to_string(),
+                },
+                trust,
+            );
         }
         if report {
-            self.queue(state_report);
+            self.queue(state_report, trust);
         }
     }
 

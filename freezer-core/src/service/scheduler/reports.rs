@@ -7,6 +7,7 @@
 //! with a warning: sending it again would not change the answer.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -41,7 +42,7 @@ pub enum Report {
 }
 
 impl Report {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Report::JobState { job_id, .. } => format!("the state of job {job_id}"),
             Report::Backup { metadata } => format!(
@@ -73,10 +74,11 @@ impl Report {
     }
 }
 
-/// The queue of reports.
+/// The queue of reports, each with the client it goes through when not the default one
+/// (a centralized scheduler's per-trust client).
 #[derive(Debug)]
 pub struct Outbox {
-    queue: VecDeque<Report>,
+    queue: VecDeque<(Report, Option<Arc<Client>>)>,
     capacity: usize,
 }
 
@@ -104,14 +106,24 @@ impl Outbox {
         self.queue.is_empty()
     }
 
-    /// Queues a report (a job's older queued state is replaced).
+    /// Queues a report (a job's older queued state is replaced), sent with the client
+    /// [`Outbox::flush`] is given.
     pub fn push(&mut self, r: Report) {
+        self.enqueue(r, None);
+    }
+
+    /// Queues a report to send with `client` (a trust-scoped one) instead.
+    pub fn push_via(&mut self, r: Report, client: Arc<Client>) {
+        self.enqueue(r, Some(client));
+    }
+
+    fn enqueue(&mut self, r: Report, client: Option<Arc<Client>>) {
         if let Report::JobState { job_id, .. } = &r {
             self.queue
-                .retain(|q| !matches!(q, Report::JobState { job_id: j, .. } if j == job_id));
+                .retain(|(q, _)| !matches!(q, Report::JobState { job_id: j, .. } if j == job_id));
         }
         if self.queue.len() >= self.capacity
-            && let Some(old) = self.queue.pop_front()
+            && let Some((old, _)) = self.queue.pop_front()
         {
             tracing::warn!(
                 "{} reports wait for the API; dropped {}",
@@ -119,7 +131,7 @@ impl Outbox {
                 old.describe()
             );
         }
-        self.queue.push_back(r);
+        self.queue.push_back((r, client));
     }
 
     /// Sends reports in order until the queue is empty (`Ok`) or the API is unreachable
@@ -127,8 +139,8 @@ impl Outbox {
     /// whose state reached the API.
     pub async fn flush(&mut self, client: &Client) -> Result<Vec<String>, ApiError> {
         let mut delivered = Vec::new();
-        while let Some(r) = self.queue.front() {
-            match r.send(client).await {
+        while let Some((r, via)) = self.queue.front() {
+            match r.send(via.as_deref().unwrap_or(client)).await {
                 Ok(()) => {
                     if let Report::JobState { job_id, .. } = r {
                         delivered.push(job_id.clone());
@@ -168,11 +180,11 @@ mod tests {
         o.push(state("a", "scheduled"));
         assert_eq!(o.len(), 2);
         assert!(
-            matches!(&o.queue[1], Report::JobState { patch, .. } if patch.job_schedule["status"] == "scheduled")
+            matches!(&o.queue[1].0, Report::JobState { patch, .. } if patch.job_schedule["status"] == "scheduled")
         );
         o.push(state("b", "running"));
         o.push(state("c", "running"));
         assert_eq!(o.len(), 3, "bounded");
-        assert!(matches!(&o.queue[0], Report::JobState { job_id, .. } if job_id == "a"));
+        assert!(matches!(&o.queue[0].0, Report::JobState { job_id, .. } if job_id == "a"));
     }
 }

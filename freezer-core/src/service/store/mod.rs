@@ -1,6 +1,8 @@
 //! The document store behind the API: versioned JSON documents by kind, project and id.
 //!
-//! freezer-api keeps five kinds of document (jobs, actions, sessions, clients, backups). The
+//! freezer-api keeps five kinds of document (jobs, actions, sessions, clients, backups); the
+//! standalone identity keeps its trusts here too, so API servers sharing a database share
+//! them (a new kind needs no schema change: `kind` is a column of the one table). The
 //! API's semantics (what a job create fills in, how a session starts) live above the store,
 //! once, for every backend; a [`Store`] only keeps documents and refuses lost updates: every
 //! write names the version it replaces, and a write over a newer version is a
@@ -28,16 +30,20 @@ pub enum Kind {
     Client,
     /// Backup metadata (`backup_id`).
     Backup,
+    /// A trust of the standalone identity (`id`), which centralized schedulers act through.
+    /// Not an API document: only the identity service reads and writes these.
+    Trust,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Job,
         Kind::Action,
         Kind::Session,
         Kind::Client,
         Kind::Backup,
+        Kind::Trust,
     ];
 
     /// The name used in the database and in URLs (`jobs`, `actions`...).
@@ -48,6 +54,7 @@ impl Kind {
             Kind::Session => "sessions",
             Kind::Client => "clients",
             Kind::Backup => "backups",
+            Kind::Trust => "trusts",
         }
     }
 }

@@ -27,12 +27,19 @@ impl Documents {
     /// `POST /clients` with the bare `client_info`: registers the client, or updates it when
     /// the same project registered it before; another project's client id is 409.
     pub async fn register_client(&self, caller: &Caller, body: Value) -> Result<String, ApiError> {
-        caller.may_write()?;
+        let central = body.get("is_central").and_then(Value::as_bool) == Some(true);
+        if central {
+            // `clients:create_central` (admin or service): a central scheduler runs as a
+            // service user, which holds no member role.
+            caller.own_url()?;
+            if !caller.privileged() {
+                return Err(ApiError::forbidden());
+            }
+        } else {
+            caller.may_write()?;
+        }
         schema::client(&body)?;
         let mut info = body_object("client", body)?;
-        if info.get("is_central").and_then(Value::as_bool) == Some(true) && !caller.privileged() {
-            return Err(ApiError::forbidden());
-        }
         let client_id = info
             .get("client_id")
             .and_then(Value::as_str)
@@ -122,8 +129,17 @@ impl Documents {
 
     /// `DELETE /clients/{client_id}`: idempotent; another project's central client is 403.
     pub async fn delete_client(&self, caller: &Caller, client_id: &str) -> Result<(), ApiError> {
-        caller.may_write()?;
-        match self.store.get(Kind::Client, &Scope::All, client_id).await? {
+        let found = self.store.get(Kind::Client, &Scope::All, client_id).await?;
+        // The service user that registered a central client may delete it again.
+        let own_central = found
+            .as_ref()
+            .is_some_and(|d| d.project_id == caller.project_id && is_central(d));
+        if own_central && caller.privileged() {
+            caller.own_url()?;
+        } else {
+            caller.may_write()?;
+        }
+        match found {
             Some(d) if d.project_id == caller.project_id || caller.identity.is_admin() => {
                 self.delete_doc(Kind::Client, &Scope::All, client_id).await
             }

@@ -36,11 +36,83 @@ impl Documents {
             return Err(ApiError::conflict(format!("job {job_id} already exists")));
         }
         let project = caller.project_id.clone();
-        let job = self.prepare_job(caller, &project, o, &job_id, None).await?;
+        let (mut job, central) = self.prepare_job(caller, &project, o, &job_id, None).await?;
+        self.attach_trust(caller, &mut job, central).await?;
         self.store
             .insert(Kind::Job, &project, &job_id, &job)
             .await?;
         Ok(job_id)
+    }
+
+    /// Upstream's centralized scheduler: a job for a central client (or any job, with
+    /// `enforce_trusts`) gets a trust from its creator to the service user, recorded as
+    /// `user_credentials: {trust_id, trustor_user_id}`. Without a trust policy (the feature
+    /// off), nothing is added.
+    async fn attach_trust(
+        &self,
+        caller: &Caller,
+        job: &mut Value,
+        central: bool,
+    ) -> Result<(), ApiError> {
+        let Some(policy) = &self.trusts else {
+            return Ok(());
+        };
+        if !(central || policy.enforce) {
+            return Ok(());
+        }
+        if caller.identity.project_id != caller.project_id {
+            // An admin creating a job in another project cannot delegate that project.
+            return Err(ApiError::missing_credentials(format!(
+                "Missing required credentials: a trust is made in the caller's own project \
+                 ({}), not in {}",
+                caller.identity.project_id, caller.project_id
+            )));
+        }
+        let token = caller.token.as_ref().map(|t| t.0.as_str());
+        let trust = policy
+            .broker
+            .ensure_trust(&caller.identity, token, &policy.delegated_roles)
+            .await?;
+        job["user_credentials"] = json!({
+            "trust_id": trust.id,
+            "trustor_user_id": trust.trustor_user_id,
+        });
+        Ok(())
+    }
+
+    /// Deletes the trust of a deleted job when no other job of its project uses it.
+    async fn release_trust(&self, caller: &Caller, project: &str, job: &Value) {
+        let (Some(policy), Some(trust_id)) = (
+            &self.trusts,
+            job.pointer("/user_credentials/trust_id")
+                .and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let in_use = match self
+            .store
+            .list(Kind::Job, &Scope::Project(project.to_string()), 0, None)
+            .await
+        {
+            Ok(jobs) => jobs.iter().any(|j| {
+                j.body
+                    .pointer("/user_credentials/trust_id")
+                    .and_then(Value::as_str)
+                    == Some(trust_id)
+            }),
+            Err(e) => {
+                tracing::warn!(trust_id, "not deleting the trust: listing jobs failed: {e}");
+                return;
+            }
+        };
+        if in_use {
+            return;
+        }
+        let token = caller.token.as_ref().map(|t| t.0.as_str());
+        // Upstream logs a failed delete and still answers the job's delete.
+        if let Err(e) = policy.broker.delete_trust(trust_id, token).await {
+            tracing::warn!(trust_id, "deleting the trust of a deleted job failed: {e}");
+        }
     }
 
     /// `POST /jobs/{id}`: replaces the job (or creates it); its id and new version.
@@ -56,7 +128,7 @@ impl Documents {
         let scope = caller.write_scope();
         match self.store.get(Kind::Job, &Scope::All, job_id).await? {
             Some(d) if scope.contains(&d.project_id) => {
-                let job = self
+                let (job, _) = self
                     .prepare_job(caller, &d.project_id, o, job_id, Some(&d.body))
                     .await?;
                 let (doc, ()) = self
@@ -70,7 +142,9 @@ impl Documents {
             Some(_) => Err(ApiError::conflict(format!("job {job_id} already exists"))),
             None => {
                 let project = caller.project_id.clone();
-                let job = self.prepare_job(caller, &project, o, job_id, None).await?;
+                let (mut job, central) =
+                    self.prepare_job(caller, &project, o, job_id, None).await?;
+                self.attach_trust(caller, &mut job, central).await?;
                 let doc = self.store.insert(Kind::Job, &project, job_id, &job).await?;
                 Ok((job_id.to_string(), doc.version))
             }
@@ -171,6 +245,7 @@ impl Documents {
             return Ok(());
         };
         self.delete_doc(Kind::Job, &scope, job_id).await?;
+        self.release_trust(caller, &doc.project_id, &doc.body).await;
         if let Some(session) = doc
             .body
             .get("session_id")
@@ -248,7 +323,9 @@ impl Documents {
     }
 
     /// A whole job from a caller's document: `action_defaults` applied, actions stored in the
-    /// library, the client checked, ids and schedule times set.
+    /// library, the client checked, ids and schedule times set; and whether its client is
+    /// central. `user_credentials` are the server's to set: a caller's are dropped, a
+    /// replaced job keeps its own.
     async fn prepare_job(
         &self,
         caller: &Caller,
@@ -256,7 +333,11 @@ impl Documents {
         mut o: Map<String, Value>,
         job_id: &str,
         previous: Option<&Value>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<(Value, bool), ApiError> {
+        o.remove("user_credentials");
+        if let Some(c) = previous.and_then(|p| p.get("user_credentials")) {
+            o.insert("user_credentials".into(), c.clone());
+        }
         let client_id = o
             .get("client_id")
             .and_then(Value::as_str)
@@ -294,7 +375,7 @@ impl Documents {
         o.insert("job_id".into(), json!(job_id));
         o.insert("user_id".into(), json!(caller.identity.user_id));
         o.insert("project_id".into(), json!(project));
-        Ok(Value::Object(o))
+        Ok((Value::Object(o), is_central(&client)))
     }
 
     /// The registered client a job of `project` may name: the project's own or a central

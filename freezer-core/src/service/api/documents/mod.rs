@@ -21,8 +21,10 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::search::{Page, Search};
+use crate::job::Secret;
 use crate::service::auth::Identity;
 use crate::service::auth::policy;
+use crate::service::auth::trusts::TrustPolicy;
 use crate::service::store::{Doc, Kind, Scope, Store, StoreError};
 
 /// How many times a read-modify-write is tried before the request gives up (503).
@@ -35,6 +37,9 @@ pub struct Caller {
     pub identity: Identity,
     /// The project the URL names.
     pub project_id: String,
+    /// The request's token, when the API must act as the caller (creating a Keystone trust).
+    /// Its `Debug` shows nothing of it.
+    pub token: Option<Secret>,
 }
 
 impl Caller {
@@ -43,7 +48,14 @@ impl Caller {
         Caller {
             identity,
             project_id: project_id.into(),
+            token: None,
         }
+    }
+
+    /// The same caller, holding its request's `token`.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Secret(token.into()));
+        self
     }
 
     /// Whether the caller is an admin or a service user (`jobs:get_all_projects`).
@@ -118,6 +130,9 @@ impl Caller {
 #[derive(Clone, Debug)]
 pub struct Documents {
     store: Arc<dyn Store>,
+    /// Trusts for the centralized scheduler (`None`: `[centralized_scheduler] enabled =
+    /// false`, no trust is made).
+    trusts: Option<TrustPolicy>,
 }
 
 /// A new id as upstream makes them: `uuid4().hex`.
@@ -154,7 +169,17 @@ fn body_object(what: &str, body: Value) -> Result<Map<String, Value>, ApiError> 
 impl Documents {
     /// The documents kept in `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Documents { store }
+        Documents {
+            store,
+            trusts: None,
+        }
+    }
+
+    /// Makes a trust for each job of a central client (or every job, with
+    /// [`TrustPolicy::enforce`]), as upstream's centralized scheduler needs.
+    pub fn with_trusts(mut self, trusts: TrustPolicy) -> Self {
+        self.trusts = Some(trusts);
+        self
     }
 
     /// The store underneath.

@@ -8,8 +8,9 @@
 //! It never logs a password or a token.
 
 mod http;
+mod trusts;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,6 +55,8 @@ pub(crate) enum ProjectScope {
     Id(String),
     /// By name, in the `Default` domain.
     Name(String),
+    /// A trust (`{"OS-TRUST:trust": {"id": ...}}`): the trustor's project, for the trustee.
+    Trust(String),
 }
 
 /// A token just issued and what it says.
@@ -72,6 +75,10 @@ pub struct StandaloneIdentity {
     revoked: Revocations,
     /// Password checks running at once, each holding 19 MiB: one per core.
     login_slots: tokio::sync::Semaphore,
+    /// Where trusts are kept (the API's document store), once attached.
+    store: OnceLock<Arc<dyn Store>>,
+    /// The user trusts delegate to (`--service-user`), once set.
+    service_user: OnceLock<String>,
 }
 
 impl std::fmt::Debug for StandaloneIdentity {
@@ -108,7 +115,42 @@ impl StandaloneIdentity {
             },
             revoked: Revocations::default(),
             login_slots: tokio::sync::Semaphore::new(cores),
+            store: OnceLock::new(),
+            service_user: OnceLock::new(),
         }
+    }
+
+    /// Enables trusts: kept in `store` (the API's, so that API servers sharing a database
+    /// share them), delegating to `service_user` (`--service-user`: a user of the users file
+    /// with the `service` or `admin` role, which the central scheduler runs as; without one,
+    /// a job needing a trust is refused). Without this call no trust is made or used. The
+    /// first settings given stay.
+    pub fn enable_trusts(
+        &self,
+        store: Arc<dyn Store>,
+        service_user: Option<&str>,
+    ) -> Result<(), Error> {
+        let _ = self.store.set(store);
+        let Some(service_user) = service_user else {
+            return Ok(());
+        };
+        let user = self.users.by_name(service_user).ok_or_else(|| {
+            Error::bad_input(
+                "--service-user",
+                format!("{service_user:?} is not a user of the users file"),
+            )
+        })?;
+        if !user.roles.iter().any(|r| r == "service" || r == "admin") {
+            return Err(Error::bad_input(
+                "--service-user",
+                format!(
+                    "user {service_user:?} has neither the service nor the admin role: a \
+                     central scheduler running as it could not list every project's jobs"
+                ),
+            ));
+        }
+        let _ = self.service_user.set(service_user.to_string());
+        Ok(())
     }
 
     /// Its settings (the public URL without a trailing `/`).
@@ -152,6 +194,7 @@ impl StandaloneIdentity {
             ProjectScope::Default => true,
             ProjectScope::Id(id) => *id == user.project_id,
             ProjectScope::Name(name) => *name == user.project_name,
+            ProjectScope::Trust(_) => false,
         }
     }
 
@@ -178,6 +221,7 @@ impl StandaloneIdentity {
             e: expires,
             m: methods,
             a: audit.unwrap_or_else(audit_id),
+            t: None,
         };
         Issued {
             token: self.key.seal(&claims),
@@ -194,7 +238,8 @@ impl StandaloneIdentity {
     ) -> Result<(Claims, User), AuthError> {
         let claims = self.key.open(token).ok_or(AuthError::Invalid)?;
         let user = self.users.by_id(&claims.u).ok_or(AuthError::Invalid)?;
-        if user.project_id != claims.p {
+        // A trust-scoped token is in the trustor's project (checked with its trust).
+        if claims.t.is_none() && user.project_id != claims.p {
             return Err(AuthError::Invalid);
         }
         if self.is_revoked(&claims.a) {
@@ -209,8 +254,14 @@ impl StandaloneIdentity {
 
     /// The identity a checked token stands for: the roles it was issued with that the user
     /// still holds (a role taken away in the users file takes effect at the next restart).
+    /// A trust-scoped token has its trust's roles (checked against the trustor by
+    /// [`StandaloneIdentity::check_trust_token`]).
     pub(crate) fn identity_of(claims: &Claims, user: &User) -> Identity {
-        let held = with_implied(&user.roles);
+        let held = if claims.t.is_some() {
+            claims.r.clone()
+        } else {
+            with_implied(&user.roles)
+        };
         Identity {
             user_id: user.id.clone(),
             user_name: user.name.clone(),
@@ -284,6 +335,7 @@ impl Authenticator for StandaloneIdentity {
             return Err(AuthError::Missing);
         }
         let (claims, user) = self.check(token, false)?;
+        self.check_trust_token(&claims).await?;
         Ok(StandaloneIdentity::identity_of(&claims, &user))
     }
 }
