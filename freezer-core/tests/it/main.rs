@@ -31,6 +31,7 @@ mod service_scheduler;
 #[cfg(feature = "service")]
 mod service_store;
 mod ssh;
+mod stream;
 mod support;
 mod swift;
 mod tee;
