@@ -223,9 +223,20 @@ enum Command {
 struct BackupArgs {
     #[command(flatten)]
     repo: RepoArgs,
-    /// What to back up: a folder or a file.
+    /// What to back up: a folder or a file (mode fs); `-` or nothing in modes command and stdin.
     #[arg(long)]
-    path_to_backup: PathBuf,
+    path_to_backup: Option<PathBuf>,
+    /// fs (a folder or file), command (the stdout of --command), stdin (this program's
+    /// standard input): a stream is stored as one file, deduplicated like any other.
+    #[arg(long, value_parser = ["fs", "command", "stdin"], default_value = "fs")]
+    mode: String,
+    /// Mode command: the command whose stdout is backed up, split into words without a shell
+    /// (quotes as in sh); it must exit 0 or the backup fails and leaves no snapshot.
+    #[arg(long, value_name = "COMMAND")]
+    command: Option<String>,
+    /// Run --command through /bin/sh -c (pipelines, redirections, variables).
+    #[arg(long)]
+    shell: bool,
     /// The name of the backup series.
     #[arg(long, short = 'N')]
     backup_name: String,
@@ -297,9 +308,17 @@ struct CopyArgs {
 struct RestoreArgs {
     #[command(flatten)]
     repo: RepoArgs,
-    /// The folder to restore into (created if missing).
+    /// The folder to restore into (created if missing); `-` writes a stream backup (mode
+    /// command or stdin) to stdout.
+    #[arg(long, required_unless_present = "restore_command")]
+    restore_abs_path: Option<PathBuf>,
+    /// Write a stream backup into this command's stdin (split as --command is); the restore
+    /// fails when the command does.
+    #[arg(long, value_name = "COMMAND", conflicts_with = "restore_abs_path")]
+    restore_command: Option<String>,
+    /// Run --restore-command through /bin/sh -c.
     #[arg(long)]
-    restore_abs_path: PathBuf,
+    shell: bool,
     /// The backup series to restore from.
     #[arg(long, short = 'N')]
     backup_name: Option<String>,
@@ -467,7 +486,10 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
         Command::Backup(a) => {
             let mut action = a.repo.action()?;
             action.action = Some(job::Action::Backup);
-            action.path_to_backup = Some(a.path_to_backup.display().to_string());
+            action.path_to_backup = a.path_to_backup.map(|p| p.display().to_string());
+            action.mode = Some(a.mode);
+            action.command = a.command;
+            action.shell = a.shell;
             action.backup_name = Some(a.backup_name);
             action.hostname = a.hostname;
             action.exclude = a.exclude;
@@ -488,6 +510,8 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             action.consistency_check = a.consistency_check;
             action.metadata_out = a.metadata_out;
             let mut ctx = context(out, a.repo.lock_wait());
+            ctx.std_streams =
+                job::StdStreams::new(Box::new(std::io::stdin()), Box::new(std::io::sink()));
             // `freezer backup` goes only into a repository made with `freezer init`, so that a
             // mistyped --repo fails instead of starting a new repository; jobs create theirs.
             ctx.create_repository = false;
@@ -504,7 +528,10 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
         Command::Restore(a) => {
             let mut action = a.repo.action()?;
             action.action = Some(job::Action::Restore);
-            action.restore_abs_path = Some(a.restore_abs_path.display().to_string());
+            action.restore_abs_path = a.restore_abs_path.map(|p| p.display().to_string());
+            action.restore_command = a.restore_command;
+            action.shell = a.shell;
+            let to_stdout = action.restore_abs_path.as_deref() == Some("-");
             action.backup_name = a.backup_name;
             action.hostname = a.hostname;
             action.restore_from_date = a.restore_from_date;
@@ -514,7 +541,12 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             action.overwrite = a.overwrite;
             action.dry_run = a.dry_run;
             action.consistency_checksum = a.consistency_checksum;
-            match job::run_action(&action, &context(out, a.repo.lock_wait())).await {
+            let mut ctx = context(out, a.repo.lock_wait());
+            ctx.std_streams =
+                job::StdStreams::new(Box::new(std::io::empty()), Box::new(std::io::stdout()));
+            match job::run_action(&action, &ctx).await {
+                // Stdout holds the stream: the report goes to stderr.
+                Ok(job::ActionOutcome::Restore(r)) if to_stdout => Ok(out.restore_to_stderr(&r)),
                 Ok(outcome) => Ok(out.outcome(&outcome)),
                 // The snapshot to restore is unreadable (`snapshots/<id>`): exit 3, as for a
                 // restore that found damaged files. A checksum mismatch stays exit 1.

@@ -233,22 +233,47 @@ impl Out {
         }
         let tz = TimeZone::system();
         println!(
-            "{:<10} {:<19} {:<20} {:<24} {:>5} {:>8} {:>10} {:>10}",
-            "ID", "TIME", "HOSTNAME", "BACKUP NAME", "LEVEL", "FILES", "SIZE", "ADDED"
+            "{:<10} {:<19} {:<20} {:<24} {:>5} {:<7} {:>8} {:>10} {:>10}",
+            "ID", "TIME", "HOSTNAME", "BACKUP NAME", "LEVEL", "MODE", "FILES", "SIZE", "ADDED"
         );
         for s in list {
             println!(
-                "{:<10} {:<19} {:<20} {:<24} {:>5} {:>8} {:>10} {:>10}",
+                "{:<10} {:<19} {:<20} {:<24} {:>5} {:<7} {:>8} {:>10} {:>10}",
                 s.id.short(),
                 local_display(s.time, &tz),
                 s.hostname,
                 s.backup_name,
                 s.level,
+                s.mode,
                 s.files,
                 size(s.size),
                 size(s.added)
             );
         }
+    }
+
+    /// The report of a restore whose stream went to stdout: on stderr; returns whether it
+    /// was complete.
+    pub fn restore_to_stderr(&self, r: &RestoreResult) -> bool {
+        self.clear_progress();
+        if self.json {
+            let mut v = serde_json::to_value(r).expect("serializes");
+            v["complete"] = r.is_complete().into();
+            eprintln!(
+                "{}",
+                serde_json::to_string_pretty(&v).expect("JSON serializes")
+            );
+        } else {
+            eprintln!(
+                "restored snapshot {} to stdout: {}",
+                r.snapshot_id.short(),
+                size(r.bytes)
+            );
+        }
+        for w in r.warnings.iter().chain(&r.passed_over) {
+            eprintln!("warning: {w}");
+        }
+        r.is_complete()
     }
 
     fn restore(&self, r: &RestoreResult) {
@@ -321,6 +346,9 @@ impl Out {
                     .unwrap_or_else(|| "-".into())
             );
             println!("path        {}", s.path_to_backup);
+            if let Some(c) = &s.command {
+                println!("command     {c}");
+            }
             println!(
                 "files       {} ({}), {} folders",
                 found.files,

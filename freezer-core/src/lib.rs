@@ -5,7 +5,8 @@
 //! turn their input into [`job::FreezerAction`]s, upstream's option maps, and call
 //! [`job::run_action`]; or they drive the pieces below directly.
 //!
-//! * [`source`]: where data comes from ([`source::Source`]; [`source::fs::FsSource`]).
+//! * [`source`]: where data comes from ([`source::Source`]; [`source::fs::FsSource`], a folder;
+//!   [`source::stream::StreamSource`], a command's stdout or stdin).
 //! * [`sink`]: where it goes ([`sink::Sink`]; [`sink::LocalSink`], [`sink::MemorySink`], and
 //!   [`sink::Tee`], several sinks written as one).
 //! * [`engine`]: the streaming engine: [`engine::backup`], [`engine::restore`],
@@ -76,6 +77,7 @@ mod error;
 mod id;
 pub mod job;
 pub mod policy;
+mod process;
 pub mod repo;
 #[cfg(feature = "service")]
 pub mod service;

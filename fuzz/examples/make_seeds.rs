@@ -345,6 +345,7 @@ fn snapshot(crypto: &Crypto, tree: &Tree) -> Snapshot {
         },
         warnings: vec!["/home/user/log: changed while read".into()],
         consistency_checksum: None,
+        command: None,
         extra: BTreeMap::from([("future_field".to_string(), serde_json::json!({"n": 5}))]),
     }
 }

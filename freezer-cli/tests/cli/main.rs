@@ -15,6 +15,7 @@ mod jobs;
 mod lifecycle;
 mod options;
 mod restore;
+mod stream;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

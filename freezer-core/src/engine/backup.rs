@@ -182,8 +182,8 @@ struct ReadJob {
 enum Content {
     /// Known already (unchanged file, or not a file).
     Ready,
-    /// Being read.
-    Pending(Receiver<Result<FileResult>>),
+    /// Being read; `true` for a stream, whose failure fails the backup.
+    Pending(Receiver<Result<FileResult>>, bool),
     /// A hard link to a file seen earlier in this backup.
     SameAs((u64, u64)),
 }
@@ -379,12 +379,15 @@ pub async fn backup(
     // The uploader's error is the cause when the pipeline was cancelled because of it.
     let (root, packs) = match (root, packs) {
         (_, Err(e)) => return Err(e),
-        (Err(e), _) if !opts.cancel.is_cancelled() => return Err(e),
         (_, Ok(p)) if opts.cancel.is_cancelled() => {
             drop(shared);
-            return Err(cancelled(repo, &p, lock, opts.dry_run).await);
+            return Err(abandon(repo, &p, lock, opts.dry_run, Error::Cancelled).await);
         }
-        (Err(e), _) => return Err(e),
+        // A source that failed (a stream that could not be read whole): no snapshot.
+        (Err(e), Ok(p)) => {
+            drop(shared);
+            return Err(abandon(repo, &p, lock, opts.dry_run, e).await);
+        }
         (Ok(r), Ok(p)) => (r, p),
     };
 
@@ -424,6 +427,7 @@ pub async fn backup(
         },
         warnings: vec![],
         consistency_checksum: opts.consistency_checksum.clone(),
+        command: info.command,
         extra: Default::default(),
     };
     drop(shared);
@@ -526,14 +530,15 @@ pub async fn backup(
     })
 }
 
-/// Ends a cancelled backup: indexes the packs it uploaded, so that the next backup sends only
-/// the rest (no snapshot references them; `prune` removes them if none ever does), and
-/// releases the lock.
-async fn cancelled(
+/// Ends a cancelled or failed backup without a snapshot: indexes the packs it uploaded, so
+/// that the next backup sends only the rest (no snapshot references them; `prune` removes
+/// them if none ever does), releases the lock, and returns `why`.
+async fn abandon(
     repo: &mut Repository,
     packs: &[WrittenPack],
     lock: Option<crate::repo::lock::LockGuard>,
     dry_run: bool,
+    why: Error,
 ) -> Error {
     if !dry_run && !packs.is_empty() {
         repo.confirm_config().await;
@@ -555,10 +560,10 @@ async fn cancelled(
     if let Some(l) = lock
         && let Err(e) = l.release().await
     {
-        tracing::warn!("cancelled backup: could not remove the lock: {e}");
+        tracing::warn!("abandoned backup: could not remove the lock: {e}");
     }
-    tracing::info!(packs = packs.len(), "backup cancelled");
-    Error::Cancelled
+    tracing::info!(packs = packs.len(), "backup abandoned: {why}");
+    why
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -628,8 +633,12 @@ fn run_pipeline(
         }
         let walked = walker.join().expect("walker thread");
         packer.join().expect("packer thread");
-        walked?;
-        root
+        // The tree builder's own error is the cause when the walk stopped because of it.
+        match (walked, root) {
+            (_, Err(e)) if !matches!(e, Error::Cancelled) => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(()), root) => root,
+        }
     })
 }
 
@@ -743,7 +752,7 @@ fn visit(
                 let key = (node.device, node.inode);
                 return send(items, Item::Leaf(node, Content::SameAs(key)));
             }
-            if let Some(p) = parent.filter(|p| unchanged(&node, p))
+            if let Some(p) = parent.filter(|p| !entry.stream && unchanged(&node, p))
                 && p.content.iter().all(|id| shared.everywhere(id))
             {
                 add(&c.files_unmodified, 1);
@@ -761,8 +770,9 @@ fn visit(
                 1,
             );
             let (done, rx) = bounded(1);
+            let stream = entry.stream;
             send(reads, ReadJob { entry, done })?;
-            send(items, Item::Leaf(node, Content::Pending(rx)))
+            send(items, Item::Leaf(node, Content::Pending(rx, stream)))
         }
         _ => {
             add(&c.others, 1);
@@ -782,7 +792,8 @@ fn read_file(
     let mut attempt = 0;
     loop {
         let mut reader = shared.source.open(entry).map_err(|e| e.context(&what))?;
-        let size = reader.size();
+        // A stream's size is what is read: read on until its end.
+        let size = reader.size().unwrap_or(u64::MAX);
         let extents = reader.data_extents().map_err(|e| e.context(&what))?;
         let ranges = extents.clone().unwrap_or_else(|| vec![(0, size)]);
         let mut content = Vec::new();
@@ -860,8 +871,8 @@ fn read_file(
                 emit(pending)?;
             }
         }
-        let changed = reader.changed().map_err(|e| e.context(&what))?;
-        if changed && attempt == 0 {
+        let changed = reader.finish().map_err(|e| e.context(&what))?;
+        if changed && attempt == 0 && !entry.stream {
             attempt += 1;
             continue;
         }
@@ -920,10 +931,14 @@ fn build_trees(
             Item::Leaf(mut node, content) => {
                 match content {
                     Content::Ready => {}
-                    Content::Pending(rx) => {
+                    Content::Pending(rx, stream) => {
                         let res = rx.recv().map_err(|_| Error::Cancelled)?;
                         match res {
                             Ok(r) => {
+                                if stream {
+                                    // Its size is known now, at its end.
+                                    add(&c.bytes, r.size);
+                                }
                                 node.content = r.content;
                                 node.extents = r.extents;
                                 node.size = r.size;
@@ -937,6 +952,8 @@ fn build_trees(
                                 }
                             }
                             Err(Error::Cancelled) => return Err(Error::Cancelled),
+                            // A stream read in part is no backup of it.
+                            Err(e) if stream => return Err(e),
                             Err(e) => {
                                 add(&c.errors, 1);
                                 shared.warn(format!("not backed up: {e}"));

@@ -34,7 +34,9 @@ pub use repair_keys::{KeysRepairReport, StorageKeysRepair, repair_keys};
 pub use repair_packs::{
     RepairPacksOptions, RepairPacksReport, RepairedPack, StoragePacksRepair, repair_packs,
 };
-pub use restore::{RestoreOptions, RestoreResult, restore};
+pub use restore::{
+    RestoreOptions, RestoreResult, StreamOutput, StreamTarget, restore, restore_stream,
+};
 pub use snapshot_repair::{SnapshotRepairReport, repair_snapshots};
 
 use crate::error::{Error, Result};

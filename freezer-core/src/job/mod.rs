@@ -5,7 +5,6 @@
 //! backup needs (which storages, which passphrase, which parent snapshot and level, which
 //! snapshot to restore) are made here, once, for all of them.
 
-mod exec;
 mod metadata;
 mod names;
 mod options;
@@ -19,15 +18,16 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-pub use exec::{ExecResult, TAIL_BYTES, exec_environment, split_words};
+use crate::process as exec;
+pub use crate::process::{ExecResult, TAIL_BYTES, exec_environment, split_words};
 pub use metadata::{backup_metadata, write_metadata};
-pub use options::{Action, FreezerAction, OtherOptions};
+pub use options::{Action, FreezerAction, OtherOptions, SourceMode};
 pub use storage::{CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec, read_secret_file};
 
 use crate::crypto::Passphrase;
 use crate::engine::{
     BackupOptions, BackupResult, CheckOptions, CheckReport, ForgetOptions, NoProgress, Progress,
-    PruneOptions, PruneReport, RestoreOptions, RestoreResult, RetentionResult,
+    PruneOptions, PruneReport, RestoreOptions, RestoreResult, RetentionResult, StreamTarget,
 };
 use crate::error::{Error, Result};
 use crate::repo::recover::Maker;
@@ -37,6 +37,7 @@ use crate::sink::Sink;
 use crate::source::Source;
 use crate::source::checksum::consistency_checksum;
 use crate::source::fs::{FsOptions, FsSource};
+use crate::source::stream::StreamSource;
 
 /// One action of a job, with upstream's retry and `mandatory` settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -290,6 +291,62 @@ pub struct RunContext {
     /// The id of the job being run, for the backup metadata document (`job_id`);
     /// [`run_job`] fills it from the job when it is `None`.
     pub job_id: Option<String>,
+    /// The front-end's standard input and output, for mode `stdin` and a restore to `-`
+    /// (default: none, and those fail saying so).
+    pub std_streams: StdStreams,
+}
+
+/// A front-end's standard input (read by a backup in mode `stdin`) and standard output
+/// (written by a restore to `-`), each taken by the first action that uses it.
+#[derive(Clone, Default)]
+pub struct StdStreams {
+    input: Arc<std::sync::Mutex<Option<crate::source::stream::StreamInput>>>,
+    output: Arc<std::sync::Mutex<Option<crate::engine::StreamOutput>>>,
+}
+
+impl std::fmt::Debug for StdStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StdStreams").finish_non_exhaustive()
+    }
+}
+
+impl StdStreams {
+    /// Both streams.
+    pub fn new(
+        input: crate::source::stream::StreamInput,
+        output: crate::engine::StreamOutput,
+    ) -> Self {
+        StdStreams {
+            input: Arc::new(std::sync::Mutex::new(Some(input))),
+            output: Arc::new(std::sync::Mutex::new(Some(output))),
+        }
+    }
+
+    fn take_input(&self) -> Result<crate::source::stream::StreamInput> {
+        self.input
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| {
+                Error::bad_input(
+                    "mode",
+                    "mode stdin: no standard input to read (the front-end gives none, or it was read already)",
+                )
+            })
+    }
+
+    fn take_output(&self) -> Result<crate::engine::StreamOutput> {
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| {
+                Error::bad_input(
+                    "restore_abs_path",
+                    "-: no standard output to write to (the front-end gives none, or it was used already)",
+                )
+            })
+    }
 }
 
 impl std::fmt::Debug for RunContext {
@@ -319,6 +376,7 @@ impl RunContext {
             allow_exec: true,
             exec_env: std::collections::BTreeMap::new(),
             job_id: None,
+            std_streams: StdStreams::default(),
         }
     }
 }
@@ -438,6 +496,19 @@ async fn create_repository(
     }
 }
 
+/// Refuses `what` (a command a backup or restore would run) on a node where `exec` is off.
+fn refuse_exec(ctx: &RunContext, what: &str) -> Result<()> {
+    if ctx.allow_exec {
+        return Ok(());
+    }
+    Err(Error::bad_input(
+        "action",
+        format!(
+            "{what} runs a command, refused on this node (the scheduler runs with --disable-exec)"
+        ),
+    ))
+}
+
 /// Runs one action.
 pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<ActionOutcome> {
     action.validate_with(ctx.allow_unknown_options)?;
@@ -476,15 +547,27 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
         Action::Backup => {
             let backup_name = backup_name
                 .ok_or_else(|| Error::bad_input("backup_name", "a backup needs backup_name"))?;
-            let path = action.path_to_backup.as_deref().expect("validated");
-            let source: Arc<dyn Source> = Arc::new(FsSource::new(
-                path,
-                &FsOptions {
-                    excludes: action.exclude.clone(),
-                    one_file_system: action.one_file_system,
-                    dereference: action.dereference_symlink.unwrap_or_default(),
-                },
-            )?);
+            let source: Arc<dyn Source> = match action.source_mode()? {
+                SourceMode::Fs => Arc::new(FsSource::new(
+                    action.path_to_backup.as_deref().expect("validated"),
+                    &FsOptions {
+                        excludes: action.exclude.clone(),
+                        one_file_system: action.one_file_system,
+                        dereference: action.dereference_symlink.unwrap_or_default(),
+                    },
+                )?),
+                SourceMode::Command => {
+                    refuse_exec(ctx, "mode command")?;
+                    Arc::new(StreamSource::command(
+                        action.stream_command(ctx.exec_env.clone()),
+                        ctx.cancel.clone(),
+                    )?)
+                }
+                SourceMode::Stdin => Arc::new(StreamSource::stdin(
+                    ctx.std_streams.take_input()?,
+                    ctx.cancel.clone(),
+                )),
+            };
             let snaps = repo.snapshots().await?.0;
             let series = snaps
                 .iter()
@@ -576,6 +659,31 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                 }
             };
             let ((id, snap), passed_over) = listing.select(&selector, action.newest_readable)?;
+            if action.restores_a_stream() {
+                let target = match action.restore_stream_command(ctx.exec_env.clone()) {
+                    Some(cmd) => {
+                        refuse_exec(ctx, "restore_command")?;
+                        StreamTarget::Command(cmd)
+                    }
+                    None => StreamTarget::Writer(ctx.std_streams.take_output()?),
+                };
+                let _lock = repo.lock_to_read("restore", &ctx.actor).await?;
+                _lock.log_notes();
+                repo.load_index().await?;
+                let r = crate::engine::restore_stream(
+                    &repo,
+                    *id,
+                    snap,
+                    target,
+                    &ctx.cancel,
+                    ctx.progress.clone(),
+                )
+                .await;
+                let _ = _lock.release().await;
+                let mut r = r?;
+                r.passed_over = passed_over;
+                return Ok(ActionOutcome::Restore(Box::new(r)));
+            }
             let mut opts =
                 RestoreOptions::new(action.restore_abs_path.as_deref().expect("validated"));
             opts.overwrite = action.overwrite;

@@ -63,6 +63,8 @@ const TYPED: &[&str] = &[
     "allow_unknown_options",
     "newest_readable",
     "command",
+    "restore_command",
+    "shell",
     "metadata_out",
 ];
 
@@ -355,7 +357,7 @@ pub(crate) fn check_upstream_values(action: &FreezerAction) -> Result<()> {
     };
     if let Some(name) = OTHER_MEDIA.iter().find(|n| set(n)) {
         return Err(Error::unsupported(format!(
-            "{name}: backing up Cinder volumes, Nova instances or Glance images (this release backs up files: mode fs)"
+            "{name}: backing up Cinder volumes, Nova instances or Glance images (this release backs up files and streams: modes fs, command, stdin)"
         )));
     }
     for name in ["engine_name", "engine"] {

@@ -80,13 +80,25 @@ pub enum Action {
     Prune,
 }
 
+/// What a backup reads (upstream's `mode`, those this release backs up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceMode {
+    /// A folder or a file (`path_to_backup`).
+    Fs,
+    /// The stdout of `command`.
+    Command,
+    /// The front-end's standard input.
+    Stdin,
+}
+
 /// Upstream's `freezer_action` options, those this release uses typed, the rest kept as-is.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FreezerAction {
     /// `backup`, `restore`, `info`, `admin`, `exec`; default `backup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<Action>,
-    /// What is backed up: `fs` (default).
+    /// What is backed up: `fs` (default), `command` (the stdout of `command`) or `stdin`; see
+    /// [`FreezerAction::source_mode`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// The folder or file to back up.
@@ -318,9 +330,22 @@ pub struct FreezerAction {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_unused: Option<String>,
-    /// `exec`: the command to run, split with POSIX shell-word rules and run without a shell.
+    /// `exec`, and a backup in mode `command`: the command to run, split with POSIX
+    /// shell-word rules and run without a shell (unless `shell`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// `restore`: write the restored stream into this command's stdin (split as `command`);
+    /// the restore fails when the command does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_command: Option<String>,
+    /// Run `command` (mode `command`) and `restore_command` through `/bin/sh -c` (an
+    /// extension: pipelines, redirections, variables).
+    #[serde(
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "is_false"
+    )]
+    pub shell: bool,
     /// `backup`: a file the backup metadata document is written to after the backup
     /// (upstream's `--metadata-out`; `-`, stdout, is written by the front-end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -492,6 +517,108 @@ impl FreezerAction {
         self.mode.as_deref().unwrap_or("fs")
     }
 
+    /// The mode, parsed; a mode this release does not back up is refused, naming it.
+    pub fn source_mode(&self) -> Result<SourceMode> {
+        match self.mode().trim() {
+            "fs" => Ok(SourceMode::Fs),
+            "command" => Ok(SourceMode::Command),
+            "stdin" => Ok(SourceMode::Stdin),
+            m => Err(Error::unsupported(format!(
+                "mode {m:?} (this release backs up modes fs, command and stdin)"
+            ))),
+        }
+    }
+
+    /// The command of mode `command`, with `shell` and the environment `env` it gets.
+    pub fn stream_command(
+        &self,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> crate::source::stream::StreamCommand {
+        crate::source::stream::StreamCommand {
+            line: self.command.clone().unwrap_or_default(),
+            shell: self.shell,
+            env,
+        }
+    }
+
+    /// The command of a restore into a command (`restore_command`), if any.
+    pub fn restore_stream_command(
+        &self,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> Option<crate::source::stream::StreamCommand> {
+        self.restore_command
+            .as_ref()
+            .map(|line| crate::source::stream::StreamCommand {
+                line: line.clone(),
+                shell: self.shell,
+                env,
+            })
+    }
+
+    /// Whether a restore writes one stream (to stdout, `restore_abs_path` `-`, or into
+    /// `restore_command`) instead of a folder.
+    pub fn restores_a_stream(&self) -> bool {
+        self.restore_command.is_some() || self.restore_abs_path.as_deref() == Some("-")
+    }
+
+    fn validate_backup_source(&self, mode: SourceMode) -> Result<()> {
+        let path = self.path_to_backup.as_deref().filter(|p| !p.is_empty());
+        match mode {
+            SourceMode::Fs => {
+                if path.is_none() {
+                    return Err(Error::bad_input(
+                        "path_to_backup",
+                        "a backup needs path_to_backup",
+                    ));
+                }
+                if self.command.is_some() {
+                    return Err(Error::bad_input(
+                        "command",
+                        "a backup runs a command in mode command only (set mode to command)",
+                    ));
+                }
+            }
+            SourceMode::Command | SourceMode::Stdin => {
+                if mode == SourceMode::Command {
+                    if self.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
+                        return Err(Error::bad_input(
+                            "command",
+                            "mode command needs a command: the program whose stdout is backed up",
+                        ));
+                    }
+                    self.stream_command(Default::default()).words()?;
+                } else if self.command.is_some() {
+                    return Err(Error::bad_input(
+                        "command",
+                        "mode stdin reads stdin: leave out command, or use mode command",
+                    ));
+                }
+                if path.is_some_and(|p| p != "-") {
+                    return Err(Error::bad_input(
+                        "path_to_backup",
+                        format!(
+                            "mode {} backs up a stream: leave out path_to_backup, or give -",
+                            self.mode()
+                        ),
+                    ));
+                }
+                if self.consistency_check {
+                    return Err(Error::bad_input(
+                        "consistency_check",
+                        "it reads a file set twice; a stream is read once (mode command or stdin)",
+                    ));
+                }
+                if !self.exclude.is_empty() {
+                    return Err(Error::bad_input(
+                        "exclude",
+                        "there is nothing to exclude from a stream (mode command or stdin)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every storage of the action: `storage` + `container` with the options of its kind
     /// (`endpoint`, `access_key`, `secret_key`, `ssh_*`, ...) first, then `storages`.
     /// Storage options other than the typed fields are read from [`FreezerAction::other`];
@@ -655,29 +782,44 @@ impl FreezerAction {
     fn validate_values(&self) -> Result<()> {
         if self.action() == Action::Exec {
             // A command needs no storage and backs up nothing.
-            super::exec::command_words(self.command.as_deref())?;
+            crate::process::command_words(self.command.as_deref())?;
             return Ok(());
         }
-        if self.mode() != "fs" {
-            return Err(Error::unsupported(format!(
-                "mode {:?} (this release backs up mode fs)",
-                self.mode()
-            )));
-        }
+        let mode = self.source_mode()?;
         match self.action() {
-            Action::Backup => {
-                if self.path_to_backup.as_deref().is_none_or(str::is_empty) {
+            Action::Backup => self.validate_backup_source(mode)?,
+            Action::Restore => {
+                match (&self.restore_abs_path, &self.restore_command) {
+                    (Some(_), Some(_)) => {
+                        return Err(Error::bad_input(
+                            "restore_command",
+                            "give restore_abs_path or restore_command, not both",
+                        ));
+                    }
+                    (None, Some(_)) => {
+                        self.restore_stream_command(Default::default())
+                            .expect("given")
+                            .words()
+                            .map_err(|e| e.context("restore_command"))?;
+                    }
+                    (p, None) if p.as_deref().is_none_or(str::is_empty) => {
+                        return Err(Error::bad_input(
+                            "restore_abs_path",
+                            "a restore needs restore_abs_path (a folder, or - for stdout) or restore_command",
+                        ));
+                    }
+                    _ => {}
+                }
+                if self.restores_a_stream() && self.sub_path.is_some() {
                     return Err(Error::bad_input(
-                        "path_to_backup",
-                        "a backup needs path_to_backup",
+                        "sub_path",
+                        "a restore to stdout or into a command writes the whole stream; leave out sub_path",
                     ));
                 }
-            }
-            Action::Restore => {
-                if self.restore_abs_path.as_deref().is_none_or(str::is_empty) {
+                if self.restores_a_stream() && self.consistency_checksum.is_some() {
                     return Err(Error::bad_input(
-                        "restore_abs_path",
-                        "a restore needs restore_abs_path",
+                        "consistency_checksum",
+                        "it covers a restored folder, not a stream",
                     ));
                 }
                 if self.consistency_checksum.is_some() && self.sub_path.is_some() {

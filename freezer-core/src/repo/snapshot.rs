@@ -61,7 +61,8 @@ pub struct Snapshot {
     pub hostname: String,
     /// The backup's name within the host.
     pub backup_name: String,
-    /// Upstream's `mode` (`fs`, `mysql`...).
+    /// Upstream's `mode`: `fs`, or `command` / `stdin` for a stream (a snapshot whose tree
+    /// holds one file, the stream).
     pub mode: String,
     /// The incremental level: 0 read every file, higher levels trusted the parent's metadata.
     pub level: u32,
@@ -89,6 +90,10 @@ pub struct Snapshot {
     /// backup was asked for one (see [`crate::source::checksum`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency_checksum: Option<String>,
+    /// For mode `command`: the command line the stream came from (optional: absent from
+    /// older snapshots and from other modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     /// Fields written by later versions, kept as they are.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -168,6 +173,11 @@ pub struct SnapshotSummary {
     /// Its file-set checksum, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consistency_checksum: Option<String>,
+    /// Its mode (`fs`, `command`, `stdin`).
+    pub mode: String,
+    /// For mode `command`: the command the stream came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 impl Snapshot {
@@ -186,6 +196,8 @@ impl Snapshot {
             path_to_backup: self.path_to_backup.clone(),
             parent: self.parent,
             consistency_checksum: self.consistency_checksum.clone(),
+            mode: self.mode.clone(),
+            command: self.command.clone(),
         }
     }
 }
@@ -395,6 +407,7 @@ mod tests {
             stats: SnapshotStats::default(),
             warnings: vec![],
             consistency_checksum: None,
+            command: None,
             extra: BTreeMap::new(),
         }
     }

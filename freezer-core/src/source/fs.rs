@@ -171,6 +171,7 @@ impl FsSource {
             path,
             node,
             descend,
+            stream: false,
         })
     }
 
@@ -215,6 +216,7 @@ impl Source for FsSource {
         SourceInfo {
             mode: "fs".into(),
             path: self.root.to_string_lossy().into_owned(),
+            command: None,
         }
     }
 
@@ -372,11 +374,11 @@ impl ContentReader for FsReader {
         }
     }
 
-    fn size(&self) -> u64 {
-        self.size
+    fn size(&self) -> Option<u64> {
+        Some(self.size)
     }
 
-    fn changed(&mut self) -> Result<bool> {
+    fn finish(&mut self) -> Result<bool> {
         let md = self.file.metadata().map_err(|e| Error::io("fstat", e))?;
         Ok(Fingerprint::of(&md) != self.before)
     }
@@ -505,6 +507,6 @@ mod tests {
             ext[0].0 <= 1 << 20 && ext[0].0 + ext[0].1 >= (1 << 20) + 8192,
             "{ext:?}"
         );
-        assert!(!r.changed().unwrap());
+        assert!(!r.finish().unwrap());
     }
 }

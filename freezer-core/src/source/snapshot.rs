@@ -57,6 +57,7 @@ impl Source for SnapshotSource {
         SourceInfo {
             mode: self.snapshot.mode.clone(),
             path: self.snapshot.path_to_backup.clone(),
+            command: self.snapshot.command.clone(),
         }
     }
 
@@ -109,6 +110,7 @@ impl Source for SnapshotSource {
 fn entry(path: PathBuf, node: Node) -> SourceEntry {
     SourceEntry {
         descend: node.kind() == NodeKind::Dir,
+        stream: false,
         path,
         node,
     }
@@ -176,11 +178,11 @@ impl ContentReader for SnapshotReader {
         Ok(n)
     }
 
-    fn size(&self) -> u64 {
-        self.node.size
+    fn size(&self) -> Option<u64> {
+        Some(self.node.size)
     }
 
-    fn changed(&mut self) -> Result<bool> {
+    fn finish(&mut self) -> Result<bool> {
         Ok(false)
     }
 }

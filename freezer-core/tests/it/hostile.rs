@@ -75,6 +75,7 @@ async fn plant(repo_dir: &Path, name: &[u8]) -> freezer_core::Id {
         stats: Default::default(),
         warnings: vec![],
         consistency_checksum: None,
+        command: None,
         extra: Default::default(),
     };
     repo.write_snapshot(&snap, all).await.unwrap().0

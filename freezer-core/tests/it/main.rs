@@ -35,6 +35,7 @@ mod service_scheduler;
 #[cfg(feature = "service")]
 mod service_store;
 mod ssh;
+mod stream;
 mod support;
 mod swift;
 mod tee;

@@ -370,11 +370,11 @@ impl freezer_core::source::ContentReader for CountingReader {
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
-    fn size(&self) -> u64 {
+    fn size(&self) -> Option<u64> {
         self.inner.size()
     }
-    fn changed(&mut self) -> freezer_core::Result<bool> {
-        Ok(self.changing || self.inner.changed()?)
+    fn finish(&mut self) -> freezer_core::Result<bool> {
+        Ok(self.changing || self.inner.finish()?)
     }
 }
 

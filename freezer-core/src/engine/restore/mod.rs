@@ -1,4 +1,5 @@
-//! Restore: a snapshot (or a path inside it) into a folder.
+//! Restore: a snapshot (or a path inside it) into a folder; or a snapshot of one file (a
+//! stream) to a writer or into a command's stdin ([`stream`]).
 //!
 //! 0. target ([`target`]): a symlink at the top is followed; a folder it creates is removed
 //!    again if the restore fails; a marker says a restore is under way;
@@ -25,7 +26,10 @@
 mod fetch;
 mod finish;
 mod plan;
+mod stream;
 mod target;
+
+pub use stream::{StreamOutput, StreamTarget, restore_stream};
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;

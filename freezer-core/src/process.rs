@@ -1,12 +1,13 @@
-//! The `exec` action: run the job's `command` as a child process, without a shell.
+//! Child processes: the `exec` action's `command`, and the command of a stream backup
+//! ([`crate::source::stream`]) or of a restore into a command, each run without a shell.
 //!
 //! Upstream's agent splits `command` on `|` into a pipeline and each stage on single spaces,
 //! with no quoting. Here `command` is split once with POSIX shell-word rules (blanks separate
 //! words; single quotes, double quotes and backslashes quote), with no pipeline, expansion or
 //! redirection: a job that needs those names a shell itself (`sh -c '...'`), visibly. The child
 //! runs in its own process group with only the environment its caller gives
-//! ([`super::RunContext::exec_env`]), never the storage credentials of the job; stdin is
-//! empty; the last [`TAIL_BYTES`] of stdout and of stderr are kept for the report. A cancel
+//! ([`crate::job::RunContext::exec_env`]), never the storage credentials of the job; the
+//! `exec` action's stdin is empty; the last [`TAIL_BYTES`] of stdout and of stderr are kept for the report. A cancel
 //! kills the whole process group.
 //!
 //! Nothing here prints, and nothing here reads the environment of this process.
@@ -174,84 +175,160 @@ pub(crate) async fn run(
     env: &BTreeMap<String, String>,
     cancel: &crate::CancelToken,
 ) -> Result<ExecResult> {
-    let started = Instant::now();
-    let what = format!("exec `{}`", shown(words));
     cancel.check()?;
-    let mut cmd = tokio::process::Command::new(&words[0]);
-    cmd.args(&words[1..])
-        .env_clear()
-        .envs(env)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            Error::bad_input("command", format!("{}: program not found", words[0]))
-        }
-        std::io::ErrorKind::PermissionDenied => Error::bad_input(
-            "command",
-            format!("{}: not executable (permission denied)", words[0]),
-        ),
-        _ => Error::io(&what, e),
-    })?;
-    let pid = child.id();
-    let out = tokio::spawn(tail(child.stdout.take().expect("piped")));
-    let err = tokio::spawn(tail(child.stderr.take().expect("piped")));
-    let status = tokio::select! {
-        s = child.wait() => s.map_err(|e| Error::io(&what, e))?,
-        _ = cancel.cancelled() => {
-            kill_group(pid);
-            let _ = child.kill().await;
-            let _ = child.wait().await;
-            out.abort();
-            err.abort();
-            return Err(Error::Cancelled);
-        }
-    };
-    // The pipes close when the last process holding them exits: a command that leaves a
-    // process behind (`daemon &`) is not waited for longer than this.
-    let grace = std::time::Duration::from_secs(5);
-    let stdout = match tokio::time::timeout(grace, out).await {
-        Ok(r) => r.unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
-    let stderr = match tokio::time::timeout(grace, err).await {
-        Ok(r) => r.unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
-    let result = ExecResult {
-        command: words.to_vec(),
-        exit_status: status.code().unwrap_or(-1),
-        stdout_tail: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr_tail: String::from_utf8_lossy(&stderr).into_owned(),
-        duration_secs: started.elapsed().as_secs_f64(),
-    };
-    if status.success() {
-        return Ok(result);
+    let child = Child::spawn(
+        words,
+        env,
+        std::process::Stdio::null(),
+        std::process::Stdio::piped(),
+    )?;
+    child.wait(cancel).await
+}
+
+/// A command started as [`run`] starts it (its own process group, only `env`, stderr kept),
+/// its stdin and stdout given by the caller: the stream source reads its stdout, a restore
+/// into a command writes its stdin. [`Child::wait`] ends it as [`run`] does.
+pub(crate) struct Child {
+    child: tokio::process::Child,
+    pid: Option<u32>,
+    words: Vec<String>,
+    started: Instant,
+    stdout: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+impl Child {
+    /// Starts `words` (a tokio runtime must be entered). A stdout given as
+    /// [`std::process::Stdio::piped`] is kept (its tail) for the result; a program not found
+    /// or not executable is a [`Error::BadInput`] naming it.
+    pub(crate) fn spawn(
+        words: &[String],
+        env: &BTreeMap<String, String>,
+        stdin: std::process::Stdio,
+        stdout: std::process::Stdio,
+    ) -> Result<Child> {
+        let what = format!("exec `{}`", shown(words));
+        let mut cmd = tokio::process::Command::new(&words[0]);
+        cmd.args(&words[1..])
+            .env_clear()
+            .envs(env)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::bad_input("command", format!("{}: program not found", words[0]))
+            }
+            std::io::ErrorKind::PermissionDenied => Error::bad_input(
+                "command",
+                format!("{}: not executable (permission denied)", words[0]),
+            ),
+            _ => Error::io(&what, e),
+        })?;
+        let stdout = child.stdout.take().map(|o| tokio::spawn(tail(o)));
+        let stderr = tokio::spawn(tail(child.stderr.take().expect("piped")));
+        Ok(Child {
+            pid: child.id(),
+            child,
+            words: words.to_vec(),
+            started: Instant::now(),
+            stdout,
+            stderr,
+        })
     }
-    use std::os::unix::process::ExitStatusExt;
-    let how = match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exited with status {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => "failed".to_string(),
-    };
-    let last = result
-        .stderr_tail
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| format!(" (stderr: {})", l.trim()))
-        .unwrap_or_default();
-    Err(Error::io(
-        what,
-        std::io::Error::other(format!("{how}{last}")),
-    ))
+
+    /// Its process id (the id of its process group too).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Waits for it to end, killing its process group when `cancel` fires
+    /// ([`Error::Cancelled`]). A non-zero exit or a death by signal is an error naming the
+    /// command and the status or signal, with the last line of its stderr.
+    pub(crate) async fn wait(mut self, cancel: &crate::CancelToken) -> Result<ExecResult> {
+        let what = format!("exec `{}`", shown(&self.words));
+        let status = tokio::select! {
+            s = self.child.wait() => s.map_err(|e| Error::io(&what, e))?,
+            _ = cancel.cancelled() => {
+                kill_group(self.pid);
+                let _ = self.child.kill().await;
+                let _ = self.child.wait().await;
+                if let Some(o) = &self.stdout {
+                    o.abort();
+                }
+                self.stderr.abort();
+                return Err(Error::Cancelled);
+            }
+        };
+        // The pipes close when the last process holding them exits: a command that leaves a
+        // process behind (`daemon &`) is not waited for longer than this.
+        let grace = std::time::Duration::from_secs(5);
+        let stdout = match self.stdout {
+            Some(o) => match tokio::time::timeout(grace, o).await {
+                Ok(r) => r.unwrap_or_default(),
+                Err(_) => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        let stderr = match tokio::time::timeout(grace, self.stderr).await {
+            Ok(r) => r.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let result = ExecResult {
+            command: self.words,
+            exit_status: status.code().unwrap_or(-1),
+            stdout_tail: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr_tail: String::from_utf8_lossy(&stderr).into_owned(),
+            duration_secs: self.started.elapsed().as_secs_f64(),
+        };
+        if status.success() {
+            return Ok(result);
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let how = match (status.code(), status.signal()) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(s)) => match signal_name(s) {
+                Some(n) => format!("killed by signal {s} ({n})"),
+                None => format!("killed by signal {s}"),
+            },
+            _ => "failed".to_string(),
+        };
+        let last = result
+            .stderr_tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| format!(" (stderr: {})", l.trim()))
+            .unwrap_or_default();
+        Err(Error::io(
+            what,
+            std::io::Error::other(format!("{how}{last}")),
+        ))
+    }
+}
+
+/// The name of a common signal.
+fn signal_name(sig: i32) -> Option<&'static str> {
+    Some(match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => return None,
+    })
 }
 
 /// Sends SIGKILL to the process group led by `pid`.
-fn kill_group(pid: Option<u32>) {
+pub(crate) fn kill_group(pid: Option<u32>) {
     let Some(pid) = pid
         .and_then(|p| i32::try_from(p).ok())
         .and_then(rustix::process::Pid::from_raw)
