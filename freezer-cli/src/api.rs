@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use freezer_core::Error;
-use freezer_core::service::api::{ApiState, router, serve};
+use freezer_core::service::api::{ApiState, router, serve, serve_tls, tls_server_config};
 use freezer_core::service::auth::setup::{
     AuthOptions, AuthSetup, KeystoneOptions, default_public_url, default_token_key_file,
     parse_token_ttl, read_secret_file,
@@ -50,8 +50,15 @@ pub struct ServeArgs {
     /// Standalone identity: how long a token lives (3600, 90m, 1h).
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     token_ttl: String,
+    /// Serve HTTPS with this certificate (PEM: the server's certificate, then its
+    /// intermediates); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, chmod 600); needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The URL clients reach this server at (the catalog's backup endpoint; default
-    /// http://<--listen>).
+    /// http://<--listen>, https:// with --tls-cert).
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
     /// Validate tokens against this Keystone (its v3 URL) instead of the standalone identity.
@@ -161,10 +168,13 @@ impl ServeArgs {
             users_file: self.users.clone(),
             token_key_file,
             token_ttl: parse_token_ttl(&self.token_ttl)?,
-            public_url: self
-                .public_url
-                .clone()
-                .unwrap_or_else(|| default_public_url(&self.listen)),
+            public_url: self.public_url.clone().unwrap_or_else(|| {
+                let url = default_public_url(&self.listen);
+                match &self.tls_cert {
+                    Some(_) => url.replacen("http://", "https://", 1),
+                    None => url,
+                }
+            }),
         })
     }
 
@@ -192,7 +202,19 @@ pub async fn run(command: ApiCommand) -> freezer_core::Result<bool> {
 }
 
 async fn serve_api(args: ServeArgs) -> freezer_core::Result<bool> {
-    let auth = AuthSetup::from_options(&args.auth_options()?)?;
+    // Checked first: a bad certificate or key stops the start before anything is opened.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_server_config(cert, key)?),
+        _ => None,
+    };
+    let options = args.auth_options()?;
+    if tls.is_some() && options.public_url.starts_with("http://") {
+        tracing::warn!(
+            public_url = options.public_url,
+            "the server serves HTTPS but --public-url is http://: clients will be sent there"
+        );
+    }
+    let auth = AuthSetup::from_options(&options)?;
     let database = args.database()?;
     let store = store::open(&database)
         .await
@@ -225,12 +247,15 @@ async fn serve_api(args: ServeArgs) -> freezer_core::Result<bool> {
         .map_err(|e| Error::io("--listen", e))?;
     tracing::info!(
         %addr,
+        tls = tls.is_some(),
         standalone_identity = matches!(auth, AuthSetup::Standalone(_)),
         "freezer api listening"
     );
-    serve(listener, router(state), stop_signal())
-        .await
-        .map_err(|e| Error::io(format!("serving on {addr}"), e))?;
+    match tls {
+        Some(tls) => serve_tls(listener, tls, router(state), stop_signal()).await,
+        None => serve(listener, router(state), stop_signal()).await,
+    }
+    .map_err(|e| Error::io(format!("serving on {addr}"), e))?;
     tracing::info!("freezer api stopped");
     Ok(true)
 }

@@ -57,14 +57,29 @@ pub struct SchedulerArgs {
         conflicts_with = "jobs_dir"
     )]
     centralized: bool,
+    /// Trust the CA certificates of this PEM file, besides the system's, for the API and
+    /// Keystone (a private CA).
+    #[arg(long, value_name = "FILE", env = "OS_CACERT")]
+    os_cacert: Option<PathBuf>,
+    /// Do not verify the TLS certificates of the API and Keystone (a test setup only: anyone
+    /// on the path can read the credentials). OS_INSECURE=true or 1 sets it.
+    #[arg(long, alias = "scheduler-insecure", env = "OS_INSECURE",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    insecure: bool,
+    /// A client certificate (PEM) for an API or Keystone that asks for one.
+    #[arg(long, value_name = "FILE", env = "OS_CERT")]
+    os_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM; default: in --os-cert's file).
+    #[arg(long, value_name = "FILE", env = "OS_KEY")]
+    os_key: Option<PathBuf>,
 }
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// The API's settings from the environment (and `--api`).
-fn client_settings(api: Option<String>) -> ClientSettings {
+/// The API's settings from the environment and the flags.
+fn client_settings(a: &SchedulerArgs) -> ClientSettings {
     ClientSettings {
         auth_url: var("OS_AUTH_URL"),
         username: var("OS_USERNAME"),
@@ -76,9 +91,13 @@ fn client_settings(api: Option<String>) -> ClientSettings {
         token: var("OS_AUTH_TOKEN").or_else(|| var("OS_TOKEN")).map(Secret),
         region_name: var("OS_REGION_NAME"),
         interface: var("OS_INTERFACE").or_else(|| var("OS_ENDPOINT_TYPE")),
-        backup_url: api.or_else(|| var("OS_BACKUP_URL")),
+        backup_url: a.api.clone().or_else(|| var("OS_BACKUP_URL")),
         timeout: None,
         trust_id: None,
+        ca_file: a.os_cacert.clone(),
+        insecure: a.insecure,
+        client_cert: a.os_cert.clone(),
+        client_key: a.os_key.clone(),
     }
 }
 
@@ -99,7 +118,7 @@ pub async fn run(a: SchedulerArgs) -> freezer_core::Result<bool> {
             (JobFeed::Dir(dir.clone()), 1.0)
         }
         None => (
-            JobFeed::Api(Arc::new(Client::new(client_settings(a.api.clone()))?)),
+            JobFeed::Api(Arc::new(Client::new(client_settings(&a))?)),
             60.0,
         ),
     };

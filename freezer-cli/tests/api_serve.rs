@@ -284,3 +284,207 @@ fn serve_refuses_bad_flags() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--keystone-password-file"));
 }
+
+/// A private CA and a server certificate it signed for 127.0.0.1 (`ca.pem`, `server.pem`,
+/// `server.key` 0600, and `ca.key`), made with the `openssl` CLI.
+fn make_pki(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("the openssl CLI (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let args = |s: String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let run = |s: String| {
+        let a = args(s);
+        openssl(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    };
+    run(format!(
+        "req -x509 {ec} -keyout ca.key -out ca.pem -days 3 -subj /CN=test-CA"
+    ));
+    run(format!(
+        "req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1"
+    ));
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 3 -extfile server.ext".into());
+    use std::os::unix::fs::PermissionsExt;
+    for k in ["ca.key", "server.key"] {
+        std::fs::set_permissions(dir.join(k), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+/// `curl` of `https://127.0.0.1:port<path>` trusting `ca`: the status and the JSON answer.
+fn curl(port: u16, ca: &Path, args: &[&str], path: &str) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(ca)
+        .args(args)
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn serve_over_tls_and_the_catalog_says_https() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path());
+    let users = dir.path().join("users.json");
+    std::fs::write(
+        &users,
+        json!([{"user": "alice", "password": "alice-pw", "project": "backups", "roles": ["member"]}])
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let serve = |key: &str| {
+        let port = free_port();
+        let log = dir.path().join(format!("api-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_freezer"))
+            .args(["api", "serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--database")
+            .arg(format!("sqlite:{}", dir.path().join("api.db").display()))
+            .arg("--users")
+            .arg(&users)
+            .arg("--token-key")
+            .arg(dir.path().join("token.key"))
+            .arg("--tls-cert")
+            .arg(dir.path().join("server.pem"))
+            .arg("--tls-key")
+            .arg(dir.path().join(key))
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Server { child, port, log }
+    };
+    let ca = dir.path().join("ca.pem");
+
+    let mut server = serve("server.key");
+    let port = server.port;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while curl(port, &ca, &[], "/healthcheck").0 != 200 {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("freezer api serve exited ({status}): {}", server.logs());
+        }
+        assert!(Instant::now() < deadline, "no answer: {}", server.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Plain HTTP gets no answer from the HTTPS port.
+    assert!(http(port, "GET", "/healthcheck", None, None).map_or(true, |r| r.0 != 200));
+    let (status, v) = curl(port, &ca, &[], "/identity/v3/");
+    assert_eq!(status, 200, "{v}");
+    let me = format!("https://127.0.0.1:{port}");
+    assert_eq!(
+        v["version"]["links"][0]["href"],
+        format!("{me}/identity/v3/"),
+        "{v}"
+    );
+    let body = json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": "alice", "domain": {"name": "Default"}, "password": "alice-pw"}}},
+        "scope": {"project": {"name": "backups", "domain": {"name": "Default"}}}}});
+    let (status, v) = curl(
+        port,
+        &ca,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+        ],
+        "/identity/v3/auth/tokens",
+    );
+    assert_eq!(status, 201, "{v}");
+    let backup: Vec<&str> = v["token"]["catalog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "backup")
+        .flat_map(|e| e["endpoints"].as_array().unwrap())
+        .map(|e| e["url"].as_str().unwrap())
+        .collect();
+    assert!(
+        !backup.is_empty() && backup.iter().all(|u| u.starts_with(&me)),
+        "{v}"
+    );
+    // Without the CA, curl refuses the certificate.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("{me}/healthcheck"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(server.stop().success());
+
+    // A key others may read, a key of another certificate: refused at start, named.
+    std::fs::copy(dir.path().join("server.key"), dir.path().join("open.key")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("open.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    for (key, says) in [
+        ("open.key", "chmod 600"),
+        ("ca.key", "server.pem"),
+        ("none.key", "none.key"),
+    ] {
+        let mut s = serve(key);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = s.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{key} was accepted: {}",
+                s.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let logs = s.logs();
+        assert_eq!(status.code(), Some(1), "{logs}");
+        assert!(
+            logs.contains("--tls-key") && logs.contains(key) && logs.contains(says),
+            "{key}: {logs}"
+        );
+    }
+    // Half a pair: refused by the flags.
+    let out = Command::new(env!("CARGO_BIN_EXE_freezer"))
+        .args(["api", "serve", "--tls-cert"])
+        .arg(dir.path().join("server.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+}

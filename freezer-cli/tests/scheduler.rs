@@ -159,4 +159,37 @@ fn bad_flags_are_refused() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // A CA file that is not there (by flag or OS_CACERT), OS_INSECURE that is no boolean:
+    // said at the start, nothing attempted.
+    let api_env = |cmd: &mut Command| {
+        cmd.env_clear()
+            .env("OS_AUTH_URL", "https://127.0.0.1:1/v3")
+            .env("OS_USERNAME", "u")
+            .env("OS_PASSWORD", "pw-not-shown")
+            .env("OS_PROJECT_NAME", "p");
+    };
+    let ca = tmp.path().join("no-such-ca.pem");
+    let mut by_flag = Command::new(env!("CARGO_BIN_EXE_freezer"));
+    by_flag.args(["scheduler", "--os-cacert"]).arg(&ca);
+    let mut by_env = Command::new(env!("CARGO_BIN_EXE_freezer"));
+    by_env.arg("scheduler");
+    api_env(&mut by_flag);
+    api_env(&mut by_env);
+    by_env.env("OS_CACERT", &ca);
+    for mut cmd in [by_flag, by_env] {
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("OS_CACERT") && err.contains(ca.to_str().unwrap()),
+            "{err}"
+        );
+        assert!(!err.contains("pw-not-shown"), "{err}");
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_freezer"));
+    cmd.arg("scheduler");
+    api_env(&mut cmd);
+    let o = cmd.env("OS_INSECURE", "perhaps").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("perhaps"));
 }

@@ -84,6 +84,7 @@ pub mod service;
 pub mod sink;
 pub mod source;
 mod time;
+mod tls;
 
 pub use cancel::CancelToken;
 pub use chunker::{ChunkState, Chunker, ChunkerParams};

@@ -8,6 +8,7 @@
 //! holding `/v2` is used as is, otherwise `<base>/v2/<project_id>`). Errors carry the HTTP
 //! status and upstream's `description`. It never logs or shows a token or a password.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -53,6 +54,16 @@ pub struct ClientSettings {
     /// a project: the token acts in the trustor's project (a centralized scheduler's per-job
     /// client, see [`Client::for_trust`]).
     pub trust_id: Option<String>,
+    /// Trust roots (PEM) added to the system's, for an API and a Keystone whose certificates
+    /// a private CA signed (`OS_CACERT`).
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate verification of the API and Keystone (`OS_INSECURE`): anyone on the
+    /// path can then read the credentials. Logged as a warning.
+    pub insecure: bool,
+    /// A client certificate (PEM) for servers that ask for one (`OS_CERT`) ...
+    pub client_cert: Option<PathBuf>,
+    /// ... and its private key (`OS_KEY`; default: the certificate's file).
+    pub client_key: Option<PathBuf>,
 }
 
 /// An error of an API call: what was asked, the HTTP status (none when the API could not
@@ -197,12 +208,23 @@ impl Client {
         if let Some(u) = &settings.backup_url {
             Url::parse(u).map_err(|e| Error::bad_input("OS_BACKUP_URL", format!("{u:?}: {e}")))?;
         }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(settings.timeout.unwrap_or(Duration::from_secs(30)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::bad_input("freezer-api client", e))?;
+            .pool_idle_timeout(Duration::from_secs(30));
+        let http = crate::tls::reqwest_tls(
+            builder,
+            &crate::tls::ClientTls {
+                ca_file: settings.ca_file.as_deref(),
+                insecure: settings.insecure,
+                cert: settings.client_cert.as_deref(),
+                key: settings.client_key.as_deref(),
+                fields: ["OS_CACERT", "OS_CERT", "OS_KEY"],
+                what: "freezer-api and its Keystone",
+            },
+        )?
+        .build()
+        .map_err(|e| Error::bad_input("freezer-api client", transport_error(&e)))?;
         Ok(Client {
             http,
             settings,
@@ -668,7 +690,8 @@ fn keystone_error(url: &str, status: Option<u16>, description: String) -> ApiErr
     }
 }
 
-/// The transport error and its causes, on one line (never a header, so never a token).
+/// The transport error and its causes, on one line (never a header, so never a token); a
+/// certificate that did not verify says what to give.
 fn transport_error(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -677,7 +700,10 @@ fn transport_error(e: &reqwest::Error) -> String {
         s.push_str(&c.to_string());
         src = c.source();
     }
-    s
+    match crate::tls::certificate_hint(&s, "OS_CACERT (--os-cacert)") {
+        Some(hint) => format!("{s} ({hint})"),
+        None => s,
+    }
 }
 
 #[derive(Deserialize)]

@@ -1157,3 +1157,83 @@ impl Drop for FtpServer {
         self.kill();
     }
 }
+
+/// A private CA made with the `openssl` CLI, and a server certificate it signed for
+/// `127.0.0.1` and `localhost`: `ca.pem`, `ca.key`, `server.pem`, `server.key` (0600) in a
+/// folder of their own.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        find_tool("openssl", "FREEZER_TEST_OPENSSL", "apt-get install openssl");
+        let dir = tempfile::tempdir().unwrap();
+        let openssl =
+            |args: &[&str]| run(Command::new("openssl").current_dir(dir.path()).args(args));
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "3",
+            "-subj",
+            "/CN=freezer test CA",
+        ]);
+        openssl(&ca);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        openssl(&csr);
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "3",
+            "-extfile",
+            "server.ext",
+        ]);
+        use std::os::unix::fs::PermissionsExt;
+        for key in ["ca.key", "server.key"] {
+            std::fs::set_permissions(dir.path().join(key), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
+        TestPki { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}

@@ -2,7 +2,8 @@
 //! changes take effect without a restart, a bad file is reported while the others run, an
 //! abort stops a running backup and leaves the repository valid, the concurrency limit holds.
 //! In API mode, against our own API served in-process: registration, pulling, reports, an
-//! outage and a restart, events, sessions and an abort.
+//! outage and a restart, events, sessions and an abort; over TLS with a private CA (trusted,
+//! not trusted, insecure) and the errors of bad certificate, key and CA files.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -503,7 +504,7 @@ mod api {
 
     use freezer_core::CancelToken;
     use freezer_core::job::Secret;
-    use freezer_core::service::api::{ApiState, router, serve};
+    use freezer_core::service::api::{ApiState, router, serve, serve_tls};
     use freezer_core::service::auth::setup::{AuthOptions, AuthSetup};
     use freezer_core::service::client::{Client, ClientSettings};
     use freezer_core::service::store::SqliteStore;
@@ -537,6 +538,17 @@ mod api {
     /// (user `sched`, password `s3cret`, project `proj` = `proj1`, role member), its tokens
     /// signed with the key in `dir/<key>` (created when missing).
     pub async fn start(dir: &Path, port: u16, key: &str) -> Server {
+        start_with_tls(dir, port, key, None).await
+    }
+
+    /// As [`start`], over TLS with `tls` when given (the catalog then says https).
+    pub async fn start_with_tls(
+        dir: &Path,
+        port: u16,
+        key: &str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Server {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let users = dir.join("users.json");
         if !users.exists() {
             write_private(
@@ -551,7 +563,7 @@ mod api {
             users_file: Some(users),
             token_key_file: dir.join(key),
             token_ttl: Duration::from_secs(3600),
-            public_url: format!("http://127.0.0.1:{port}"),
+            public_url: format!("{scheme}://127.0.0.1:{port}"),
         })
         .unwrap();
         let store = SqliteStore::open(&dir.join("api.db")).await.unwrap();
@@ -564,35 +576,61 @@ mod api {
         let stop = CancelToken::new();
         let s = stop.clone();
         let task = tokio::spawn(async move {
-            serve(listener, router(state), async move { s.cancelled().await })
-                .await
-                .unwrap();
+            let shutdown = async move { s.cancelled().await };
+            match tls {
+                Some(tls) => serve_tls(listener, tls, router(state), shutdown).await,
+                None => serve(listener, router(state), shutdown).await,
+            }
+            .unwrap();
         });
         Server { stop, task }
     }
 
     pub fn client(port: u16, password: &str) -> Client {
-        Client::new(ClientSettings {
-            auth_url: Some(format!("http://127.0.0.1:{port}/identity/v3")),
+        Client::new(settings("http", port, password)).unwrap()
+    }
+
+    /// The settings of a client of `sched` logging in at `scheme://127.0.0.1:port`.
+    pub fn settings(scheme: &str, port: u16, password: &str) -> ClientSettings {
+        ClientSettings {
+            auth_url: Some(format!("{scheme}://127.0.0.1:{port}/identity/v3")),
             username: Some("sched".into()),
             password: Some(Secret(password.into())),
             project_name: Some("proj".into()),
             region_name: Some("RegionOne".into()),
             ..ClientSettings::default()
-        })
-        .unwrap()
+        }
     }
 
     /// A test's own HTTP caller, logged in as `sched`.
     pub struct Http {
         base: String,
         pub token: String,
+        /// The CA of an https server.
+        ca: Option<reqwest::Certificate>,
     }
 
     impl Http {
         pub async fn login(port: u16) -> Http {
-            let base = format!("http://127.0.0.1:{port}");
-            let r = reqwest::Client::new()
+            Http::login_at(format!("http://127.0.0.1:{port}"), None).await
+        }
+
+        /// Logs in at `https://127.0.0.1:port`, trusting the CA of the PEM file `ca`.
+        pub async fn login_tls(port: u16, ca: &Path) -> Http {
+            let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+            Http::login_at(format!("https://127.0.0.1:{port}"), Some(ca)).await
+        }
+
+        fn http(ca: &Option<reqwest::Certificate>) -> reqwest::Client {
+            let mut b = reqwest::Client::builder();
+            if let Some(ca) = ca {
+                b = b.tls_certs_only([ca.clone()]);
+            }
+            b.build().unwrap()
+        }
+
+        async fn login_at(base: String, ca: Option<reqwest::Certificate>) -> Http {
+            let r = Http::http(&ca)
                 .post(format!("{base}/identity/v3/auth/tokens"))
                 .header("Content-Type", "application/json")
                 .body(
@@ -607,13 +645,13 @@ mod api {
                 .unwrap();
             assert_eq!(r.status().as_u16(), 201);
             let token = r.headers()["x-subject-token"].to_str().unwrap().to_string();
-            Http { base, token }
+            Http { base, token, ca }
         }
 
         /// `method` on `/v2/proj1<path>`: the status and the JSON answer.
         pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
             // A new connection each time: the server restarts under the tests.
-            let mut req = reqwest::Client::new()
+            let mut req = Http::http(&self.ca)
                 .request(
                     reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
                     format!("{}/v2/{PROJECT}{path}", self.base),
@@ -1030,4 +1068,164 @@ async fn abort_through_the_api_ends_a_running_backup_within_two_seconds() {
     assert!(!support::has_lock(&env.path("repo")));
     check_repository(&env.path("repo")).await;
     assert!(snapshots(&env.path("repo"), "slow").await >= 1);
+}
+
+/// The client of `sched` at `https://127.0.0.1:port`, with `tls` applied to its settings.
+fn tls_client(
+    port: u16,
+    tls: impl FnOnce(&mut freezer_core::service::client::ClientSettings),
+) -> freezer_core::Result<freezer_core::service::client::Client> {
+    let mut settings = api::settings("https", port, "s3cret");
+    tls(&mut settings);
+    freezer_core::service::client::Client::new(settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_mode_over_tls_with_a_private_ca() {
+    use freezer_core::service::api::tls_server_config;
+    let env = Env::new();
+    let pki = crate::servers::TestPki::new();
+    let tls = tls_server_config(&pki.path("server.pem"), &pki.path("server.key")).unwrap();
+    let port = crate::servers::free_port();
+    let server = api::start_with_tls(env.tmp.path(), port, "token.key", Some(tls)).await;
+    let http = api::Http::login_tls(port, &pki.path("ca.pem")).await;
+
+    // With the CA: the catalog leads to the https API; the scheduler registers and runs a job.
+    let client =
+        std::sync::Arc::new(tls_client(port, |s| s.ca_file = Some(pki.path("ca.pem"))).unwrap());
+    assert_eq!(
+        client.base_url().await.unwrap(),
+        format!("https://127.0.0.1:{port}/v2/proj1")
+    );
+    register(&http, "proj1_tls").await;
+    let job = http
+        .create_job(env.api_job(
+            "proj1_tls",
+            env.backup_action("tls", "repo"),
+            json!({"schedule_interval": "2 seconds"}),
+        ))
+        .await;
+    let s = start_api_scheduler(client, api_options("proj1_tls"));
+    s.wait_for(20, "registered and one run", |st| {
+        st.registered && st.jobs.get(&job).is_some_and(|j| j.runs >= 1)
+    })
+    .await;
+    s.wait_for(20, "the reports delivered", |st| st.pending_reports == 0)
+        .await;
+    let j = http.job(&job).await;
+    assert_eq!(j["job_schedule"]["result"], "success", "{j}");
+    let me = http.ok("GET", "/clients/proj1_tls", None).await;
+    assert_eq!(me.get("client").unwrap_or(&me)["client_id"], "proj1_tls");
+    assert!(snapshots(&env.path("repo"), "tls").await >= 1);
+    s.stop().await;
+
+    // Without the CA: refused with an error that names certificate verification and what to
+    // give; the scheduler keeps trying, as in an outage, and stops cleanly.
+    let untrusting = tls_client(port, |_| {}).unwrap();
+    let e = untrusting.get_job(&job).await.unwrap_err();
+    let text = e.to_string();
+    assert_eq!(e.status, None, "{text}");
+    assert!(
+        text.contains("certificate") && text.contains("OS_CACERT") && !text.contains("s3cret"),
+        "{text}"
+    );
+    let s = start_api_scheduler(std::sync::Arc::new(untrusting), api_options("proj1_x"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = s.status.get();
+    assert!(
+        !st.registered && st.api_unreachable && !s.task.is_finished(),
+        "{st:#?}"
+    );
+    s.stop().await;
+    let (status, _) = http.call("GET", "/clients/proj1_x", None).await;
+    assert_eq!(status, 404, "never registered");
+
+    // Insecure: no verification, so it works without the CA.
+    let insecure = tls_client(port, |s| s.insecure = true).unwrap();
+    let got = insecure.get_job(&job).await.unwrap().unwrap();
+    assert_eq!(got["job_id"], job.as_str());
+
+    // A plain-http client of the https server fails; it is not a certificate problem.
+    let plain = api::client(port, "s3cret");
+    let e = plain.get_job(&job).await.unwrap_err();
+    assert!(!e.to_string().contains("OS_CACERT"), "{e}");
+    server.stop().await;
+}
+
+#[test]
+fn a_bad_ca_file_or_client_certificate_is_named() {
+    let pki = crate::servers::TestPki::new();
+    let missing = pki.path("no-such-ca.pem");
+    let e = tls_client(1, |s| s.ca_file = Some(missing.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("OS_CACERT") && e.contains(&missing.display().to_string()),
+        "{e}"
+    );
+    // A file without a certificate: a key.
+    let e = tls_client(1, |s| s.ca_file = Some(pki.path("server.key")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("OS_CACERT") && e.contains("no PEM certificate") && e.contains("server.key"),
+        "{e}"
+    );
+    // A client certificate: its key in its own file, or a key without a certificate.
+    tls_client(1, |s| {
+        s.client_cert = Some(pki.path("server.pem"));
+        s.client_key = Some(pki.path("server.key"));
+    })
+    .unwrap();
+    let e = tls_client(1, |s| s.client_key = Some(pki.path("server.key")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("OS_CERT"), "{e}");
+    let e = tls_client(1, |s| {
+        s.client_cert = Some(pki.path("server.pem"));
+        s.client_key = Some(pki.path("ca.pem"));
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("OS_KEY") && e.contains("ca.pem") && e.contains("no private key"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_server_names_a_bad_certificate_or_key() {
+    use freezer_core::service::api::tls_server_config;
+    use std::os::unix::fs::PermissionsExt;
+    let pki = crate::servers::TestPki::new();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let err = |c: &Path, k: &Path| tls_server_config(c, k).unwrap_err().to_string();
+    let missing = pki.path("missing.pem");
+    let e = err(&missing, &key);
+    assert!(e.contains("--tls-cert") && e.contains("missing.pem"), "{e}");
+    let e = err(&cert, &missing);
+    assert!(e.contains("--tls-key") && e.contains("missing.pem"), "{e}");
+    // Not a key; the key of another certificate.
+    std::fs::copy(&cert, pki.path("cert-as-key.pem")).unwrap();
+    std::fs::set_permissions(
+        pki.path("cert-as-key.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let e = err(&cert, &pki.path("cert-as-key.pem"));
+    assert!(
+        e.contains("no private key") && e.contains("cert-as-key.pem"),
+        "{e}"
+    );
+    let e = err(&cert, &pki.path("ca.key"));
+    assert!(
+        e.contains("--tls-key") && e.contains("ca.key") && e.contains("server.pem"),
+        "{e}"
+    );
+    // A key others may read is refused, and says how to fix it.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = err(&cert, &key);
+    assert!(e.contains("chmod 600") && e.contains("server.key"), "{e}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    tls_server_config(&cert, &key).unwrap();
 }

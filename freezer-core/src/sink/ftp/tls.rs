@@ -2,27 +2,11 @@
 //! certificate problem (the user must act) from a dropped handshake (worth a retry). It never
 //! builds a verifier that accepts an unverified server.
 
-use std::path::Path;
 use std::sync::Arc;
-
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::FtpOptions;
 use crate::error::{Error, Result};
-
-fn certificates(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let bad =
-        |e: &dyn std::fmt::Display| Error::bad_input(field, format!("{}: {e}", path.display()));
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(&e))?
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| bad(&e))?;
-    if certs.is_empty() {
-        return Err(bad(&"no PEM certificate in the file"));
-    }
-    Ok(certs)
-}
+use crate::tls::{pem_certificates as certificates, pem_private_key};
 
 /// The TLS configuration for `opts`: the system's roots, or only `ca_file`'s; a client certificate
 /// when `cert_file` is given (its key in `key_file`, or in the same file).
@@ -63,12 +47,7 @@ pub(super) fn config(opts: &FtpOptions) -> Result<Arc<rustls::ClientConfig>> {
                 Some(k) => ("ftp_keyfile", k.as_path()),
                 None => ("ftp_certfile", cert.as_path()),
             };
-            let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
-                Error::bad_input(
-                    field,
-                    format!("{}: no private key: {e}", key_path.display()),
-                )
-            })?;
+            let key = pem_private_key(key_path, field)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| Error::bad_input(field, format!("{}: {e}", key_path.display())))?
