@@ -36,7 +36,7 @@ impl Documents {
     }
 
     /// `GET /backups`: a page of the backups the search accepts, whose search may also bound
-    /// `time_stamp` with `time_after` and `time_before` ([`TimeRange`]); paging comes after
+    /// `time_stamp` with `time_after` and `time_before`; paging comes after
     /// every filter.
     pub async fn list_backups(
         &self,
