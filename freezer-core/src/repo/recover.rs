@@ -369,6 +369,8 @@ async fn member_config(member: &dyn Sink) -> Result<(Config, Option<String>)> {
         }
         0 => match e {
             Error::NotFound { .. } => match holds_repository_parts(member).await? {
+                // Written since it was read: a creator that won a race writes its config last.
+                Some(part) if part == "config" => Ok((read_config(member).await?, None)),
                 Some(part) => Err(Error::corrupt(
                     format!("{name}/config"),
                     format!(
@@ -448,5 +450,78 @@ mod tests {
         ));
         assert!(!is_repository_part("notes.txt"));
         assert!(!is_repository_part("index/not-hex"));
+    }
+
+    use std::sync::Arc;
+
+    /// A storage whose config a racing creator writes just after the first read missed it.
+    #[derive(Debug)]
+    struct LateConfig {
+        inner: crate::sink::MemorySink,
+        missed: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for LateConfig {
+        fn describe(&self) -> String {
+            "late".into()
+        }
+        async fn put(
+            &self,
+            key: &str,
+            p: crate::sink::Payload,
+            m: crate::sink::PutMode,
+        ) -> Result<()> {
+            self.inner.put(key, p, m).await
+        }
+        async fn get(
+            &self,
+            key: &str,
+            range: Option<std::ops::Range<u64>>,
+        ) -> Result<crate::sink::GetBody> {
+            if key == "config" && !self.missed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::not_found(key));
+            }
+            self.inner.get(key, range).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::sink::ObjectMeta>> {
+            // The copy is written after the config: not there yet.
+            let mut all = self.inner.list(prefix).await?;
+            all.retain(|m| !m.key.starts_with("config-copy/"));
+            Ok(all)
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn head(&self, key: &str) -> Result<crate::sink::ObjectMeta> {
+            if key.starts_with("config-copy/") {
+                return Err(Error::not_found(key));
+            }
+            self.inner.head(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_config_written_by_a_racing_creator_is_read_not_called_missing() {
+        let inner = crate::sink::MemorySink::new("late");
+        let actor = crate::repo::Actor {
+            hostname: "n".into(),
+            username: "u".into(),
+        };
+        let sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(inner.clone())];
+        crate::repo::Repository::init(sinks, crate::repo::InitOptions::new(None, actor))
+            .await
+            .unwrap();
+        let late = LateConfig {
+            inner,
+            missed: false.into(),
+        };
+        let (config, note) = member_config(&late).await.unwrap();
+        assert!(note.is_none(), "{note:?}");
+        assert_eq!(config.id, read_config(&late).await.unwrap().id);
+        assert!(
+            late.missed.load(std::sync::atomic::Ordering::SeqCst),
+            "the first read missed it"
+        );
     }
 }

@@ -73,7 +73,7 @@ pub struct StandaloneIdentity {
     config: StandaloneConfig,
     /// Audit ids of revoked tokens, shared through the store once attached.
     revoked: Revocations,
-    /// Password checks running at once, each holding 19 MiB: one per core.
+    /// Password checks running at once, each holding the memory of its hash (7 MiB for the hashes made here): one per core.
     login_slots: tokio::sync::Semaphore,
     /// Where trusts are kept (the API's document store), once attached.
     store: OnceLock<Arc<dyn Store>>,
