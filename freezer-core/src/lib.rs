@@ -76,6 +76,7 @@ pub mod engine;
 mod error;
 mod id;
 pub mod job;
+mod keystone;
 pub mod policy;
 mod process;
 pub mod repo;

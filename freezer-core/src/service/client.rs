@@ -19,6 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::error::Error;
 use crate::job::Secret;
+use crate::keystone;
 
 /// How to reach and authenticate to a freezer-api. Front-ends fill it from `OS_AUTH_URL`,
 /// `OS_USERNAME`, `OS_PASSWORD`, `OS_PROJECT_NAME`/`OS_PROJECT_ID`, `OS_USER_DOMAIN_NAME`,
@@ -204,6 +205,7 @@ impl Client {
         }
         if let Some(u) = &settings.auth_url {
             Url::parse(u).map_err(|e| Error::bad_input("OS_AUTH_URL", format!("{u:?}: {e}")))?;
+            keystone::tokens_url(u).map_err(|e| Error::bad_input("OS_AUTH_URL", e))?;
         }
         if let Some(u) = &settings.backup_url {
             Url::parse(u).map_err(|e| Error::bad_input("OS_BACKUP_URL", format!("{u:?}: {e}")))?;
@@ -539,7 +541,7 @@ impl Client {
                 base,
             });
         };
-        let url = tokens_url(auth_url);
+        let url = keystone::tokens_url(auth_url).map_err(|d| keystone_error("", None, d))?;
         let identity = match (&s.password, &s.token) {
             (Some(p), _) => json!({
                 "methods": ["password"],
@@ -605,7 +607,7 @@ impl Client {
                 "no X-Subject-Token in the answer".into(),
             )
         })?;
-        let doc: TokenDoc = serde_json::from_slice(&body).map_err(|e| {
+        let doc: keystone::TokenDoc = serde_json::from_slice(&body).map_err(|e| {
             keystone_error(
                 &url,
                 Some(status.as_u16()),
@@ -619,7 +621,14 @@ impl Client {
         let project = s.project_id.clone().or(doc.token.project.map(|p| p.id));
         let base_url = match &s.backup_url {
             Some(u) => u.clone(),
-            None => pick_endpoint(&doc.token.catalog, s).ok_or_else(|| {
+            None => keystone::find_endpoint(
+                &doc.token.catalog,
+                "backup",
+                s.region_name.as_deref(),
+                s.interface.as_deref(),
+            )
+            .map(|e| e.url.clone())
+            .map_err(|_| {
                 keystone_error(
                     &url,
                     Some(status.as_u16()),
@@ -650,15 +659,6 @@ fn api_base(url: &str, project: Option<&str>) -> Result<String, String> {
         )
     })?;
     Ok(format!("{u}/v2/{}", segment(p)))
-}
-
-fn tokens_url(auth_url: &str) -> String {
-    let base = auth_url.trim_end_matches('/');
-    if base.ends_with("/v3") {
-        format!("{base}/auth/tokens")
-    } else {
-        format!("{base}/v3/auth/tokens")
-    }
 }
 
 /// A path segment: ids are `[\w-]+` upstream, anything else is escaped.
@@ -706,62 +706,6 @@ fn transport_error(e: &reqwest::Error) -> String {
     }
 }
 
-#[derive(Deserialize)]
-struct TokenDoc {
-    token: TokenBody,
-}
-
-#[derive(Deserialize)]
-struct TokenBody {
-    expires_at: Option<String>,
-    project: Option<ProjectRef>,
-    #[serde(default)]
-    catalog: Vec<CatalogEntry>,
-}
-
-#[derive(Deserialize)]
-struct ProjectRef {
-    id: String,
-}
-
-#[derive(Deserialize)]
-struct CatalogEntry {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    endpoints: Vec<CatalogEndpoint>,
-}
-
-#[derive(Deserialize)]
-struct CatalogEndpoint {
-    interface: String,
-    #[serde(default)]
-    region: Option<String>,
-    #[serde(default)]
-    region_id: Option<String>,
-    url: String,
-}
-
-fn pick_endpoint(catalog: &[CatalogEntry], s: &ClientSettings) -> Option<String> {
-    let interface = match s.interface.as_deref().unwrap_or("public") {
-        "publicURL" => "public",
-        "internalURL" => "internal",
-        "adminURL" => "admin",
-        other => other,
-    };
-    catalog
-        .iter()
-        .filter(|c| c.kind == "backup")
-        .flat_map(|c| &c.endpoints)
-        .find(|e| {
-            e.interface == interface
-                && s.region_name.as_deref().is_none_or(|r| {
-                    e.region.as_deref() == Some(r) || e.region_id.as_deref() == Some(r)
-                })
-        })
-        .map(|e| e.url.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -781,11 +725,6 @@ mod tests {
                 .unwrap_err()
                 .contains("OS_PROJECT_ID")
         );
-        assert_eq!(
-            tokens_url("http://k/identity/v3/"),
-            "http://k/identity/v3/auth/tokens"
-        );
-        assert_eq!(tokens_url("http://k:5000"), "http://k:5000/v3/auth/tokens");
         assert_eq!(segment("a b/c"), "a%20b%2Fc");
     }
 
@@ -806,6 +745,17 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().starts_with("OS_USERNAME:"), "{e}");
+        let e = Client::new(ClientSettings {
+            auth_url: Some("http://k:5000/v2.0".into()),
+            username: Some("u".into()),
+            password: Some(Secret("pw".into())),
+            ..ClientSettings::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("OS_AUTH_URL:") && e.to_string().contains("v2"),
+            "{e}"
+        );
         let c = Client::new(ClientSettings {
             auth_url: Some("http://k/v3".into()),
             username: Some("u".into()),

@@ -415,6 +415,11 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 
 /// An outage, described without the URL's query or any header.
 fn unavailable(what: &str, e: &reqwest::Error) -> AuthError {
+    AuthError::Unavailable(outage(what, e))
+}
+
+/// What failed at Keystone and how, without the URL's query or any header.
+pub(super) fn outage(what: &str, e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -422,7 +427,7 @@ fn unavailable(what: &str, e: &reqwest::Error) -> AuthError {
     } else {
         "failed"
     };
-    AuthError::Unavailable(format!("{what} at Keystone {kind}"))
+    format!("{what} at Keystone {kind}")
 }
 
 #[async_trait]

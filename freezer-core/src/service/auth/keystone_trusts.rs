@@ -12,14 +12,7 @@ use super::trusts::{Trust, TrustBroker, TrustError};
 use super::{Authenticator, Identity};
 
 fn transport(what: &str, e: &reqwest::Error) -> TrustError {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "failed"
-    };
-    TrustError::Unavailable(format!("{what} at Keystone {kind}"))
+    TrustError::Unavailable(super::keystone::outage(what, e))
 }
 
 /// Keystone's error message in an answer body, if any.

@@ -7,11 +7,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use reqwest::{StatusCode, Url};
-use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::{header, short, transport};
 use crate::error::{Error, Result};
+use crate::keystone;
 
 /// How to authenticate to Swift.
 #[derive(Clone)]
@@ -335,7 +335,7 @@ impl Authenticator {
                 storage_url: u,
             });
         }
-        let doc: TokenDoc = serde_json::from_str(&text).map_err(|e| Error::Io {
+        let doc: keystone::TokenDoc = serde_json::from_str(&text).map_err(|e| Error::Io {
             what: what.clone(),
             source: std::io::Error::other(format!("the token document does not parse: {e}")),
         })?;
@@ -360,107 +360,33 @@ impl Authenticator {
     }
 }
 
-#[derive(Deserialize)]
-struct TokenDoc {
-    token: TokenBody,
-}
-
-#[derive(Deserialize)]
-struct TokenBody {
-    #[serde(default)]
-    catalog: Vec<CatalogService>,
-}
-
-#[derive(Deserialize)]
-struct CatalogService {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    endpoints: Vec<CatalogEndpoint>,
-}
-
-#[derive(Deserialize)]
-struct CatalogEndpoint {
-    interface: String,
-    #[serde(default)]
-    region: Option<String>,
-    #[serde(default)]
-    region_id: Option<String>,
-    url: String,
-}
-
 /// `{OS_AUTH_URL}/auth/tokens`, adding `/v3` when the URL names no version.
 fn keystone_tokens_url(auth_url: &str) -> Result<Url> {
-    let base = auth_url.trim_end_matches('/');
-    if base.ends_with("/v2.0") || base.ends_with("/v2") {
-        return Err(Error::bad_input(
-            "OS_AUTH_URL",
-            format!("{auth_url}: Keystone v2 is not supported; give the v3 URL"),
-        ));
-    }
-    let full = if base.ends_with("/v3") {
-        format!("{base}/auth/tokens")
-    } else {
-        format!("{base}/v3/auth/tokens")
-    };
+    let full = keystone::tokens_url(auth_url).map_err(|e| Error::bad_input("OS_AUTH_URL", e))?;
     Url::parse(&full).map_err(|e| Error::bad_input("OS_AUTH_URL", format!("{auth_url:?}: {e}")))
 }
 
 /// The `object-store` endpoint of the catalog for the region and interface asked for.
-fn pick_endpoint(catalog: &[CatalogService], k: &KeystoneAuth) -> Result<Url> {
-    let interface = match k
-        .interface
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .unwrap_or("public")
-    {
-        "publicURL" => "public",
-        "internalURL" => "internal",
-        "adminURL" => "admin",
-        other => other,
-    };
-    let region = k.region.as_deref().filter(|r| !r.is_empty());
-    let stores: Vec<&CatalogEndpoint> = catalog
-        .iter()
-        .filter(|s| s.kind == "object-store")
-        .flat_map(|s| s.endpoints.iter())
-        .collect();
-    if stores.is_empty() {
-        return Err(Error::bad_input(
-            "OS_STORAGE_URL",
-            "the Keystone catalog has no object-store service (set OS_STORAGE_URL)",
-        ));
-    }
-    let found = stores.iter().find(|e| {
-        e.interface == interface
-            && region
-                .is_none_or(|r| e.region.as_deref() == Some(r) || e.region_id.as_deref() == Some(r))
-    });
-    let Some(e) = found else {
-        let mut offered: Vec<String> = stores
-            .iter()
-            .map(|e| {
+fn pick_endpoint(catalog: &[keystone::CatalogService], k: &KeystoneAuth) -> Result<Url> {
+    let region = k.region.as_deref();
+    let e = match keystone::find_endpoint(catalog, "object-store", region, k.interface.as_deref()) {
+        Ok(e) => e,
+        Err(keystone::NoEndpoint::NoService) => {
+            return Err(Error::bad_input(
+                "OS_STORAGE_URL",
+                "the Keystone catalog has no object-store service (set OS_STORAGE_URL)",
+            ));
+        }
+        Err(keystone::NoEndpoint::NoMatch { interface, offered }) => {
+            return Err(Error::bad_input(
+                "OS_REGION_NAME",
                 format!(
-                    "{}/{}",
-                    e.region
-                        .as_deref()
-                        .or(e.region_id.as_deref())
-                        .unwrap_or("-"),
-                    e.interface
-                )
-            })
-            .collect();
-        offered.sort();
-        offered.dedup();
-        return Err(Error::bad_input(
-            "OS_REGION_NAME",
-            format!(
-                "no object-store endpoint for region {} and interface {interface} in the catalog (it has {}; set OS_REGION_NAME and OS_INTERFACE, or OS_STORAGE_URL)",
-                region.unwrap_or("(any)"),
-                offered.join(", ")
-            ),
-        ));
+                    "no object-store endpoint for region {} and interface {interface} in the catalog (it has {}; set OS_REGION_NAME and OS_INTERFACE, or OS_STORAGE_URL)",
+                    region.filter(|r| !r.is_empty()).unwrap_or("(any)"),
+                    offered.join(", ")
+                ),
+            ));
+        }
     };
     Url::parse(&e.url).map_err(|err| {
         Error::bad_input(
@@ -501,6 +427,7 @@ pub(super) mod tests {
 
     #[test]
     fn the_catalog_is_read_by_region_and_interface() {
+        use keystone::{CatalogEndpoint, CatalogService};
         let ep = |region: &str, interface: &str, url: &str| CatalogEndpoint {
             interface: interface.into(),
             region: Some(region.into()),

@@ -207,12 +207,7 @@ impl StandaloneIdentity {
         not_after: Option<i64>,
         audit: Option<String>,
     ) -> Issued {
-        let now = Timestamp::now().as_second();
-        let ttl = i64::try_from(self.config.token_ttl.as_secs()).unwrap_or(i64::MAX / 4);
-        let mut expires = now.saturating_add(ttl);
-        if let Some(limit) = not_after {
-            expires = expires.min(limit);
-        }
+        let (now, expires) = self.lifetime(not_after);
         let claims = Claims {
             u: user.id.clone(),
             p: user.project_id.clone(),
@@ -223,6 +218,20 @@ impl StandaloneIdentity {
             a: audit.unwrap_or_else(audit_id),
             t: None,
         };
+        self.seal(claims)
+    }
+
+    /// Now, and when a token issued now expires: after `token_ttl`, but never past
+    /// `not_after`.
+    fn lifetime(&self, not_after: Option<i64>) -> (i64, i64) {
+        let now = Timestamp::now().as_second();
+        let ttl = i64::try_from(self.config.token_ttl.as_secs()).unwrap_or(i64::MAX / 4);
+        let expires = now.saturating_add(ttl);
+        (now, not_after.map_or(expires, |limit| expires.min(limit)))
+    }
+
+    /// The token that carries `claims`.
+    fn seal(&self, claims: Claims) -> Issued {
         Issued {
             token: self.key.seal(&claims),
             claims,

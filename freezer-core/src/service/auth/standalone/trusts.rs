@@ -4,7 +4,6 @@
 //! needs: no impersonation, no redelegation, no expiry, unlimited uses.
 
 use async_trait::async_trait;
-use jiff::Timestamp;
 use serde_json::Value;
 
 use super::{Issued, StandaloneIdentity, with_implied};
@@ -145,12 +144,7 @@ impl StandaloneIdentity {
         methods: Vec<String>,
         not_after: Option<i64>,
     ) -> Issued {
-        let now = Timestamp::now().as_second();
-        let ttl = i64::try_from(self.config.token_ttl.as_secs()).unwrap_or(i64::MAX / 4);
-        let mut expires = now.saturating_add(ttl);
-        if let Some(limit) = not_after {
-            expires = expires.min(limit);
-        }
+        let (now, expires) = self.lifetime(not_after);
         let claims = Claims {
             u: trustee.id.clone(),
             p: trust.project_id.clone(),
@@ -161,10 +155,7 @@ impl StandaloneIdentity {
             a: audit_id(),
             t: Some(trust.id.clone()),
         };
-        Issued {
-            token: self.key.seal(&claims),
-            claims,
-        }
+        self.seal(claims)
     }
 }
 
