@@ -40,7 +40,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL")]
     database: Option<String>,
     /// Standalone identity: the users file (JSON list of {"user", "password", "project",
-    /// "roles"}); the server answers Keystone v3 at /identity/v3.
+    /// "roles"}), read again on SIGHUP; the server answers Keystone v3 at /identity/v3.
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
     /// Standalone identity: the key tokens are signed with (created 0600 when missing;
@@ -245,6 +245,7 @@ async fn serve_api(args: ServeArgs) -> freezer_core::Result<bool> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("--listen", e))?;
+    reload_users_on_sighup(auth.clone(), options.clone());
     tracing::info!(
         %addr,
         tls = tls.is_some(),
@@ -258,6 +259,33 @@ async fn serve_api(args: ServeArgs) -> freezer_core::Result<bool> {
     .map_err(|e| Error::io(format!("serving on {addr}"), e))?;
     tracing::info!("freezer api stopped");
     Ok(true)
+}
+
+/// Reads the users file again on each SIGHUP (`systemctl reload`), as Keystone takes new users
+/// without a restart. A file that is refused leaves the users as they were, with an error line.
+fn reload_users_on_sighup(auth: AuthSetup, options: AuthOptions) {
+    if options.users_file.is_none() {
+        return;
+    }
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("SIGHUP cannot be caught: the users file is read at start only");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let (auth, options) = (auth.clone(), options.clone());
+            match tokio::task::spawn_blocking(move || auth.reload_users(&options)).await {
+                Ok(Ok(n)) => tracing::info!(users = n, "SIGHUP: users file read again"),
+                Ok(Err(e)) => {
+                    tracing::error!(
+                        "SIGHUP: the users file was not taken, the users stay as they were: {e}"
+                    )
+                }
+                Err(e) => tracing::error!("SIGHUP: reading the users file failed: {e}"),
+            }
+        }
+    });
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).

@@ -488,3 +488,80 @@ fn serve_over_tls_and_the_catalog_says_https() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
 }
+
+/// Sends SIGHUP and waits (20 s at most) for the server's log to say `what` `count` times.
+fn hangup_and_wait(server: &Server, what: &str, count: usize) {
+    let pid = rustix::process::Pid::from_child(&server.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.logs().matches(what).count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "no {what:?} after SIGHUP: {}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sighup_reads_the_users_file_again_and_a_bad_one_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let write = |v: &Value| {
+        std::fs::write(&users, v.to_string()).unwrap();
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    let alice =
+        json!({"user": "alice", "password": "alice-pw", "project": "backups", "roles": ["member"]});
+    let bob =
+        json!({"user": "bob", "password": "bob-pw", "project": "backups", "roles": ["member"]});
+    write(&json!([alice]));
+    let server = Server::start(dir.path());
+    let port = server.port;
+    let try_login = |user: &str, pw: &str| {
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": user, "domain": {"name": "Default"}, "password": pw}}},
+            "scope": {"project": {"name": "backups", "domain": {"name": "Default"}}}}});
+        http(port, "POST", "/identity/v3/auth/tokens", None, Some(&body))
+            .unwrap()
+            .0
+    };
+    assert_eq!(try_login("bob", "bob-pw"), 401, "bob is not a user yet");
+    let (alice_token, project) = login(port, "alice", "alice-pw", "backups");
+    let jobs = format!("/v2/{project}/jobs/");
+
+    // A user added: bob logs in after SIGHUP, without a restart; alice's token still works.
+    write(&json!([alice, bob]));
+    hangup_and_wait(&server, "users file read again", 1);
+    let (bob_token, _) = login(port, "bob", "bob-pw", "backups");
+    let status = |t: &str| http(port, "GET", &jobs, Some(t), None).unwrap().0;
+    assert_eq!(status(&alice_token), 200);
+    assert_eq!(status(&bob_token), 200);
+
+    // A file that is refused (plaintext passwords others may read; then malformed JSON)
+    // changes nothing, and says why.
+    std::fs::write(&users, json!([alice]).to_string()).unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).unwrap();
+    hangup_and_wait(&server, "the users file was not taken", 1);
+    std::fs::write(&users, "[{\"user\": ").unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    hangup_and_wait(&server, "the users file was not taken", 2);
+    assert_eq!(status(&bob_token), 200, "bob is still a user");
+    assert_eq!(try_login("bob", "bob-pw"), 201);
+    assert!(
+        !server.logs().contains("bob-pw") && !server.logs().contains("alice-pw"),
+        "{}",
+        server.logs()
+    );
+
+    // A user removed: their token is refused at once, and they cannot log in.
+    write(&json!([alice]));
+    hangup_and_wait(&server, "users file read again", 2);
+    assert_eq!(status(&bob_token), 401);
+    assert_eq!(try_login("bob", "bob-pw"), 401);
+    assert_eq!(status(&alice_token), 200);
+    assert!(server.stop().success());
+}

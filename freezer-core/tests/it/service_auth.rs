@@ -667,7 +667,7 @@ async fn keystoneauth1_logs_in_and_finds_the_backup_endpoint() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "keystoneauth1 failed: {stderr}");
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let alice = s.identity().users().by_name("alice").unwrap();
+    let alice = s.identity().users().by_name("alice").unwrap().clone();
     assert_eq!(doc["user_id"], alice.id.as_str());
     assert_eq!(doc["project_id"], alice.project_id.as_str());
     assert_eq!(doc["roles"], json!(["member", "reader"]));

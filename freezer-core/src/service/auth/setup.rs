@@ -107,6 +107,22 @@ impl AuthSetup {
         Ok(AuthSetup::Standalone(Arc::new(identity)))
     }
 
+    /// Standalone: reads the users file of `options` again and puts its users in place of the
+    /// old ones (an operator's reload, on SIGHUP), returning how many there are now. A file
+    /// that cannot be read or is refused changes nothing. With a Keystone there is no users
+    /// file: `None`. Hashing plaintext passwords takes a while: call it off the runtime.
+    pub fn reload_users(&self, options: &AuthOptions) -> Result<Option<usize>, Error> {
+        match (self, options.users_file.as_deref()) {
+            (AuthSetup::Standalone(s), Some(file)) => {
+                let users = Users::load(file)?;
+                let n = users.len();
+                s.replace_users(users);
+                Ok(Some(n))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// What the API validates every request's `X-Auth-Token` with.
     pub fn authenticator(&self) -> Arc<dyn Authenticator> {
         match self {

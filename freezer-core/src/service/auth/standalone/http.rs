@@ -136,12 +136,11 @@ fn token_body(
         .iter()
         .map(|r| json!({"id": derived_id("role", r), "name": r}))
         .collect();
+    let users = id.users();
     let project_name = if claims.p == user.project_id {
         user.project_name.as_str()
     } else {
-        id.users()
-            .project_name(&claims.p)
-            .unwrap_or(claims.p.as_str())
+        users.project_name(&claims.p).unwrap_or(claims.p.as_str())
     };
     let mut token = json!({
         "methods": claims.m,
@@ -374,7 +373,8 @@ async fn issue(State(id): State<Shared>, Query(q): Query<Flags>, body: Bytes) ->
         }
         _ => return unauthorized(&id),
     };
-    let Some(user) = id.users().by_id(&issued.claims.u) else {
+    let users = id.users();
+    let Some(user) = users.by_id(&issued.claims.u) else {
         return unauthorized(&id);
     };
     let body = token_body(&id, &issued.claims, user, None, !q.nocatalog());
@@ -548,7 +548,8 @@ async fn create_trust(State(id): State<Shared>, headers: HeaderMap, body: Bytes)
     if roles.is_empty() {
         return bad_request("At least one role should be specified.".into(), &id);
     }
-    let Some(trustor) = id.users().by_id(&caller.user_id) else {
+    let users = id.users();
+    let Some(trustor) = users.by_id(&caller.user_id) else {
         return unauthorized(&id);
     };
     let missing = StandaloneIdentity::roles_missing(trustor, &t.project_id, &roles);

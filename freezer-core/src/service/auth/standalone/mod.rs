@@ -68,7 +68,8 @@ pub(crate) struct Issued {
 
 /// The identity service of a server without Keystone. Share it in an `Arc`.
 pub struct StandaloneIdentity {
-    users: Users,
+    /// The users, replaced whole by [`StandaloneIdentity::replace_users`].
+    users: std::sync::RwLock<Arc<Users>>,
     key: TokenKey,
     config: StandaloneConfig,
     /// Audit ids of revoked tokens, shared through the store once attached.
@@ -84,7 +85,7 @@ pub struct StandaloneIdentity {
 impl std::fmt::Debug for StandaloneIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StandaloneIdentity")
-            .field("users", &self.users.len())
+            .field("users", &self.users().len())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -107,7 +108,7 @@ impl StandaloneIdentity {
     pub fn new(users: Users, key: TokenKey, config: StandaloneConfig) -> StandaloneIdentity {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         StandaloneIdentity {
-            users,
+            users: std::sync::RwLock::new(Arc::new(users)),
             key,
             config: StandaloneConfig {
                 public_url: config.public_url.trim_end_matches('/').to_string(),
@@ -134,7 +135,8 @@ impl StandaloneIdentity {
         let Some(service_user) = service_user else {
             return Ok(());
         };
-        let user = self.users.by_name(service_user).ok_or_else(|| {
+        let users = self.users();
+        let user = users.by_name(service_user).ok_or_else(|| {
             Error::bad_input(
                 "--service-user",
                 format!("{service_user:?} is not a user of the users file"),
@@ -158,9 +160,16 @@ impl StandaloneIdentity {
         &self.config
     }
 
-    /// Its users.
-    pub fn users(&self) -> &Users {
-        &self.users
+    /// Its users, as they are now.
+    pub fn users(&self) -> Arc<Users> {
+        Arc::clone(&self.users.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the users (a users file read again, on SIGHUP): from the next request on, a
+    /// new user can log in, a removed user's tokens are refused, and changed roles and
+    /// passwords hold. Trusts of a removed trustor or trustee stop working.
+    pub fn replace_users(&self, users: Users) {
+        *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
     }
 
     /// Checks a password (off the async runtime, a bounded number at a time): the user when
@@ -176,12 +185,13 @@ impl StandaloneIdentity {
         let this = Arc::clone(self);
         let key = name_or_id.to_string();
         tokio::task::spawn_blocking(move || {
+            let users = this.users();
             let user = if by_id {
-                this.users.by_id(&key)
+                users.by_id(&key)
             } else {
-                this.users.by_name(&key)
+                users.by_name(&key)
             };
-            this.users.check_password(user, &password).cloned()
+            users.check_password(user, &password).cloned()
         })
         .await
         .ok()
@@ -246,7 +256,11 @@ impl StandaloneIdentity {
         allow_expired: bool,
     ) -> Result<(Claims, User), AuthError> {
         let claims = self.key.open(token).ok_or(AuthError::Invalid)?;
-        let user = self.users.by_id(&claims.u).ok_or(AuthError::Invalid)?;
+        let user = self
+            .users()
+            .by_id(&claims.u)
+            .cloned()
+            .ok_or(AuthError::Invalid)?;
         // A trust-scoped token is in the trustor's project (checked with its trust).
         if claims.t.is_none() && user.project_id != claims.p {
             return Err(AuthError::Invalid);

@@ -26,7 +26,7 @@ impl StandaloneIdentity {
     }
 
     /// The service user trusts delegate to (`--service-user`).
-    pub(crate) fn service_user(&self) -> Result<&User, TrustError> {
+    pub(crate) fn service_user(&self) -> Result<User, TrustError> {
         let name = self.service_user.get().ok_or_else(|| {
             TrustError::MissingCredentials(
                 "Missing required credentials: no service user to delegate to (start the API \
@@ -34,7 +34,7 @@ impl StandaloneIdentity {
                     .into(),
             )
         })?;
-        self.users.by_name(name).ok_or_else(|| {
+        self.users().by_name(name).cloned().ok_or_else(|| {
             TrustError::MissingCredentials(format!(
                 "Missing required credentials: the service user {name} is not in the users file"
             ))
@@ -108,10 +108,11 @@ impl StandaloneIdentity {
     /// Whether `trust` still holds: its trustor and trustee exist and the trustor still has
     /// its roles in its project.
     pub(crate) fn trust_holds(&self, trust: &Trust) -> bool {
-        let Some(trustor) = self.users.by_id(&trust.trustor_user_id) else {
+        let users = self.users();
+        let Some(trustor) = users.by_id(&trust.trustor_user_id) else {
             return false;
         };
-        self.users.by_id(&trust.trustee_user_id).is_some()
+        users.by_id(&trust.trustee_user_id).is_some()
             && Self::roles_missing(trustor, &trust.project_id, &trust.roles).is_empty()
     }
 
@@ -169,7 +170,8 @@ impl TrustBroker for StandaloneIdentity {
     ) -> Result<Trust, TrustError> {
         let trustee = self.service_user()?.id.clone();
         let project = trustor.project_id.clone();
-        let user = self.users.by_id(&trustor.user_id).ok_or_else(|| {
+        let users = self.users();
+        let user = users.by_id(&trustor.user_id).ok_or_else(|| {
             TrustError::MissingCredentials(format!(
                 "Missing required credentials: user {} is unknown",
                 trustor.user_id
