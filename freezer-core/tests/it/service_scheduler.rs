@@ -1191,6 +1191,28 @@ fn a_bad_ca_file_or_client_certificate_is_named() {
         e.contains("OS_KEY") && e.contains("ca.pem") && e.contains("no private key"),
         "{e}"
     );
+    // A key others may read is refused, in its own file or in the certificate's.
+    use std::os::unix::fs::PermissionsExt;
+    let key = pki.path("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = tls_client(1, |s| {
+        s.client_cert = Some(pki.path("server.pem"));
+        s.client_key = Some(key.clone());
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("OS_KEY:") && e.contains("chmod 600"), "{e}");
+    let both = pki.path("both.pem");
+    let mut pem = std::fs::read(pki.path("server.pem")).unwrap();
+    pem.extend(std::fs::read(&key).unwrap());
+    std::fs::write(&both, pem).unwrap();
+    std::fs::set_permissions(&both, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let e = tls_client(1, |s| s.client_cert = Some(both.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("OS_CERT:") && e.contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&both, std::fs::Permissions::from_mode(0o600)).unwrap();
+    tls_client(1, |s| s.client_cert = Some(both.clone())).unwrap();
 }
 
 #[test]
