@@ -114,7 +114,7 @@ async fn an_ftps_certificate_that_does_not_verify_is_refused() {
         "{e}"
     );
     // Another CA is no better.
-    let other = server.dir.path().join("server.pem");
+    let other = server.pki.path("server.pem");
     o.ca_file = Some(other);
     let e = FtpSink::new(o.clone()).unwrap().list("").await.unwrap_err();
     assert!(matches!(e, Error::Permission { .. }), "{e}");

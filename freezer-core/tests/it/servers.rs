@@ -917,6 +917,8 @@ pub struct FtpServer {
     config: PathBuf,
     child: Option<Child>,
     pub dir: tempfile::TempDir,
+    /// Where the certificates are, kept as long as the server.
+    pub pki: TestPki,
 }
 
 /// A run of `n` free ports on loopback (for a server's passive data connections).
@@ -960,99 +962,11 @@ impl FtpServer {
         std::fs::create_dir(p("empty")).unwrap();
         std::fs::create_dir(p("data")).unwrap();
         run(Command::new("chown").arg(&user).arg(p("data")));
-        // A CA, and a server certificate for 127.0.0.1 signed by it.
-        let openssl =
-            |args: &[&str]| run(Command::new("openssl").current_dir(dir.path()).args(args));
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "3",
-            "-subj",
-            "/CN=freezer test CA",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        std::fs::write(
-            p("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "3",
-            "-extfile",
-            "server.ext",
-        ]);
+        // A CA, a server certificate for 127.0.0.1 (not localhost) signed by it, and a
+        // client's.
+        let pki = TestPki::for_names("IP:127.0.0.1");
         if client_certs {
-            openssl(&[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "client.key",
-                "-out",
-                "client.csr",
-                "-subj",
-                "/CN=freezer test client",
-            ]);
-            std::fs::write(
-                p("client.ext"),
-                "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-            )
-            .unwrap();
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                "client.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "client.pem",
-                "-days",
-                "3",
-                "-extfile",
-                "client.ext",
-            ]);
+            pki.issue_client();
         }
         let port = free_port();
         let (pasv_lo, pasv_hi) = free_port_range(16);
@@ -1060,8 +974,8 @@ impl FtpServer {
             format!(
                 "ssl_enable=YES\nrsa_cert_file={}\nrsa_private_key_file={}\nforce_local_logins_ssl=YES\n\
                  force_local_data_ssl=YES\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH\n",
-                p("server.pem").display(),
-                p("server.key").display()
+                pki.path("server.pem").display(),
+                pki.path("server.key").display()
             )
         } else {
             "ssl_enable=NO\n".to_string()
@@ -1069,7 +983,7 @@ impl FtpServer {
         let ssl = if client_certs {
             format!(
                 "{ssl}require_cert=YES\nvalidate_cert=YES\nca_certs_file={}\n",
-                p("ca.pem").display()
+                pki.path("ca.pem").display()
             )
         } else {
             ssl
@@ -1094,12 +1008,13 @@ impl FtpServer {
             user,
             password,
             root: p("data"),
-            ca_file: p("ca.pem"),
-            client_cert: p("client.pem"),
-            client_key: p("client.key"),
+            ca_file: pki.path("ca.pem"),
+            client_cert: pki.path("client.pem"),
+            client_key: pki.path("client.key"),
             config: p("vsftpd.conf"),
             child: None,
             dir,
+            pki,
         };
         // Commands and transfers (vsftpd writes `<password>` for the password).
         show_log_on_failure("vsftpd", &s.dir.path().join("vsftpd.log"));
@@ -1158,6 +1073,15 @@ impl Drop for FtpServer {
     }
 }
 
+/// The arguments of `openssl req` for a new P-256 key without a passphrase.
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
 /// A private CA made with the `openssl` CLI, and a server certificate it signed for
 /// `127.0.0.1` and `localhost`: `ca.pem`, `ca.key`, `server.pem`, `server.key` (0600) in a
 /// folder of their own.
@@ -1167,19 +1091,17 @@ pub struct TestPki {
 
 impl TestPki {
     pub fn new() -> TestPki {
+        TestPki::for_names("IP:127.0.0.1,DNS:localhost")
+    }
+
+    /// The same, with the server certificate for `names` only (`subjectAltName`).
+    pub fn for_names(names: &str) -> TestPki {
         find_tool("openssl", "FREEZER_TEST_OPENSSL", "apt-get install openssl");
-        let dir = tempfile::tempdir().unwrap();
-        let openssl =
-            |args: &[&str]| run(Command::new("openssl").current_dir(dir.path()).args(args));
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
+        let pki = TestPki {
+            dir: tempfile::tempdir().unwrap(),
+        };
         let mut ca = vec!["req", "-x509"];
-        ca.extend(ec);
+        ca.extend(EC_KEY);
         ca.extend([
             "-keyout",
             "ca.key",
@@ -1190,47 +1112,70 @@ impl TestPki {
             "-subj",
             "/CN=freezer test CA",
         ]);
-        openssl(&ca);
-        let mut csr = vec!["req"];
-        csr.extend(ec);
-        csr.extend([
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
+        pki.openssl(&ca);
+        pki.private("ca.key");
+        pki.issue(
+            "server",
             "/CN=127.0.0.1",
-        ]);
-        openssl(&csr);
-        std::fs::write(
-            dir.path().join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(&[
+            &format!(
+                "subjectAltName={names}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        );
+        pki
+    }
+
+    /// Also `client.pem` and `client.key` (0600), a client certificate signed by the CA.
+    pub fn issue_client(&self) {
+        self.issue(
+            "client",
+            "/CN=freezer test client",
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        );
+    }
+
+    /// `NAME.key` (0600) and `NAME.pem` for `subject` with the extensions `ext`, signed by the CA.
+    fn issue(&self, name: &str, subject: &str, ext: &str) {
+        let (key, csr, pem, ext_file) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        let mut req = vec!["req"];
+        req.extend(EC_KEY);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
+        self.openssl(&req);
+        std::fs::write(self.path(&ext_file), ext).unwrap();
+        self.openssl(&[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "server.pem",
+            &pem,
             "-days",
             "3",
             "-extfile",
-            "server.ext",
+            &ext_file,
         ]);
+        self.private(&key);
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        run(Command::new("openssl")
+            .current_dir(self.dir.path())
+            .args(args));
+    }
+
+    fn private(&self, file: &str) {
         use std::os::unix::fs::PermissionsExt;
-        for key in ["ca.key", "server.key"] {
-            std::fs::set_permissions(dir.path().join(key), std::fs::Permissions::from_mode(0o600))
-                .unwrap();
-        }
-        TestPki { dir }
+        std::fs::set_permissions(self.path(file), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
