@@ -227,8 +227,9 @@ struct BackupArgs {
     #[arg(long)]
     path_to_backup: Option<PathBuf>,
     /// fs (a folder or file), command (the stdout of --command), stdin (this program's
-    /// standard input): a stream is stored as one file, deduplicated like any other.
-    #[arg(long, value_parser = ["fs", "command", "stdin"], default_value = "fs")]
+    /// standard input): a stream is stored as one file, deduplicated like any other; mysql,
+    /// postgres, mongo: a database server, through its dump tools.
+    #[arg(long, value_parser = ["fs", "command", "stdin", "mysql", "postgres", "mongo"], default_value = "fs")]
     mode: String,
     /// Mode command: the command whose stdout is backed up, split into words without a shell
     /// (quotes as in sh); it must exit 0 or the backup fails and leaves no snapshot.
@@ -310,8 +311,12 @@ struct RestoreArgs {
     repo: RepoArgs,
     /// The folder to restore into (created if missing); `-` writes a stream backup (mode
     /// command or stdin) to stdout.
-    #[arg(long, required_unless_present = "restore_command")]
+    #[arg(long, required_unless_present_any = ["restore_command", "mode"])]
     restore_abs_path: Option<PathBuf>,
+    /// mysql, postgres, mongo: restore a database backup into the server its options name
+    /// (without --restore-abs-path). Without it, a restore writes files or a stream.
+    #[arg(long, value_parser = ["fs", "command", "stdin", "mysql", "postgres", "mongo"])]
+    mode: Option<String>,
     /// Write a stream backup into this command's stdin (split as --command is); the restore
     /// fails when the command does.
     #[arg(long, value_name = "COMMAND", conflicts_with = "restore_abs_path")]
@@ -531,6 +536,7 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             action.restore_abs_path = a.restore_abs_path.map(|p| p.display().to_string());
             action.restore_command = a.restore_command;
             action.shell = a.shell;
+            action.mode = a.mode;
             let to_stdout = action.restore_abs_path.as_deref() == Some("-");
             action.backup_name = a.backup_name;
             action.hostname = a.hostname;

@@ -72,6 +72,7 @@ mod buffer;
 mod cancel;
 mod chunker;
 mod crypto;
+pub mod db;
 pub mod engine;
 mod error;
 mod id;

@@ -36,6 +36,7 @@ pub use repair_packs::{
 };
 pub use restore::{
     RestoreOptions, RestoreResult, StreamOutput, StreamTarget, restore, restore_stream,
+    restore_stream_entry,
 };
 pub use snapshot_repair::{SnapshotRepairReport, repair_snapshots};
 

@@ -567,6 +567,11 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                     ctx.std_streams.take_input()?,
                     ctx.cancel.clone(),
                 )),
+                // A database mode runs its own dump tools, never a command of the job's: not
+                // refused by `--disable-exec`.
+                m @ (SourceMode::Mysql | SourceMode::Postgres | SourceMode::Mongo) => {
+                    crate::db::backup_source(m, action, ctx)?
+                }
             };
             let snaps = repo.snapshots().await?.0;
             let series = snaps
@@ -659,6 +664,20 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                 }
             };
             let ((id, snap), passed_over) = listing.select(&selector, action.newest_readable)?;
+            let mode = action.source_mode()?;
+            if mode.is_database()
+                && !action.restores_a_stream()
+                && action.restore_abs_path.as_deref().is_none_or(str::is_empty)
+            {
+                let _lock = repo.lock_to_read("restore", &ctx.actor).await?;
+                _lock.log_notes();
+                repo.load_index().await?;
+                let r = crate::db::restore(mode, &repo, *id, snap, action, ctx).await;
+                let _ = _lock.release().await;
+                let mut r = r?;
+                r.passed_over = passed_over;
+                return Ok(ActionOutcome::Restore(Box::new(r)));
+            }
             if action.restores_a_stream() {
                 let target = match action.restore_stream_command(ctx.exec_env.clone()) {
                     Some(cmd) => {

@@ -89,6 +89,23 @@ pub enum SourceMode {
     Command,
     /// The front-end's standard input.
     Stdin,
+    /// A MariaDB or MySQL server ([`crate::db::mysql`]).
+    Mysql,
+    /// A PostgreSQL server ([`crate::db::postgres`]).
+    Postgres,
+    /// A MongoDB server ([`crate::db::mongo`]).
+    Mongo,
+}
+
+impl SourceMode {
+    /// Whether the mode backs up a database server, whose restore goes back into a server
+    /// (or a data folder) through [`crate::db`].
+    pub fn is_database(self) -> bool {
+        matches!(
+            self,
+            SourceMode::Mysql | SourceMode::Postgres | SourceMode::Mongo
+        )
+    }
 }
 
 /// Upstream's `freezer_action` options, those this release uses typed, the rest kept as-is.
@@ -523,8 +540,11 @@ impl FreezerAction {
             "fs" => Ok(SourceMode::Fs),
             "command" => Ok(SourceMode::Command),
             "stdin" => Ok(SourceMode::Stdin),
+            "mysql" => Ok(SourceMode::Mysql),
+            "postgres" => Ok(SourceMode::Postgres),
+            "mongo" => Ok(SourceMode::Mongo),
             m => Err(Error::unsupported(format!(
-                "mode {m:?} (this release backs up modes fs, command and stdin)"
+                "mode {m:?} (this release backs up modes fs, command, stdin, mysql, postgres and mongo)"
             ))),
         }
     }
@@ -538,6 +558,7 @@ impl FreezerAction {
             line: self.command.clone().unwrap_or_default(),
             shell: self.shell,
             env,
+            argv: None,
         }
     }
 
@@ -552,6 +573,7 @@ impl FreezerAction {
                 line: line.clone(),
                 shell: self.shell,
                 env,
+                argv: None,
             })
     }
 
@@ -564,6 +586,24 @@ impl FreezerAction {
     fn validate_backup_source(&self, mode: SourceMode) -> Result<()> {
         let path = self.path_to_backup.as_deref().filter(|p| !p.is_empty());
         match mode {
+            SourceMode::Mysql | SourceMode::Postgres | SourceMode::Mongo => {
+                if self.command.is_some() {
+                    return Err(Error::bad_input(
+                        "command",
+                        format!(
+                            "mode {} runs its own dump tool; leave out command",
+                            self.mode()
+                        ),
+                    ));
+                }
+                if self.consistency_check {
+                    return Err(Error::bad_input(
+                        "consistency_check",
+                        "it reads a file set twice; a database dump is read once",
+                    ));
+                }
+                crate::db::validate_backup(mode, self)?;
+            }
             SourceMode::Fs => {
                 if path.is_none() {
                     return Err(Error::bad_input(
@@ -789,6 +829,9 @@ impl FreezerAction {
         match self.action() {
             Action::Backup => self.validate_backup_source(mode)?,
             Action::Restore => {
+                if mode.is_database() {
+                    crate::db::validate_restore(mode, self)?;
+                }
                 match (&self.restore_abs_path, &self.restore_command) {
                     (Some(_), Some(_)) => {
                         return Err(Error::bad_input(
@@ -801,6 +844,9 @@ impl FreezerAction {
                             .expect("given")
                             .words()
                             .map_err(|e| e.context("restore_command"))?;
+                    }
+                    (p, None) if mode.is_database() && p.as_deref().is_none_or(str::is_empty) => {
+                        // Into the server the job names.
                     }
                     (p, None) if p.as_deref().is_none_or(str::is_empty) => {
                         return Err(Error::bad_input(

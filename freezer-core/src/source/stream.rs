@@ -36,13 +36,32 @@ pub struct StreamCommand {
     pub shell: bool,
     /// The whole environment it gets (see [`crate::job::exec_environment`]).
     pub env: BTreeMap<String, String>,
+    /// The program and its arguments, already split (a database mode builds them): when
+    /// given, `line` is only what reports show and `shell` is not used.
+    pub argv: Option<Vec<String>>,
 }
 
 impl StreamCommand {
-    /// The program and its arguments: `/bin/sh -c LINE` with `shell`, else `LINE` split by
-    /// POSIX shell-word rules (an empty line or an unbalanced quote is an error naming
-    /// `command`).
+    /// A program and its arguments, run as they are (no splitting, no shell), with `env`.
+    pub fn program(argv: Vec<String>, env: BTreeMap<String, String>) -> Self {
+        StreamCommand {
+            line: argv.join(" "),
+            shell: false,
+            env,
+            argv: Some(argv),
+        }
+    }
+
+    /// The program and its arguments: `argv` when given; else `/bin/sh -c LINE` with
+    /// `shell`, else `LINE` split by POSIX shell-word rules (an empty line or an unbalanced
+    /// quote is an error naming `command`).
     pub fn words(&self) -> Result<Vec<String>> {
+        if let Some(argv) = &self.argv {
+            if argv.is_empty() {
+                return Err(Error::bad_input("command", "no program given"));
+            }
+            return Ok(argv.clone());
+        }
         if self.line.trim().is_empty() {
             return Err(Error::bad_input("command", "no command given"));
         }
@@ -53,6 +72,20 @@ impl StreamCommand {
     }
 }
 
+/// One stream of a source made of several (a database mode's dumps): a file named `name`
+/// in the snapshot, holding the stdout of `command`.
+#[derive(Clone, Debug)]
+pub struct NamedStream {
+    /// The file's name (one path component).
+    pub name: String,
+    /// What writes it.
+    pub command: StreamCommand,
+}
+
+/// Anything a source made of several streams keeps alive while it lives (a private folder
+/// holding a client's password file), dropped with it.
+pub type KeepAlive = Box<dyn std::any::Any + Send + Sync>;
+
 enum Input {
     Command {
         cmd: StreamCommand,
@@ -60,6 +93,12 @@ enum Input {
         rt: tokio::runtime::Handle,
     },
     Reader(Mutex<Option<StreamInput>>),
+    Named {
+        streams: Vec<(NamedStream, Vec<String>)>,
+        info: SourceInfo,
+        rt: tokio::runtime::Handle,
+        _keep: Option<KeepAlive>,
+    },
 }
 
 /// One byte stream, backed up as one file.
@@ -75,6 +114,9 @@ impl std::fmt::Debug for StreamSource {
         let mode = match &self.input {
             Input::Command { cmd, .. } => format!("command {:?}", cmd.line),
             Input::Reader(_) => "stdin".into(),
+            Input::Named { info, streams, .. } => {
+                format!("{} ({} streams)", info.mode, streams.len())
+            }
         };
         f.debug_struct("StreamSource")
             .field("mode", &mode)
@@ -106,11 +148,110 @@ impl StreamSource {
         }
     }
 
-    fn name(&self) -> &'static str {
-        match self.input {
+    /// A folder of streams, one file per [`NamedStream`] (a database mode: a dump per
+    /// database), each command run when the engine opens its file; `info` is what the
+    /// snapshot records; `keep` lives as long as the source. Names must be distinct single
+    /// path components. Must be called within a tokio runtime.
+    pub fn named(
+        streams: Vec<NamedStream>,
+        info: SourceInfo,
+        keep: Option<KeepAlive>,
+        cancel: crate::CancelToken,
+    ) -> Result<Self> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::unsupported(format!("mode {} outside a tokio runtime", info.mode))
+        })?;
+        if streams.is_empty() {
+            return Err(Error::bad_input(
+                &info.mode,
+                "nothing to back up (no stream)",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::with_capacity(streams.len());
+        for s in streams {
+            let n = s.name.as_str();
+            if n.is_empty() || n == "." || n == ".." || n.contains('/') || n.contains('\0') {
+                return Err(Error::bad_input(
+                    &info.mode,
+                    format!("{n:?} cannot name a stream"),
+                ));
+            }
+            if !seen.insert(s.name.clone()) {
+                return Err(Error::bad_input(
+                    &info.mode,
+                    format!("two streams named {n:?}"),
+                ));
+            }
+            let words = s.command.words()?;
+            out.push((s, words));
+        }
+        out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(StreamSource {
+            input: Input::Named {
+                streams: out,
+                info,
+                rt,
+                _keep: keep,
+            },
+            cancel,
+            time: crate::time::now(),
+        })
+    }
+
+    fn name(&self) -> &str {
+        match &self.input {
             Input::Command { .. } => "stdout",
             Input::Reader(_) => "stdin",
+            Input::Named { info, .. } => &info.mode,
         }
+    }
+
+    fn node(&self, name: &str, kind: NodeKind, mode: u32) -> Node {
+        let (secs, ns) = (self.time.as_second(), self.time.subsec_nanosecond());
+        Node {
+            name: name.as_bytes().to_vec(),
+            kind: Some(kind),
+            mode,
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            mtime: secs,
+            mtime_ns: ns as u32,
+            ctime: secs,
+            ctime_ns: ns as u32,
+            links: 1,
+            ..Node::default()
+        }
+    }
+
+    /// Runs `words` with its stdout into a pipe the returned reader reads.
+    fn spawn(
+        &self,
+        words: &[String],
+        env: &BTreeMap<String, String>,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<Box<dyn ContentReader>> {
+        let (pipe, writer) = std::io::pipe().map_err(|e| Error::io("a pipe for the command", e))?;
+        let child = {
+            let _in_runtime = rt.enter();
+            Child::spawn(
+                words,
+                env,
+                std::process::Stdio::null(),
+                std::process::Stdio::from(writer),
+            )?
+        };
+        // Only the child holds the pipe's writing end now: its end is the stream's.
+        let pid = child.pid();
+        let cancel = self.cancel.clone();
+        let waiter = rt.spawn(async move { child.wait(&cancel).await });
+        Ok(Box::new(CommandReader {
+            pipe,
+            read: 0,
+            pid,
+            waiter: Some(waiter),
+            rt: rt.clone(),
+        }))
     }
 }
 
@@ -127,65 +268,66 @@ impl Source for StreamSource {
                 path: "-".into(),
                 command: None,
             },
+            Input::Named { info, .. } => info.clone(),
         }
     }
 
     fn root(&self) -> Result<SourceEntry> {
-        let (secs, ns) = (self.time.as_second(), self.time.subsec_nanosecond());
+        if let Input::Named { .. } = self.input {
+            return Ok(SourceEntry {
+                path: PathBuf::new(),
+                node: self.node(self.name(), NodeKind::Dir, 0o700),
+                descend: true,
+                stream: false,
+            });
+        }
         Ok(SourceEntry {
             path: PathBuf::from(self.name()),
-            node: Node {
-                name: self.name().as_bytes().to_vec(),
-                kind: Some(NodeKind::File),
-                mode: 0o600,
-                uid: rustix::process::getuid().as_raw(),
-                gid: rustix::process::getgid().as_raw(),
-                mtime: secs,
-                mtime_ns: ns as u32,
-                ctime: secs,
-                ctime_ns: ns as u32,
-                links: 1,
-                ..Node::default()
-            },
+            node: self.node(self.name(), NodeKind::File, 0o600),
             descend: false,
             stream: true,
         })
     }
 
-    fn list(&self, _dir: &SourceEntry) -> Result<Listing> {
-        Ok(Listing::default())
+    fn list(&self, dir: &SourceEntry) -> Result<Listing> {
+        let Input::Named { streams, .. } = &self.input else {
+            return Ok(Listing::default());
+        };
+        if !dir.path.as_os_str().is_empty() {
+            return Ok(Listing::default());
+        }
+        let entries = streams
+            .iter()
+            .map(|(s, _)| SourceEntry {
+                path: PathBuf::from(&s.name),
+                node: self.node(&s.name, NodeKind::File, 0o600),
+                descend: false,
+                stream: true,
+            })
+            .collect();
+        Ok(Listing {
+            entries,
+            errors: vec![],
+        })
     }
 
     fn xattrs(&self, _entry: &SourceEntry) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         Ok(vec![])
     }
 
-    fn open(&self, _entry: &SourceEntry) -> Result<Box<dyn ContentReader>> {
+    fn open(&self, entry: &SourceEntry) -> Result<Box<dyn ContentReader>> {
         self.cancel.check()?;
         match &self.input {
-            Input::Command { cmd, words, rt } => {
-                let (pipe, writer) =
-                    std::io::pipe().map_err(|e| Error::io("a pipe for the command", e))?;
-                let child = {
-                    let _in_runtime = rt.enter();
-                    Child::spawn(
-                        words,
-                        &cmd.env,
-                        std::process::Stdio::null(),
-                        std::process::Stdio::from(writer),
-                    )?
-                };
-                // Only the child holds the pipe's writing end now: its end is the stream's.
-                let pid = child.pid();
-                let cancel = self.cancel.clone();
-                let waiter = rt.spawn(async move { child.wait(&cancel).await });
-                Ok(Box::new(CommandReader {
-                    pipe,
-                    read: 0,
-                    pid,
-                    waiter: Some(waiter),
-                    rt: rt.clone(),
-                }))
+            Input::Command { cmd, words, rt } => self.spawn(words, &cmd.env, rt),
+            Input::Named { streams, rt, .. } => {
+                let (s, words) = streams
+                    .iter()
+                    .find(|(s, _)| entry.path.as_os_str() == s.name.as_str())
+                    .ok_or_else(|| {
+                        Error::bad_input("path", format!("no stream {:?}", entry.path))
+                    })?;
+                self.spawn(words, &s.command.env, rt)
+                    .map_err(|e| e.context(format!("stream {}", s.name)))
             }
             Input::Reader(r) => {
                 let input = r
@@ -304,6 +446,7 @@ mod tests {
             line: line.into(),
             shell,
             env: BTreeMap::new(),
+            argv: None,
         };
         assert_eq!(
             c("pg_dumpall -U 'a b'", false).words().unwrap(),
@@ -333,5 +476,57 @@ mod tests {
         assert_eq!(r.read_at(&mut buf, 0).unwrap(), 3);
         assert!(src.open(&root).is_err(), "read twice");
         assert_eq!(src.info().mode, "stdin");
+    }
+
+    #[tokio::test]
+    async fn a_folder_of_named_streams() {
+        let prog = |name: &str, argv: &[&str]| NamedStream {
+            name: name.into(),
+            command: StreamCommand::program(
+                argv.iter().map(|s| s.to_string()).collect(),
+                BTreeMap::new(),
+            ),
+        };
+        let info = SourceInfo {
+            mode: "mysql".into(),
+            path: "db".into(),
+            command: None,
+        };
+        let cancel = crate::CancelToken::new();
+        let src = StreamSource::named(
+            vec![
+                prog("b.sql", &["echo", "b"]),
+                prog("a.sql", &["echo", "a b"]),
+            ],
+            info.clone(),
+            None,
+            cancel.clone(),
+        )
+        .unwrap();
+        let root = src.root().unwrap();
+        assert!(root.node.kind() == NodeKind::Dir && root.node.name == b"mysql");
+        let l = src.list(&root).unwrap();
+        let names: Vec<_> = l.entries.iter().map(|e| e.node.name.clone()).collect();
+        assert_eq!(names, [b"a.sql".to_vec(), b"b.sql".to_vec()]);
+        assert!(l.entries.iter().all(|e| e.stream));
+        let a = l.entries[0].clone();
+        let got = tokio::task::spawn_blocking(move || {
+            let mut r = src.open(&a).unwrap();
+            let mut buf = [0u8; 16];
+            let n = r.read_at(&mut buf, 0).unwrap();
+            r.finish().unwrap();
+            buf[..n].to_vec()
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, b"a b\n", "argv taken as given, not split again");
+        for bad in [
+            vec![],
+            vec![prog("x/y", &["true"])],
+            vec![prog("x", &["true"]), prog("x", &["true"])],
+            vec![prog("x", &[])],
+        ] {
+            assert!(StreamSource::named(bad, info.clone(), None, cancel.clone()).is_err());
+        }
     }
 }

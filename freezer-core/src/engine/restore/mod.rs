@@ -29,7 +29,7 @@ mod plan;
 mod stream;
 mod target;
 
-pub use stream::{StreamOutput, StreamTarget, restore_stream};
+pub use stream::{StreamOutput, StreamTarget, restore_stream, restore_stream_entry};
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;

@@ -58,13 +58,60 @@ pub async fn restore_stream(
     cancel: &crate::CancelToken,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreResult> {
+    restore_stream_entry(repo, snapshot_id, snapshot, None, target, cancel, progress).await
+}
+
+/// As [`restore_stream`], of the file `entry` of the folder at the top of `snapshot` (a
+/// database mode's dump), or of its one file when `entry` is `None`.
+pub async fn restore_stream_entry(
+    repo: &Repository,
+    snapshot_id: Id,
+    snapshot: &Snapshot,
+    entry: Option<&str>,
+    target: StreamTarget,
+    cancel: &crate::CancelToken,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoreResult> {
     let reader = repo.reader();
     let top = reader
         .read_tree(&snapshot.tree)
         .await
         .map_err(|e| e.context(format!("snapshot {}", snapshot_id.short())))?;
-    let node = match top.nodes.as_slice() {
-        [n] if n.kind() == NodeKind::File => n.clone(),
+    let node = match (top.nodes.as_slice(), entry) {
+        ([n], None) if n.kind() == NodeKind::File => n.clone(),
+        ([d], Some(name)) if d.kind() == NodeKind::Dir => {
+            let subtree = d.subtree.ok_or_else(|| {
+                Error::corrupt(
+                    format!("snapshot {}", snapshot_id.short()),
+                    "its folder has no tree",
+                )
+            })?;
+            let dir = reader
+                .read_tree(&subtree)
+                .await
+                .map_err(|e| e.context(format!("snapshot {}", snapshot_id.short())))?;
+            match dir
+                .nodes
+                .iter()
+                .find(|n| n.name == name.as_bytes() && n.kind() == NodeKind::File)
+            {
+                Some(n) => n.clone(),
+                None => {
+                    return Err(Error::not_found(format!(
+                        "{name} in snapshot {} (mode {})",
+                        snapshot_id.short(),
+                        snapshot.mode
+                    )));
+                }
+            }
+        }
+        (_, Some(name)) => {
+            return Err(Error::not_found(format!(
+                "{name} in snapshot {} (mode {}): it holds no folder of streams",
+                snapshot_id.short(),
+                snapshot.mode
+            )));
+        }
         _ => {
             return Err(Error::bad_input(
                 "restore_abs_path",

@@ -1,0 +1,256 @@
+//! Database modes: `mysql` (MariaDB and MySQL), `postgres`, `mongo`.
+//!
+//! A database backup is a folder of streams ([`crate::source::stream::StreamSource::named`]): each file the stdout
+//! of a dump tool (`mariadb-dump`, `mariadb-backup`, `pg_dump`, ...), cut, deduplicated and
+//! encrypted as any file, and a backup fails, leaving no snapshot, when one tool fails. The
+//! tools run without a shell, with the caller's restricted environment
+//! ([`crate::job::RunContext::exec_env`]); a password never appears in their arguments or
+//! environment: it is written to a client option file in a private folder ([`SecretDir`])
+//! that lives as long as the backup or restore.
+//!
+//! A restore goes back into a server (or, for a physical copy, into an empty data folder):
+//! each stream is fed to the matching client tool ([`crate::engine::restore_stream_entry`]).
+//! A snapshot of a database can also be restored as files into a folder, or one stream to
+//! stdout, as any snapshot.
+//!
+//! Each mode has its own module: the connection options (upstream's INI `mysql_conf`
+//! `[default]` section, [`DbConf`]), the streams a backup runs, and the steps of a restore.
+
+pub mod mongo;
+pub mod mysql;
+pub mod postgres;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::engine::RestoreResult;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::job::RunContext;
+use crate::job::{FreezerAction, SourceMode};
+use crate::repo::Repository;
+use crate::repo::snapshot::Snapshot;
+use crate::source::Source;
+
+/// Checks a backup's options for a database mode, before anything runs.
+pub fn validate_backup(mode: SourceMode, action: &FreezerAction) -> Result<()> {
+    match mode {
+        SourceMode::Mysql => mysql::validate_backup(action),
+        SourceMode::Postgres => postgres::validate_backup(action),
+        SourceMode::Mongo => mongo::validate_backup(action),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a restore's options for a database mode, before anything runs.
+pub fn validate_restore(mode: SourceMode, action: &FreezerAction) -> Result<()> {
+    match mode {
+        SourceMode::Mysql => mysql::validate_restore(action),
+        SourceMode::Postgres => postgres::validate_restore(action),
+        SourceMode::Mongo => mongo::validate_restore(action),
+        _ => Ok(()),
+    }
+}
+
+/// The source of a database backup.
+pub fn backup_source(
+    mode: SourceMode,
+    action: &FreezerAction,
+    ctx: &RunContext,
+) -> Result<Arc<dyn Source>> {
+    match mode {
+        SourceMode::Mysql => mysql::backup_source(action, ctx),
+        SourceMode::Postgres => postgres::backup_source(action, ctx),
+        SourceMode::Mongo => mongo::backup_source(action, ctx),
+        m => Err(Error::unsupported(format!("{m:?} is not a database mode"))),
+    }
+}
+
+/// Restores snapshot `id` of a database mode into the server (or data folder) `action`
+/// names. The caller holds the repository's read lock and has loaded its index.
+pub async fn restore(
+    mode: SourceMode,
+    repo: &Repository,
+    id: Id,
+    snapshot: &Snapshot,
+    action: &FreezerAction,
+    ctx: &RunContext,
+) -> Result<RestoreResult> {
+    if snapshot.mode != action.mode().trim() {
+        return Err(Error::bad_input(
+            "mode",
+            format!(
+                "snapshot {} is a backup of mode {}, not {}",
+                id.short(),
+                snapshot.mode,
+                action.mode()
+            ),
+        ));
+    }
+    match mode {
+        SourceMode::Mysql => mysql::restore(repo, id, snapshot, action, ctx).await,
+        SourceMode::Postgres => postgres::restore(repo, id, snapshot, action, ctx).await,
+        SourceMode::Mongo => mongo::restore(repo, id, snapshot, action, ctx).await,
+        m => Err(Error::unsupported(format!("{m:?} is not a database mode"))),
+    }
+}
+
+/// Connection options from an INI file's `[default]` section (upstream's `mysql_conf`:
+/// `host`, `port`, `user`, `password`, `socket`); other keys are kept in `other`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct DbConf {
+    /// Server host name or address.
+    pub host: Option<String>,
+    /// TCP port.
+    pub port: Option<u16>,
+    /// User name.
+    pub user: Option<String>,
+    /// Password (never shown by `Debug`).
+    pub password: Option<String>,
+    /// A Unix socket path.
+    pub socket: Option<String>,
+    /// Every other key of the section, lower-cased.
+    pub other: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for DbConf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConf")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("socket", &self.socket)
+            .field("other", &self.other.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl DbConf {
+    /// Reads `path`, named `field` in errors (`mysql_conf`). Its `[default]` section (or, as
+    /// MySQL's own option files, `[client]`) holds the options; a file that cannot be read,
+    /// is not INI, or has neither section is an error naming `field` and the file.
+    pub fn read(path: &Path, field: &str) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::bad_input(field, format!("{}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| Error::bad_input(field, format!("{}: {e}", path.display())))
+    }
+
+    /// Parses the text of an INI file (see [`DbConf::read`]); the error says what is wrong.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let ini = ini::Ini::load_from_str(text).map_err(|e| format!("not an INI file ({e})"))?;
+        let section = ini
+            .section(Some("default"))
+            .or_else(|| ini.section(Some("client")))
+            .ok_or("it has no [default] section")?;
+        let mut conf = DbConf::default();
+        for (k, v) in section.iter() {
+            let v = v.trim().trim_matches('"').to_string();
+            match k.trim().to_ascii_lowercase().as_str() {
+                "host" => conf.host = Some(v),
+                "port" => {
+                    conf.port = Some(
+                        v.parse()
+                            .map_err(|_| format!("port {v:?} is not a port number"))?,
+                    )
+                }
+                "user" | "username" => conf.user = Some(v),
+                "password" | "passwd" => conf.password = Some(v),
+                "socket" => conf.socket = Some(v),
+                other => {
+                    conf.other.insert(other.to_string(), v);
+                }
+            }
+        }
+        Ok(conf)
+    }
+}
+
+/// A private folder (mode 0700) for files that hold a secret (a client's password file),
+/// removed when dropped.
+#[derive(Debug)]
+pub struct SecretDir {
+    dir: tempfile::TempDir,
+}
+
+impl SecretDir {
+    /// Makes one in the system's temporary folder.
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("freezer-db-")
+            .tempdir()
+            .map_err(|e| Error::io("a private temporary folder", e))?;
+        // tempfile makes it 0700 already; say so rather than trust it.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(|e| Error::io("a private temporary folder", e))?;
+        Ok(SecretDir { dir })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `content` to a new file `name` (mode 0600) in the folder; returns its path.
+    pub fn write(&self, name: &str, content: &[u8]) -> Result<PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.path().join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(format!("{}", path.display()), e))?;
+        f.write_all(content)
+            .map_err(|e| Error::io(format!("{}", path.display()), e))?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_reads_upstreams_ini_and_hides_the_password() {
+        let c = DbConf::parse(
+            "[default]\nhost = 127.0.0.1\nport=3307\nuser=root\npassword=s3cret\nsocket=/run/x.sock\n",
+        )
+        .unwrap();
+        assert_eq!(c.host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(c.port, Some(3307));
+        assert_eq!(c.password.as_deref(), Some("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(
+            DbConf::parse("[other]\nhost=x\n")
+                .unwrap_err()
+                .contains("[default]")
+        );
+        assert!(
+            DbConf::parse("[default]\nport=many\n")
+                .unwrap_err()
+                .contains("many")
+        );
+        let e = DbConf::read(Path::new("/nonexistent/my.cnf"), "mysql_conf").unwrap_err();
+        assert!(e.to_string().contains("mysql_conf"), "{e}");
+    }
+
+    #[test]
+    fn secret_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = SecretDir::new().unwrap();
+        let p = d.write("my.cnf", b"[client]\npassword=x\n").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(d.path()), 0o700);
+        assert_eq!(mode(&p), 0o600);
+        assert!(d.write("my.cnf", b"again").is_err(), "never overwritten");
+        let dir = d.path().to_path_buf();
+        drop(d);
+        assert!(!dir.exists());
+    }
+}
