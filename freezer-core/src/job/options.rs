@@ -358,6 +358,9 @@ pub struct FreezerAction {
         skip_serializing_if = "is_false"
     )]
     pub allow_unknown_options: bool,
+    /// An LVM snapshot of the file system (upstream's `snapshot`, `lvm_auto_snap`, `lvm_*`).
+    #[serde(flatten)]
+    pub snapshot: crate::source::lvm::SnapshotOptions,
     /// Every other option, by upstream name, as given (the storage options among them are
     /// read by [`FreezerAction::all_storages`]).
     #[serde(flatten)]
@@ -565,7 +568,7 @@ impl FreezerAction {
         let path = self.path_to_backup.as_deref().filter(|p| !p.is_empty());
         match mode {
             SourceMode::Fs => {
-                if path.is_none() {
+                if path.is_none() && !self.snapshot.requested() {
                     return Err(Error::bad_input(
                         "path_to_backup",
                         "a backup needs path_to_backup",
@@ -787,7 +790,10 @@ impl FreezerAction {
         }
         let mode = self.source_mode()?;
         match self.action() {
-            Action::Backup => self.validate_backup_source(mode)?,
+            Action::Backup => {
+                self.snapshot.validate(self)?;
+                self.validate_backup_source(mode)?
+            }
             Action::Restore => {
                 match (&self.restore_abs_path, &self.restore_command) {
                     (Some(_), Some(_)) => {
