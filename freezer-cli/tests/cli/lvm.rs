@@ -44,7 +44,7 @@ fn sigterm_during_a_snapshot_backup_releases_the_snapshot() {
     e.ok(&["init", "--repo", "repo"]);
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let dirmount = e.path("snapmnt");
-    let mut child = e
+    let child = e
         .cmd(&[
             "backup",
             "--repo",
