@@ -14,7 +14,7 @@
 //! This module never prints and never reads this process's environment.
 //!
 //! It also refuses upstream's Windows-only features (VSS shadow copies, mode `sqlserver`),
-//! naming why ([`refuse_windows_only`]).
+//! naming why (`refuse_windows_only`, called when option values are checked).
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
