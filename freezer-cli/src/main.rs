@@ -281,6 +281,28 @@ struct BackupArgs {
     /// (instead of the report), as freezer-agent's `--metadata-out`.
     #[arg(long, value_name = "FILE|-")]
     metadata_out: Option<String>,
+    /// Back up an LVM snapshot of the volume holding --path-to-backup (created, mounted
+    /// read-only, removed afterwards on every path, SIGTERM included).
+    #[arg(long)]
+    snapshot: bool,
+    /// The logical volume to snapshot (default: guessed from the mount table).
+    #[arg(long, value_name = "DEVICE")]
+    lvm_srcvol: Option<String>,
+    /// Its volume group (default: guessed).
+    #[arg(long, value_name = "VG")]
+    lvm_volgroup: Option<String>,
+    /// The snapshot's name (default freezer_backup_snap_<random>).
+    #[arg(long, value_name = "NAME")]
+    lvm_snapname: Option<String>,
+    /// The snapshot's size: 1G (default), 500M, or extents such as 80%FREE.
+    #[arg(long, value_name = "SIZE")]
+    lvm_snapsize: Option<String>,
+    /// ro (default) or rw.
+    #[arg(long, value_parser = ["ro", "rw"])]
+    lvm_snap_perm: Option<String>,
+    /// Where the snapshot is mounted (default /var/lib/freezer/mount_<random>).
+    #[arg(long, value_name = "DIR")]
+    lvm_dirmount: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -476,6 +498,26 @@ fn context(out: &Out, lock_wait: std::time::Duration) -> RunContext {
     ctx
 }
 
+/// SIGTERM or SIGINT cancels the running backup or job: it stops, releases what it holds
+/// (its lock, an LVM snapshot) and fails with `cancelled` (exit 1), instead of dying at once.
+fn cancel_on_signal(token: &freezer_core::CancelToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    let token = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => eprintln!("freezer: SIGTERM: stopping, releasing what the backup holds"),
+            _ = int.recv() => eprintln!("freezer: interrupted: stopping, releasing what the backup holds"),
+        }
+        token.cancel();
+    });
+}
+
 /// Runs a command; `Ok(false)` means it finished but incompletely.
 async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
     match command {
@@ -514,7 +556,18 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             action.restart_always_level = a.restart_always_level;
             action.consistency_check = a.consistency_check;
             action.metadata_out = a.metadata_out;
+            action.snapshot = freezer_core::source::lvm::SnapshotOptions {
+                snapshot: a.snapshot,
+                lvm_srcvol: a.lvm_srcvol,
+                lvm_volgroup: a.lvm_volgroup,
+                lvm_snapname: a.lvm_snapname,
+                lvm_snapsize: a.lvm_snapsize,
+                lvm_snapperm: a.lvm_snap_perm,
+                lvm_dirmount: a.lvm_dirmount,
+                ..Default::default()
+            };
             let mut ctx = context(out, a.repo.lock_wait());
+            cancel_on_signal(&ctx.cancel);
             ctx.std_streams =
                 job::StdStreams::new(Box::new(std::io::stdin()), Box::new(std::io::sink()));
             // `freezer backup` goes only into a repository made with `freezer init`, so that a
@@ -642,6 +695,7 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
                 .map_err(|e| e.context(file.display()))?;
             let mut ctx = context(out, lock::DEFAULT_LOCK_WAIT);
             ctx.allow_unknown_options = allow_unknown_options;
+            cancel_on_signal(&ctx.cancel);
             let reports = job::run_job(&job, &ctx).await;
             Ok(out.job(&reports, &warnings))
         }

@@ -13,6 +13,7 @@ mod full;
 mod init_config;
 mod jobs;
 mod lifecycle;
+mod lvm;
 mod options;
 mod restore;
 mod stream;

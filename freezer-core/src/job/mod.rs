@@ -294,6 +294,9 @@ pub struct RunContext {
     /// The front-end's standard input and output, for mode `stdin` and a restore to `-`
     /// (default: none, and those fail saying so).
     pub std_streams: StdStreams,
+    /// The mount table an LVM snapshot backup reads to find the volume holding
+    /// `path_to_backup` (default `/proc/self/mounts`; tests give their own).
+    pub mount_table: std::path::PathBuf,
 }
 
 /// A front-end's standard input (read by a backup in mode `stdin`) and standard output
@@ -377,6 +380,7 @@ impl RunContext {
             exec_env: std::collections::BTreeMap::new(),
             job_id: None,
             std_streams: StdStreams::default(),
+            mount_table: crate::source::lvm::DEFAULT_MOUNT_TABLE.into(),
         }
     }
 }
@@ -511,6 +515,22 @@ fn refuse_exec(ctx: &RunContext, what: &str) -> Result<()> {
 
 /// Runs one action.
 pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<ActionOutcome> {
+    if action.action() == Action::Backup && action.snapshot.requested() {
+        action.validate_with(ctx.allow_unknown_options)?;
+        // The backup runs inside an LVM snapshot, reading the mounted view.
+        return crate::source::lvm::with_snapshot(
+            action,
+            &ctx.mount_table,
+            &ctx.exec_env,
+            &ctx.cancel,
+            |view| Box::pin(async move { run_one_action(&view, ctx).await }),
+        )
+        .await;
+    }
+    run_one_action(action, ctx).await
+}
+
+async fn run_one_action(action: &FreezerAction, ctx: &RunContext) -> Result<ActionOutcome> {
     action.validate_with(ctx.allow_unknown_options)?;
     ctx.cancel.check()?;
     if action.action() == Action::Exec {
@@ -548,14 +568,14 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             let backup_name = backup_name
                 .ok_or_else(|| Error::bad_input("backup_name", "a backup needs backup_name"))?;
             let source: Arc<dyn Source> = match action.source_mode()? {
-                SourceMode::Fs => Arc::new(FsSource::new(
-                    action.path_to_backup.as_deref().expect("validated"),
+                SourceMode::Fs => crate::source::lvm::fs_source(
+                    action,
                     &FsOptions {
                         excludes: action.exclude.clone(),
                         one_file_system: action.one_file_system,
                         dereference: action.dereference_symlink.unwrap_or_default(),
                     },
-                )?),
+                )?,
                 SourceMode::Command => {
                     refuse_exec(ctx, "mode command")?;
                     Arc::new(StreamSource::command(

@@ -246,6 +246,7 @@ pub(crate) fn is_known_action_option(name: &str) -> bool {
         || OTHER_MEDIA.contains(&name)
         || SPECIAL.contains(&name)
         || storage_fields().contains(&name)
+        || crate::source::lvm::WINDOWS_ONLY.contains(&name)
 }
 
 /// The options of `action` this release neither reads nor knowingly ignores. A name whose
@@ -369,6 +370,7 @@ pub(crate) fn check_upstream_values(action: &FreezerAction) -> Result<()> {
             )));
         }
     }
+    crate::source::lvm::refuse_windows_only(action)?;
     if set("encryption_password") {
         return Err(Error::bad_input(
             "encryption_password",

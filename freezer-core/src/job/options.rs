@@ -375,6 +375,9 @@ pub struct FreezerAction {
         skip_serializing_if = "is_false"
     )]
     pub allow_unknown_options: bool,
+    /// An LVM snapshot of the file system (upstream's `snapshot`, `lvm_auto_snap`, `lvm_*`).
+    #[serde(flatten)]
+    pub snapshot: crate::source::lvm::SnapshotOptions,
     /// Every other option, by upstream name, as given (the storage options among them are
     /// read by [`FreezerAction::all_storages`]).
     #[serde(flatten)]
@@ -605,7 +608,7 @@ impl FreezerAction {
                 crate::db::validate_backup(mode, self)?;
             }
             SourceMode::Fs => {
-                if path.is_none() {
+                if path.is_none() && !self.snapshot.requested() {
                     return Err(Error::bad_input(
                         "path_to_backup",
                         "a backup needs path_to_backup",
@@ -827,7 +830,10 @@ impl FreezerAction {
         }
         let mode = self.source_mode()?;
         match self.action() {
-            Action::Backup => self.validate_backup_source(mode)?,
+            Action::Backup => {
+                self.snapshot.validate(self)?;
+                self.validate_backup_source(mode)?
+            }
             Action::Restore => {
                 if mode.is_database() {
                     crate::db::validate_restore(mode, self)?;

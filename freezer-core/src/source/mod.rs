@@ -21,6 +21,7 @@
 
 pub mod checksum;
 pub mod fs;
+pub mod lvm;
 pub mod snapshot;
 pub mod stream;
 

@@ -11,6 +11,7 @@ mod heal_packs;
 mod hostile;
 mod init_config;
 mod lifecycle;
+mod lvm;
 mod options;
 mod prune;
 mod restore_safety;
