@@ -227,8 +227,10 @@ struct BackupArgs {
     #[arg(long)]
     path_to_backup: Option<PathBuf>,
     /// fs (a folder or file), command (the stdout of --command), stdin (this program's
-    /// standard input): a stream is stored as one file, deduplicated like any other.
-    #[arg(long, value_parser = ["fs", "command", "stdin"], default_value = "fs")]
+    /// standard input): a stream is stored as one file, deduplicated like any other; image
+    /// (a raw image read sparse-aware, a qcow2 or other image read through qemu-img, or a
+    /// block device: restored to a file with its holes, or to a device).
+    #[arg(long, value_parser = ["fs", "command", "stdin", "image"], default_value = "fs")]
     mode: String,
     /// Mode command: the command whose stdout is backed up, split into words without a shell
     /// (quotes as in sh); it must exit 0 or the backup fails and leaves no snapshot.
@@ -309,7 +311,8 @@ struct RestoreArgs {
     #[command(flatten)]
     repo: RepoArgs,
     /// The folder to restore into (created if missing); `-` writes a stream backup (mode
-    /// command or stdin) to stdout.
+    /// command or stdin) to stdout; for a mode image backup, the image file (holes kept) or
+    /// block device to write.
     #[arg(long, required_unless_present = "restore_command")]
     restore_abs_path: Option<PathBuf>,
     /// Write a stream backup into this command's stdin (split as --command is); the restore

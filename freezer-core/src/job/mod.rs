@@ -567,6 +567,14 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                     ctx.std_streams.take_input()?,
                     ctx.cancel.clone(),
                 )),
+                SourceMode::Image => Arc::new(
+                    crate::source::image::ImageSource::open(
+                        action.path_to_backup.as_deref().unwrap_or_default(),
+                        ctx.exec_env.clone(),
+                        ctx.cancel.clone(),
+                    )
+                    .await?,
+                ),
             };
             let snaps = repo.snapshots().await?.0;
             let series = snaps
@@ -659,6 +667,25 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                 }
             };
             let ((id, snap), passed_over) = listing.select(&selector, action.newest_readable)?;
+            if snap.mode == "image" && !action.restores_a_stream() && !action.dry_run {
+                // An image goes to a file (holes kept) or a block device.
+                let target = action.restore_abs_path.as_deref().expect("validated");
+                let _lock = repo.lock_to_read("restore", &ctx.actor).await?;
+                repo.load_index().await?;
+                let r = crate::engine::restore_image(
+                    &repo,
+                    *id,
+                    snap,
+                    std::path::Path::new(target),
+                    &ctx.cancel,
+                    ctx.progress.clone(),
+                )
+                .await;
+                let _ = _lock.release().await;
+                let mut r = r?;
+                r.passed_over = passed_over;
+                return Ok(ActionOutcome::Restore(Box::new(r)));
+            }
             if action.restores_a_stream() {
                 let target = match action.restore_stream_command(ctx.exec_env.clone()) {
                     Some(cmd) => {

@@ -89,6 +89,9 @@ pub enum SourceMode {
     Command,
     /// The front-end's standard input.
     Stdin,
+    /// A disk image (raw, or any format `qemu-img` reads) or a block device
+    /// ([`crate::source::image`]).
+    Image,
 }
 
 /// Upstream's `freezer_action` options, those this release uses typed, the rest kept as-is.
@@ -523,6 +526,7 @@ impl FreezerAction {
             "fs" => Ok(SourceMode::Fs),
             "command" => Ok(SourceMode::Command),
             "stdin" => Ok(SourceMode::Stdin),
+            "image" => Ok(SourceMode::Image),
             m => Err(Error::unsupported(format!(
                 "mode {m:?} (this release backs up modes fs, command and stdin)"
             ))),
@@ -564,6 +568,20 @@ impl FreezerAction {
     fn validate_backup_source(&self, mode: SourceMode) -> Result<()> {
         let path = self.path_to_backup.as_deref().filter(|p| !p.is_empty());
         match mode {
+            SourceMode::Image => {
+                if path.is_none() {
+                    return Err(Error::bad_input(
+                        "path_to_backup",
+                        "mode image needs path_to_backup: an image file or a block device",
+                    ));
+                }
+                if self.command.is_some() || self.consistency_check || !self.exclude.is_empty() {
+                    return Err(Error::bad_input(
+                        "mode",
+                        "mode image backs up one image: leave out command, consistency_check and exclude",
+                    ));
+                }
+            }
             SourceMode::Fs => {
                 if path.is_none() {
                     return Err(Error::bad_input(
