@@ -14,7 +14,9 @@
 //!
 //! The format is found by `qemu-img info --output=json` (parsed with serde_json); something
 //! that is not an image (a folder, an empty file, a qcow2 whose header is damaged) is
-//! refused, naming why. `qemu-img` runs as every command does ([`crate::process`]): no
+//! refused, naming why. So is what would make `qemu-img` read other files than the one named
+//! (a backing file, a qcow2 external data file, a format such as a vmdk descriptor outside
+//! [`FORMATS`]): a guest can write such a header into what is a raw image. `qemu-img` runs as every command does ([`crate::process`]): no
 //! shell, its own process group, only the environment the caller gives (its `PATH` finds
 //! `qemu-img`); when it is missing, fails or is killed, the backup fails and no snapshot is
 //! written (the entry is a [`SourceEntry::stream`]: read whole, or no backup).
@@ -50,6 +52,44 @@ pub struct ImageInfo {
     /// The image this one is a layer over, if any (its content is part of what is read).
     #[serde(rename = "backing-filename", default)]
     pub backing_filename: Option<String>,
+    /// Format-specific details (a qcow2's external `data-file`).
+    #[serde(rename = "format-specific", default)]
+    pub format_specific: Option<serde_json::Value>,
+}
+
+/// The formats read through `qemu-img`: those whose content is in the one file named (a vmdk
+/// descriptor, for one, names other files to read).
+const FORMATS: &[&str] = &["raw", "qcow2", "qcow", "qed", "vdi", "vhdx", "vpc"];
+
+impl ImageInfo {
+    /// Refuses what would make `qemu-img` read files other than the image: a format outside
+    /// [`FORMATS`], a backing file, a qcow2 external data file. (Such a header may have been
+    /// written by the guest into what is a raw image.)
+    fn check_self_contained(&self, path: &str) -> Result<()> {
+        if !FORMATS.contains(&self.format.as_str()) {
+            return Err(Error::unsupported(format!(
+                "{path}: image format {} (mode image reads {})",
+                self.format,
+                FORMATS.join(", ")
+            )));
+        }
+        if let Some(b) = &self.backing_filename {
+            return Err(Error::unsupported(format!(
+                "{path}: the image has a backing file ({b}); back up a flattened copy (qemu-img convert), since the backing file is read too"
+            )));
+        }
+        let data_file = self
+            .format_specific
+            .as_ref()
+            .and_then(|f| f.pointer("/data/data-file"))
+            .and_then(|d| d.as_str());
+        if let Some(d) = data_file {
+            return Err(Error::unsupported(format!(
+                "{path}: the image keeps its data in another file ({d})"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Runs `qemu-img ARGS` (found through `env`'s `PATH`) and returns its stdout; a missing
@@ -170,9 +210,12 @@ impl ImageSource {
                 format: "raw".into(),
                 virtual_size: size,
                 backing_filename: None,
+                format_specific: None,
             }
         } else {
-            probe(&p, &env, &cancel).await?
+            let info = probe(&p, &env, &cancel).await?;
+            info.check_self_contained(path)?;
+            info
         };
         let kind = match (device, info.format.as_str()) {
             (true, _) => Kind::Device,

@@ -378,6 +378,17 @@ async fn what_is_not_an_image_or_cannot_be_read_fails_clearly_and_leaves_no_snap
     let e = f.backup(&f.path("nothing.raw")).await.unwrap_err();
     assert_eq!(e.kind(), freezer_core::ErrorKind::NotFound, "{e}");
 
+    // An image with a backing file (the backing file would be read too): refused.
+    let o = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(f.path("empty"))
+        .arg(f.path("overlay.qcow2"))
+        .arg("1M")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    refused(&f, &f.path("overlay.qcow2"), &ctx(), "has a backing file").await;
+
     // qemu-img missing from PATH.
     let img = f.path("disk.qcow2");
     let o = Command::new("qemu-img")
