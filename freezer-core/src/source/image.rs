@@ -16,8 +16,8 @@
 //! that is not an image (a folder, an empty file, a qcow2 whose header is damaged) is
 //! refused, naming why. So is what would make `qemu-img` read other files than the one named
 //! (a backing file, a qcow2 external data file, a format such as a vmdk descriptor outside
-//! [`FORMATS`]): a guest can write such a header into what is a raw image. `qemu-img` runs as every command does ([`crate::process`]): no
-//! shell, its own process group, only the environment the caller gives (its `PATH` finds
+//! the formats listed in `FORMATS`): a guest can write such a header into what is a raw
+//! image. `qemu-img` runs as every command does (`crate::process`): no shell, its own process group, only the environment the caller gives (its `PATH` finds
 //! `qemu-img`); when it is missing, fails or is killed, the backup fails and no snapshot is
 //! written (the entry is a [`SourceEntry::stream`]: read whole, or no backup).
 //!
@@ -63,7 +63,7 @@ const FORMATS: &[&str] = &["raw", "qcow2", "qcow", "qed", "vdi", "vhdx", "vpc"];
 
 impl ImageInfo {
     /// Refuses what would make `qemu-img` read files other than the image: a format outside
-    /// [`FORMATS`], a backing file, a qcow2 external data file. (Such a header may have been
+    /// `FORMATS`, a backing file, a qcow2 external data file. (Such a header may have been
     /// written by the guest into what is a raw image.)
     fn check_self_contained(&self, path: &str) -> Result<()> {
         if !FORMATS.contains(&self.format.as_str()) {
