@@ -36,6 +36,8 @@ step "test servers"
 pkgs=()
 [ -x /usr/sbin/vsftpd ] || pkgs+=(vsftpd)
 command -v openssl >/dev/null || pkgs+=(openssl)
+# qemu-img for the image tests (mode image reads qcow2 through it).
+command -v qemu-img >/dev/null || pkgs+=(qemu-utils)
 if [ ${#pkgs[@]} -gt 0 ]; then
   own_policy=
   if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -227,9 +227,11 @@ struct BackupArgs {
     #[arg(long)]
     path_to_backup: Option<PathBuf>,
     /// fs (a folder or file), command (the stdout of --command), stdin (this program's
-    /// standard input): a stream is stored as one file, deduplicated like any other; mysql,
-    /// postgres, mongo: a database server, through its dump tools.
-    #[arg(long, value_parser = ["fs", "command", "stdin", "mysql", "postgres", "mongo"], default_value = "fs")]
+    /// standard input): a stream is stored as one file, deduplicated like any other; image
+    /// (a raw image read sparse-aware, a qcow2 or other image read through qemu-img, or a
+    /// block device: restored to a file with its holes, or to a device); mysql, postgres,
+    /// mongo: a database server, through its dump tools.
+    #[arg(long, value_parser = ["fs", "command", "stdin", "image", "mysql", "postgres", "mongo"], default_value = "fs")]
     mode: String,
     /// Mode command: the command whose stdout is backed up, split into words without a shell
     /// (quotes as in sh); it must exit 0 or the backup fails and leaves no snapshot.
@@ -332,7 +334,8 @@ struct RestoreArgs {
     #[command(flatten)]
     repo: RepoArgs,
     /// The folder to restore into (created if missing); `-` writes a stream backup (mode
-    /// command or stdin) to stdout.
+    /// command or stdin) to stdout; for a mode image backup, the image file (holes kept) or
+    /// block device to write.
     #[arg(long, required_unless_present_any = ["restore_command", "mode"])]
     restore_abs_path: Option<PathBuf>,
     /// mysql, postgres, mongo: restore a database backup into the server its options name

@@ -428,7 +428,7 @@ pub async fn backup(
         warnings: vec![],
         consistency_checksum: opts.consistency_checksum.clone(),
         command: info.command,
-        extra: Default::default(),
+        extra: source.extra(),
     };
     drop(shared);
 

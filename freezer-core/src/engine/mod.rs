@@ -35,8 +35,8 @@ pub use repair_packs::{
     RepairPacksOptions, RepairPacksReport, RepairedPack, StoragePacksRepair, repair_packs,
 };
 pub use restore::{
-    RestoreOptions, RestoreResult, StreamOutput, StreamTarget, restore, restore_stream,
-    restore_stream_entry,
+    RestoreOptions, RestoreResult, StreamOutput, StreamTarget, restore, restore_image,
+    restore_stream, restore_stream_entry,
 };
 pub use snapshot_repair::{SnapshotRepairReport, repair_snapshots};
 

@@ -592,6 +592,14 @@ async fn run_one_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                 m @ (SourceMode::Mysql | SourceMode::Postgres | SourceMode::Mongo) => {
                     crate::db::backup_source(m, action, ctx)?
                 }
+                SourceMode::Image => Arc::new(
+                    crate::source::image::ImageSource::open(
+                        action.path_to_backup.as_deref().unwrap_or_default(),
+                        ctx.exec_env.clone(),
+                        ctx.cancel.clone(),
+                    )
+                    .await?,
+                ),
             };
             let snaps = repo.snapshots().await?.0;
             let series = snaps
@@ -693,6 +701,25 @@ async fn run_one_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                 _lock.log_notes();
                 repo.load_index().await?;
                 let r = crate::db::restore(mode, &repo, *id, snap, action, ctx).await;
+                let _ = _lock.release().await;
+                let mut r = r?;
+                r.passed_over = passed_over;
+                return Ok(ActionOutcome::Restore(Box::new(r)));
+            }
+            if snap.mode == "image" && !action.restores_a_stream() && !action.dry_run {
+                // An image goes to a file (holes kept) or a block device.
+                let target = action.restore_abs_path.as_deref().expect("validated");
+                let _lock = repo.lock_to_read("restore", &ctx.actor).await?;
+                repo.load_index().await?;
+                let r = crate::engine::restore_image(
+                    &repo,
+                    *id,
+                    snap,
+                    std::path::Path::new(target),
+                    &ctx.cancel,
+                    ctx.progress.clone(),
+                )
+                .await;
                 let _ = _lock.release().await;
                 let mut r = r?;
                 r.passed_over = passed_over;

@@ -95,6 +95,9 @@ pub enum SourceMode {
     Postgres,
     /// A MongoDB server ([`crate::db::mongo`]).
     Mongo,
+    /// A disk image (raw, or any format `qemu-img` reads) or a block device
+    /// ([`crate::source::image`]).
+    Image,
 }
 
 impl SourceMode {
@@ -546,8 +549,9 @@ impl FreezerAction {
             "mysql" => Ok(SourceMode::Mysql),
             "postgres" => Ok(SourceMode::Postgres),
             "mongo" => Ok(SourceMode::Mongo),
+            "image" => Ok(SourceMode::Image),
             m => Err(Error::unsupported(format!(
-                "mode {m:?} (this release backs up modes fs, command, stdin, mysql, postgres and mongo)"
+                "mode {m:?} (this release backs up modes fs, command, stdin, image, mysql, postgres and mongo)"
             ))),
         }
     }
@@ -606,6 +610,20 @@ impl FreezerAction {
                     ));
                 }
                 crate::db::validate_backup(mode, self)?;
+            }
+            SourceMode::Image => {
+                if path.is_none() {
+                    return Err(Error::bad_input(
+                        "path_to_backup",
+                        "mode image needs path_to_backup: an image file or a block device",
+                    ));
+                }
+                if self.command.is_some() || self.consistency_check || !self.exclude.is_empty() {
+                    return Err(Error::bad_input(
+                        "mode",
+                        "mode image backs up one image: leave out command, consistency_check and exclude",
+                    ));
+                }
             }
             SourceMode::Fs => {
                 if path.is_none() && !self.snapshot.requested() {

@@ -21,6 +21,7 @@
 
 pub mod checksum;
 pub mod fs;
+pub mod image;
 pub mod lvm;
 pub mod snapshot;
 pub mod stream;
@@ -101,4 +102,10 @@ pub trait Source: Send + Sync {
 
     /// Opens an entry's content.
     fn open(&self, entry: &SourceEntry) -> Result<Box<dyn ContentReader>>;
+
+    /// Fields the snapshot records besides the common ones (mode `image`: the image's format
+    /// and virtual size); none by default.
+    fn extra(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        Default::default()
+    }
 }

@@ -9,6 +9,7 @@ mod first_backup;
 mod ftp;
 mod heal_packs;
 mod hostile;
+mod image;
 mod init_config;
 mod lifecycle;
 mod lvm;

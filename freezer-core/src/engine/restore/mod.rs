@@ -25,10 +25,12 @@
 
 mod fetch;
 mod finish;
+mod image;
 mod plan;
 mod stream;
 mod target;
 
+pub use image::restore_image;
 pub use stream::{StreamOutput, StreamTarget, restore_stream, restore_stream_entry};
 
 use std::collections::{HashMap, HashSet};
