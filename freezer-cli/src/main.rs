@@ -293,7 +293,7 @@ struct BackupArgs {
     /// Its volume group (default: guessed).
     #[arg(long, value_name = "VG")]
     lvm_volgroup: Option<String>,
-    /// The snapshot's name (default freezer_backup_snap_<random>).
+    /// The snapshot's name (default freezer_backup_snap_RANDOM).
     #[arg(long, value_name = "NAME")]
     lvm_snapname: Option<String>,
     /// The snapshot's size: 1G (default), 500M, or extents such as 80%FREE.
@@ -302,7 +302,7 @@ struct BackupArgs {
     /// ro (default) or rw.
     #[arg(long, value_parser = ["ro", "rw"])]
     lvm_snap_perm: Option<String>,
-    /// Where the snapshot is mounted (default /var/lib/freezer/mount_<random>).
+    /// Where the snapshot is mounted (default /var/lib/freezer/mount_RANDOM).
     #[arg(long, value_name = "DIR")]
     lvm_dirmount: Option<String>,
 }
