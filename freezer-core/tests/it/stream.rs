@@ -331,9 +331,10 @@ async fn stream_options_are_checked_before_anything_runs() {
         let e = refused(fields).to_string();
         assert!(e.starts_with(starts), "{fields}: {e}");
     }
-    let e = refused(r#""mode":"mysql""#);
+    let e = refused(r#""mode":"cinder""#);
     assert_eq!(e.kind(), ErrorKind::Unsupported);
-    assert!(e.to_string().contains("fs, command and stdin"), "{e}");
+    assert!(e.to_string().contains("\"cinder\""), "{e}");
+    assert!(e.to_string().contains("fs, command, stdin"), "{e}");
     let a = f.action(r#""action":"restore","restore_abs_path":"/x","restore_command":"cat""#);
     assert!(
         a.validate()
