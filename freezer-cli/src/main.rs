@@ -305,6 +305,42 @@ struct BackupArgs {
     /// Where the snapshot is mounted (default /var/lib/freezer/mount_RANDOM).
     #[arg(long, value_name = "DIR")]
     lvm_dirmount: Option<String>,
+    #[command(flatten)]
+    db: DbArgs,
+    /// Mode mysql: logical (mariadb-dump or mysqldump, the default) or physical (a hot copy
+    /// streamed by mariadb-backup or xtrabackup).
+    #[arg(long, value_parser = ["logical", "physical"])]
+    mysql_method: Option<String>,
+    /// Mode postgres: logical (pg_dump -Fc of each database and the globals, the default) or
+    /// physical (pg_basebackup).
+    #[arg(long, value_parser = ["logical", "physical"])]
+    postgres_method: Option<String>,
+}
+
+/// The connection options of the database modes (mysql, postgres, mongo).
+#[derive(Args, Debug, Default)]
+struct DbArgs {
+    /// Mode mysql: an INI file whose [default] (or [client]) section names the server
+    /// (host, port, user, password, socket), as freezer-agent's --mysql-conf.
+    #[arg(long, value_name = "FILE")]
+    mysql_conf: Option<String>,
+    /// Mode postgres: an INI file as --mysql-conf (host, port, user, password).
+    #[arg(long, value_name = "FILE")]
+    postgres_conf: Option<String>,
+    /// Mode mongo: an INI file as --mysql-conf (host, port 27017 by default, user, password).
+    #[arg(long, value_name = "FILE")]
+    mongo_conf: Option<String>,
+}
+
+impl DbArgs {
+    fn options(self) -> freezer_core::db::DbOptions {
+        freezer_core::db::DbOptions {
+            mysql_conf: self.mysql_conf,
+            postgres_conf: self.postgres_conf,
+            mongo_conf: self.mongo_conf,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -379,6 +415,12 @@ struct RestoreArgs {
     /// made with --consistency-check).
     #[arg(long, value_name = "CHECKSUM")]
     consistency_checksum: Option<String>,
+    #[command(flatten)]
+    db: DbArgs,
+    /// A physical database backup (mysql or postgres): the empty data folder to unpack,
+    /// prepare and place it into, with the server stopped (files get the folder's owner).
+    #[arg(long, value_name = "DIR")]
+    restore_datadir: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -569,6 +611,11 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
                 lvm_dirmount: a.lvm_dirmount,
                 ..Default::default()
             };
+            action.db = freezer_core::db::DbOptions {
+                mysql_method: a.mysql_method,
+                postgres_method: a.postgres_method,
+                ..a.db.options()
+            };
             let mut ctx = context(out, a.repo.lock_wait());
             cancel_on_signal(&ctx.cancel);
             ctx.std_streams =
@@ -603,6 +650,10 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             action.overwrite = a.overwrite;
             action.dry_run = a.dry_run;
             action.consistency_checksum = a.consistency_checksum;
+            action.db = freezer_core::db::DbOptions {
+                restore_datadir: a.restore_datadir,
+                ..a.db.options()
+            };
             let mut ctx = context(out, a.repo.lock_wait());
             ctx.std_streams =
                 job::StdStreams::new(Box::new(std::io::empty()), Box::new(std::io::stdout()));

@@ -33,6 +33,35 @@ use crate::repo::Repository;
 use crate::repo::snapshot::Snapshot;
 use crate::source::Source;
 
+/// The options of the database modes, by their job-document names (upstream's `mysql_conf`;
+/// the others are this release's).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DbOptions {
+    /// Mode `mysql`: an INI file whose `[default]` (or `[client]`) section names the server
+    /// (`host`, `port`, `user`, `password`, `socket`); see [`DbConf`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql_conf: Option<String>,
+    /// Mode `mysql`: `logical` (default: `mariadb-dump`/`mysqldump`) or `physical`
+    /// (`mariadb-backup`/`xtrabackup`, streamed as xbstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql_method: Option<String>,
+    /// Mode `postgres`: an INI file as `mysql_conf` (`host`, `port`, `user`, `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_conf: Option<String>,
+    /// Mode `postgres`: `logical` (default: `pg_dump -Fc` per database and the globals) or
+    /// `physical` (`pg_basebackup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_method: Option<String>,
+    /// Mode `mongo`: an INI file as `mysql_conf` (`host`, default this host's name as
+    /// upstream; `port`, default 27017; `user`, `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongo_conf: Option<String>,
+    /// `restore` of a physical database backup: the empty data folder it is unpacked,
+    /// prepared and placed into (the server stopped); files get the folder's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_datadir: Option<String>,
+}
+
 /// Checks a backup's options for a database mode, before anything runs.
 pub fn validate_backup(mode: SourceMode, action: &FreezerAction) -> Result<()> {
     match mode {

@@ -95,7 +95,6 @@ const IGNORED_UPSTREAM: &[&str] = &[
     "windows_volume",
     "volume",
     // Other modes (refused by `mode`) and their settings.
-    "mysql_conf",
     "sql_server_conf",
     "cindernative_backup_az",
     "cindernative_backup_container",

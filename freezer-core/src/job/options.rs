@@ -381,6 +381,9 @@ pub struct FreezerAction {
     /// An LVM snapshot of the file system (upstream's `snapshot`, `lvm_auto_snap`, `lvm_*`).
     #[serde(flatten)]
     pub snapshot: crate::source::lvm::SnapshotOptions,
+    /// The database modes' options (`mysql_conf`, ...).
+    #[serde(flatten)]
+    pub db: crate::db::DbOptions,
     /// Every other option, by upstream name, as given (the storage options among them are
     /// read by [`FreezerAction::all_storages`]).
     #[serde(flatten)]
