@@ -76,6 +76,18 @@ if [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null || 
   [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 
+# PostgreSQL for mode postgres (freezer-core/tests/it/db_postgres.rs): the tests run initdb and
+# postgres as user postgres on free loopback ports with their own data folders. The system's
+# cluster must not start: the same policy-rc.d as for MariaDB during the install.
+if ! ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-client-15
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+fi
+
 # The downloaded packages are no longer needed once installed.
 apt-get clean 2>/dev/null || true
 

@@ -1123,6 +1123,35 @@ mod tests {
     }
 
     #[test]
+    fn the_password_goes_to_a_private_pgpass_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let conf = DbConf::parse(
+            "[default]\nhost=db.example\nport=5433\nuser=bk\npassword=se:c\\\\ret\ndbname=maint\nsocket=/run/pg/.s.PGSQL.6000\n",
+        )
+        .unwrap();
+        let env: BTreeMap<String, String> = [
+            ("PATH".to_string(), "/usr/bin".to_string()),
+            ("PGPASSWORD".to_string(), "inherited".to_string()),
+        ]
+        .into();
+        let c = Client::new(&conf, &env).unwrap();
+        assert!(c.env.values().all(|v| !v.contains("se:c")), "{:?}", c.env);
+        assert!(!c.env.contains_key("PGPASSWORD"));
+        assert_eq!(c.env["PGHOST"], "/run/pg");
+        assert_eq!(c.env["PGPORT"], "5433");
+        assert_eq!(c.maintenance_db, "maint");
+        let pass = Path::new(&c.env["PGPASSFILE"]);
+        assert_eq!(
+            std::fs::read_to_string(pass).unwrap(),
+            "*:*:*:*:se\\:c\\\\ret\n"
+        );
+        let mode = std::fs::metadata(pass).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let argv = c.psql_argv("x", &["SELECT 1"]).unwrap_or_default();
+        assert!(argv.iter().all(|a| !a.contains("se:c")));
+    }
+
+    #[test]
     fn conninfo_quotes_names() {
         assert_eq!(dbname_conninfo("a'b\\c"), "dbname='a\\'b\\\\c'");
     }
