@@ -401,10 +401,19 @@ impl Client {
     /// Runs a query now (a backup is set up before the engine runs): see [`Client::records`].
     fn query_blocking(&self, db: &str, sql: &[&str], what: &str) -> Result<Vec<String>> {
         let argv = self.psql_argv(db, sql)?;
-        let out = self
-            .command(&argv)
-            .output()
-            .map_err(|e| Error::io(format!("running {}", argv[0]), e))?;
+        let run = || {
+            self.command(&argv)
+                .output()
+                .map_err(|e| Error::io(format!("running {}", argv[0]), e))
+        };
+        // Not a worker of the runtime blocked unannounced (a connect can take up to
+        // PGCONNECT_TIMEOUT).
+        let out = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)?
+            }
+            _ => run()?,
+        };
         self.records(out, what)
     }
 
@@ -525,9 +534,15 @@ pub fn backup_source(action: &FreezerAction, ctx: &RunContext) -> Result<Arc<dyn
         }
         .into(),
     );
+    let env = &client.env;
     let info = SourceInfo {
         mode: "postgres".into(),
-        path: client.target.clone(),
+        path: format!(
+            "postgres://{}@{}:{}",
+            env.get("PGUSER").map(String::as_str).unwrap_or(""),
+            env.get("PGHOST").map(String::as_str).unwrap_or("localhost"),
+            env.get("PGPORT").map(String::as_str).unwrap_or("5432"),
+        ),
         command: None,
     };
     let keep: Box<dyn std::any::Any + Send + Sync> = Box::new(client.secret.clone());

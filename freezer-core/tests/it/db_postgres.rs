@@ -502,6 +502,10 @@ async fn logical_backup_while_writing_restores_a_consistent_point() {
     let s = &b.snapshot;
     assert_eq!(s.mode, "postgres");
     assert_eq!(s.extra["postgres_method"], "logical");
+    assert_eq!(
+        s.path_to_backup,
+        format!("postgres://postgres@127.0.0.1:{}", pg.port)
+    );
     assert!(
         s.extra["postgres_server_version"]
             .as_str()
@@ -650,6 +654,20 @@ async fn physical_backup_while_writing_restores_into_a_new_data_folder() {
     show_log_on_failure("postgres (restored)", &restored.log);
     assert_consistent(&restored, "app", &src_a, &src_b, before);
     restored.stop();
+
+    // An absent folder is made, owned as the folder it is made in.
+    let absent = new.join("absent");
+    let r = f
+        .restore(&format!(
+            r#""restore_datadir":{}"#,
+            serde_json::json!(absent)
+        ))
+        .await
+        .unwrap();
+    assert!(r.is_complete(), "{r:?}");
+    let m = std::fs::metadata(&absent).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (uid, 0o700));
+    assert_eq!(std::fs::metadata(absent.join("pg_wal")).unwrap().uid(), uid);
     f.assert_checks_clean().await;
 }
 
