@@ -808,13 +808,14 @@ async fn restore_logical(
         }
     }
     if !refused.is_empty() {
-        return Err(Error::AlreadyExists {
-            what: format!(
-                "database {} on postgres server {}: it holds tables; drop it, or restore with overwrite to replace its content with the backup's",
+        return Err(Error::bad_input(
+            "overwrite",
+            format!(
+                "database {} on postgres server {} holds tables and is never overwritten unasked: drop it, or restore with overwrite to replace its content with the backup's",
                 refused.join(", "),
                 client.target
             ),
-        });
+        ));
     }
     let mut result = RestoreResult {
         snapshot_id: id,
