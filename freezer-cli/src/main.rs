@@ -320,8 +320,8 @@ struct BackupArgs {
 /// The connection options of the database modes (mysql, postgres, mongo).
 #[derive(Args, Debug, Default)]
 struct DbArgs {
-    /// Mode mysql: an INI file whose [default] (or [client]) section names the server
-    /// (host, port, user, password, socket), as freezer-agent's --mysql-conf.
+    /// Mode mysql: an INI file naming the server in its section default (or client): host,
+    /// port, user, password, socket; as freezer-agent's --mysql-conf.
     #[arg(long, value_name = "FILE")]
     mysql_conf: Option<String>,
     /// Mode postgres: an INI file as --mysql-conf (host, port, user, password).
