@@ -11,7 +11,8 @@ as a real dump does), then with a fresh encrypted repository per tool measures:
 
   first     the first backup of the dump
   repeated  the same dump again (a database that did not change)
-  changed   a new dump after --changed-percent of the rows were updated and as many appended
+  changed   a new dump after --changed-percent of the rows were updated (in runs of 2000 rows
+            spread evenly over the table) and as many appended
 
 Every tool gets the dump the way a dump tool hands it over, through a pipe from `cat`: freezer
 runs `cat DUMP` itself (`--mode command --command 'cat DUMP'`), restic and borg read `cat DUMP |`
@@ -41,6 +42,7 @@ WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo li
          "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu backup "
          "restore freezer swift nova cinder glance keystone neutron volume instance project").split()
 ROWS_PER_INSERT = 400
+RUN = 2000
 
 
 def row(rng, i, version):
@@ -65,7 +67,8 @@ def write_dump(path, size, changed_percent=0.0, seed=1):
                 "LOCK TABLES `orders` WRITE;\n")
         written = 0
         i = 0
-        every = int(100 / changed_percent) if changed_percent else 0
+        # Updates come in runs of RUN rows (a day's orders), one run every `period` rows.
+        period = int(RUN * 100 / changed_percent) if changed_percent else 0
         appended = 0
         while written < size:
             # Each INSERT from its own seed, so that the rows of both dumps are the same but
@@ -74,7 +77,7 @@ def write_dump(path, size, changed_percent=0.0, seed=1):
             rows = []
             for _ in range(ROWS_PER_INSERT):
                 r = row(rng, i, 0)
-                if every and i % every == every // 2:
+                if period and i % period >= period - RUN:
                     r = row(random.Random(seed * 5_000_011 + i), i, 1)  # an updated row
                     appended += 1
                 rows.append(r)
