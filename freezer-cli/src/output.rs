@@ -24,12 +24,11 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) {
         return;
     }
     let mut o = std::io::stdout().lock();
-    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush()) {
-        if !STDOUT_CLOSED.swap(true, Ordering::Relaxed)
-            && e.kind() != std::io::ErrorKind::BrokenPipe
-        {
-            eprintln!("freezer: writing to stdout: {e}");
-        }
+    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush())
+        && !STDOUT_CLOSED.swap(true, Ordering::Relaxed)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("freezer: writing to stdout: {e}");
     }
 }
 
