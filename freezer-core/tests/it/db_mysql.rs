@@ -400,8 +400,12 @@ impl Fixture {
     }
 
     async fn restore(&self, fields: &str) -> freezer_core::Result<()> {
+        self.restore_with(fields, &ctx()).await
+    }
+
+    async fn restore_with(&self, fields: &str, c: &RunContext) -> freezer_core::Result<()> {
         let a = self.action(&format!(r#""action":"restore",{fields}"#));
-        match run_action(&a, &ctx()).await? {
+        match run_action(&a, c).await? {
             ActionOutcome::Restore(r) => {
                 assert!(r.is_complete(), "{r:?}");
                 Ok(())
@@ -613,6 +617,24 @@ async fn mysql_physical_backup_while_writing_restores_into_an_empty_datadir() {
     );
     assert_eq!(std::fs::read(busy.join("ibdata1")).unwrap(), b"keep me");
 
+    // Without mbstream: refused before anything, naming it and its package; nothing created.
+    let mut c = ctx();
+    c.exec_env.insert("PATH".into(), "/nonexistent".into());
+    let absent = f.path("absent");
+    let e = f
+        .restore_with(
+            &format!(r#""restore_datadir":{}"#, serde_json::json!(absent)),
+            &c,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mbstream") && e.contains("apt-get install mariadb-backup"),
+        "{e}"
+    );
+    assert!(!absent.exists());
+
     // Into an empty folder owned by another user: every file gets that owner.
     let home = tempfile::tempdir().unwrap().keep();
     let datadir = home.join("data");
@@ -723,6 +745,23 @@ async fn mysql_missing_tool_fails_before_anything_runs() {
         e.contains("mariadb-backup") && e.contains("apt-get install mariadb-backup"),
         "{e}"
     );
+    // A restore into the server without the mariadb client.
+    let db = s.database();
+    s.sql(&format!(
+        "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (x INT)"
+    ));
+    let conf = s.conf(f.tmp.path(), &format!("databases = {db}\n"));
+    f.backup(&conf, "logical").await;
+    let e = f
+        .restore_with(&format!(r#""mysql_conf":{}"#, serde_json::json!(conf)), &c)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mariadb") && e.contains("apt-get install mariadb-client"),
+        "{e}"
+    );
+    f.assert_checks_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
