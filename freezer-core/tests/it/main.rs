@@ -14,6 +14,7 @@ mod image;
 mod init_config;
 mod lifecycle;
 mod lvm;
+mod mariadb_server;
 mod options;
 mod prune;
 mod restore_safety;
