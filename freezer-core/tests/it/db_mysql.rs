@@ -8,8 +8,9 @@
 //! - logical, every database (the default), from a server of its own into a freshly installed
 //!   one: data, a view, a routine, a trigger, an event and a user come back;
 //! - physical (`mariadb-backup`), from a server of its own while the writer runs: restored into
-//!   an empty data folder (a folder that holds anything is refused, untouched), on which a
-//!   second `mariadbd` starts and shows a consistent point;
+//!   an empty data folder (a folder that holds anything is refused, untouched; a failing
+//!   prepare leaves the folder as it was found), on which a second `mariadbd` starts and shows
+//!   a consistent point;
 //! - bad cases: a closed port, a wrong password, a missing tool, a tool killed mid-stream, a
 //!   `mysql_conf` missing or not INI: each fails naming the cause, leaves no snapshot, no lock,
 //!   and a repository that checks clean; the password is in no error and no recorded command.
@@ -419,6 +420,43 @@ async fn mysql_physical_backup_while_writing_restores_into_an_empty_datadir() {
         "{e}"
     );
     assert!(!absent.exists());
+
+    // A prepare that fails: the error says which step; the folder is left as found (empty, or
+    // absent).
+    let bin = f.path("fakebin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("mariadb-backup");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'InnoDB: prepare broke' >&2\nexit 3\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = ctx();
+    let path = c.exec_env.get("PATH").cloned().unwrap_or_default();
+    c.exec_env
+        .insert("PATH".into(), format!("{}:{path}", bin.display()));
+    let empty = f.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for (dir, existed) in [(&empty, true), (&absent, false)] {
+        let e = f
+            .restore_with(
+                &format!(r#""restore_datadir":{}"#, serde_json::json!(dir)),
+                &c,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("preparing the copy") && e.contains("prepare broke"),
+            "{e}"
+        );
+        assert_eq!(dir.exists(), existed, "{}", dir.display());
+        if existed {
+            assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0, "left empty");
+        }
+    }
 
     // Into an empty folder owned by another user: every file gets that owner.
     let home = tempfile::tempdir().unwrap().keep();
