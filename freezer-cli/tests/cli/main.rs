@@ -2,6 +2,9 @@
 //! processes killed in the middle of a backup.
 
 #[allow(dead_code)]
+#[path = "../../../freezer-core/tests/it/mariadb_server.rs"]
+mod mariadb_server;
+#[allow(dead_code)]
 #[path = "../../../freezer-core/tests/it/servers.rs"]
 mod servers;
 #[allow(dead_code)]
@@ -14,6 +17,7 @@ mod init_config;
 mod jobs;
 mod lifecycle;
 mod lvm;
+mod mysql;
 mod options;
 mod restore;
 mod stream;
