@@ -64,15 +64,17 @@ if [ ${#swift_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${swift_apt[@]}"
 fi
 
-# MariaDB for the store tests (freezer-core/tests/it/service_store/mariadb.rs): they start their
-# own mariadbd on a free loopback port with its own data folder. The package must not start the
-# system's server: a policy-rc.d that refuses service starts is put in place for the install.
-if [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null || ! command -v mariadb >/dev/null; then
+# MariaDB for the store tests (freezer-core/tests/it/service_store/mariadb.rs) and for mode mysql
+# (freezer-core/tests/it/db_mysql.rs, which also needs mariadb-backup and mbstream): they start
+# their own mariadbd on a free loopback port with its own data folder. The package must not start
+# the system's server: a policy-rc.d that refuses service starts is put in place for the install.
+if [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null || ! command -v mariadb >/dev/null \
+  || ! command -v mariadb-backup >/dev/null || ! command -v mbstream >/dev/null; then
   own_policy=
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
   fi
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client mariadb-backup
   [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 

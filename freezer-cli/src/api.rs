@@ -5,6 +5,7 @@
 //! the authentication freezer-core builds from them, and runs the server until SIGTERM or
 //! Ctrl-C. Secrets never come from a plain flag.
 
+use crate::output::outln;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -194,7 +195,7 @@ pub async fn run(command: ApiCommand) -> freezer_core::Result<bool> {
         ApiCommand::HashPassword => {
             let hash =
                 freezer_core::service::auth::users::hash_password_from(std::io::stdin().lock())?;
-            println!("{hash}");
+            outln!("{hash}");
             Ok(true)
         }
         ApiCommand::Serve(args) => serve_api(*args).await,

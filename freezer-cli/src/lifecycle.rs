@@ -15,7 +15,7 @@ use freezer_core::{Error, Result, TimeZone, local_display};
 use serde_json::json;
 
 use crate::RepoArgs;
-use crate::output::{Out, print_json, size};
+use crate::output::{Out, outln, print_json, size};
 
 /// Which snapshots a command looks at.
 #[derive(Args, Debug, Clone)]
@@ -318,10 +318,10 @@ pub fn print_forget(r: &ForgetReport) {
     for d in &r.decisions {
         let s = (&d.hostname, &d.backup_name);
         if series != Some(s) {
-            println!("{} / {}:", d.hostname, d.backup_name);
+            outln!("{} / {}:", d.hostname, d.backup_name);
             series = Some(s);
         }
-        println!(
+        outln!(
             "  {} {} {} level {:<2} {}",
             if d.keep { "keep  " } else { "forget" },
             d.id.short(),
@@ -331,7 +331,7 @@ pub fn print_forget(r: &ForgetReport) {
         );
     }
     for id in &r.quarantined {
-        println!(
+        outln!(
             "unreadable snapshot {} {} quarantine/snapshots/{id}",
             id.short(),
             if r.dry_run {
@@ -341,7 +341,7 @@ pub fn print_forget(r: &ForgetReport) {
             }
         );
     }
-    println!(
+    outln!(
         "{} snapshot(s) {}, {} kept",
         r.forgotten.len(),
         if r.dry_run {
@@ -374,7 +374,7 @@ pub fn print_prune(r: &PruneReport) {
     for s in &r.storages {
         match &s.error {
             Some(e) => eprintln!("  {}: FAILED: {e}", s.sink),
-            None if r.storages.len() > 1 => println!(
+            None if r.storages.len() > 1 => outln!(
                 "  {}: {} packs deleted, {} repacked, {verb} {}",
                 s.sink,
                 s.stats.packs_deleted,
@@ -384,7 +384,7 @@ pub fn print_prune(r: &PruneReport) {
             None => {}
         }
     }
-    println!(
+    outln!(
         "prune{}: {} snapshots, {} blobs in use; {} packs deleted ({} orphaned), {} repacked ({} copied), {} kept; {verb} {}",
         if r.dry_run { " (dry run)" } else { "" },
         r.snapshots,
@@ -454,7 +454,7 @@ pub fn print_check(r: &CheckReport) {
     for (n, step) in advice.iter().enumerate() {
         eprintln!("  {}. {step}", n + 1);
     }
-    println!(
+    outln!(
         "checked {} snapshot(s), {} tree(s), {} blob(s), {} index file(s), {} pack(s) on {}",
         r.snapshots,
         r.trees,
@@ -464,7 +464,7 @@ pub fn print_check(r: &CheckReport) {
         r.storages.join(", ")
     );
     if r.packs_read > 0 {
-        println!(
+        outln!(
             "read and verified {} pack(s), {} ({})",
             r.packs_read,
             size(r.bytes_read),
@@ -472,13 +472,13 @@ pub fn print_check(r: &CheckReport) {
         );
     }
     if !r.unreferenced_packs.is_empty() {
-        println!(
+        outln!(
             "{} pack(s) in no index (left by an interrupted backup)",
             r.unreferenced_packs.len()
         );
     }
     if r.temporary_files > 0 {
-        println!(
+        outln!(
             "{} temporary file(s) ({}) left by interrupted writes",
             r.temporary_files,
             size(r.temporary_bytes)
@@ -502,7 +502,7 @@ pub fn print_check(r: &CheckReport) {
         more(d.files.len(), "file(s)");
     }
     if r.is_ok() {
-        println!("no damage found");
+        outln!("no damage found");
     } else {
         eprintln!("{} damaged object(s): {}", r.damaged.len(), r.summary());
     }
@@ -531,9 +531,13 @@ pub async fn repair(command: RepairCommand, out: &Out) -> Result<bool> {
     for s in &report.storages {
         match &s.error {
             Some(e) => eprintln!("{}: FAILED: {e}", s.storage),
-            None => println!(
+            None => outln!(
                 "{}: {} pack(s) and {} blob(s) indexed in {} new index file(s), {} old one(s) removed",
-                s.storage, s.packs_indexed, s.blobs, s.index_files_written, s.index_files_removed
+                s.storage,
+                s.packs_indexed,
+                s.blobs,
+                s.index_files_written,
+                s.index_files_removed
             ),
         }
         for d in &s.damaged_packs {
@@ -568,7 +572,7 @@ async fn repair_config(repo: RepoArgs, out: &Out) -> Result<bool> {
                 was.to_string()
             }
         };
-        println!(
+        outln!(
             "{}: config {}; copy {}",
             s.storage,
             fate(&s.config_was, s.config_written),
@@ -582,13 +586,13 @@ async fn repair_config(repo: RepoArgs, out: &Out) -> Result<bool> {
         eprintln!("note: {n}");
     }
     if report.wrote() {
-        println!(
+        outln!(
             "repository {}: config restored from {}",
             report.id.short(),
             report.source
         );
     } else {
-        println!(
+        outln!(
             "repository {}: the config and its copies are intact, nothing was written",
             report.id.short()
         );
@@ -608,10 +612,10 @@ async fn repair_keys(repo: RepoArgs, out: &Out) -> Result<bool> {
             eprintln!("{}: FAILED: {e}", s.storage);
         }
         for k in &s.restored {
-            println!("{}: {k} restored from an intact copy", s.storage);
+            outln!("{}: {k} restored from an intact copy", s.storage);
         }
         for k in &s.copied {
-            println!("{}: {k} copied from another storage", s.storage);
+            outln!("{}: {k} copied from another storage", s.storage);
         }
         for k in &s.quarantined {
             eprintln!("{}: a damaged key file was moved aside to {k}", s.storage);
@@ -626,7 +630,7 @@ async fn repair_keys(repo: RepoArgs, out: &Out) -> Result<bool> {
         eprintln!("warning: {w}");
     }
     if !report.changed() {
-        println!("every key file is intact on every storage; nothing was written");
+        outln!("every key file is intact on every storage; nothing was written");
     }
     Ok(report.is_complete())
 }
@@ -645,7 +649,7 @@ async fn repair_packs(repo: RepoArgs, read_data: bool, out: &Out) -> Result<bool
     for s in &report.storages {
         match &s.error {
             Some(e) => eprintln!("{}: FAILED: {e}", s.storage),
-            None => println!(
+            None => outln!(
                 "{}: {} damaged pack(s), {} pack(s) read; {} index file(s) written, {} removed; {} damage record(s) removed",
                 s.storage,
                 s.damaged_packs.len(),
@@ -663,7 +667,7 @@ async fn repair_packs(repo: RepoArgs, read_data: bool, out: &Out) -> Result<bool
         eprintln!("warning: {w}");
     }
     if report.lost_blobs() > 0 {
-        println!(
+        outln!(
             "{} blob(s) lost: back up the same data again to store them, then run `freezer check`",
             report.lost_blobs()
         );
@@ -678,9 +682,9 @@ pub async fn unlock(a: UnlockArgs, out: &Out) -> Result<bool> {
         print_json(&json!({"removed": gone}));
     } else {
         for l in &gone {
-            println!("removed the {}", l.describe());
+            outln!("removed the {}", l.describe());
         }
-        println!("{} lock(s) removed", gone.len());
+        outln!("{} lock(s) removed", gone.len());
     }
     Ok(true)
 }
@@ -693,7 +697,7 @@ async fn repair_snapshots(repo: RepoArgs, dry_run: bool, out: &Out) -> Result<bo
         return Ok(report.is_complete());
     }
     for id in &report.quarantined {
-        println!(
+        outln!(
             "damaged snapshot {} {} quarantine/snapshots/{id}",
             id.short(),
             if dry_run {
@@ -706,7 +710,7 @@ async fn repair_snapshots(repo: RepoArgs, dry_run: bool, out: &Out) -> Result<bo
     for u in &report.unreadable {
         eprintln!("unreadable, left in place (not damaged; try again): {u}");
     }
-    println!(
+    outln!(
         "{} damaged snapshot(s) {}",
         report.quarantined.len(),
         if dry_run {

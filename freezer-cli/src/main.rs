@@ -23,7 +23,7 @@ use freezer_core::repo::snapshot::{SnapshotSelector, select};
 use freezer_core::repo::{Actor, InitOptions, Repository, lock};
 use freezer_core::{Error, KdfParams, Passphrase};
 
-use crate::output::Out;
+use crate::output::{Out, outln};
 
 /// Backup and restore, OpenStack Freezer style.
 #[derive(Parser, Debug)]
@@ -320,8 +320,8 @@ struct BackupArgs {
 /// The connection options of the database modes (mysql, postgres, mongo).
 #[derive(Args, Debug, Default)]
 struct DbArgs {
-    /// Mode mysql: an INI file whose [default] (or [client]) section names the server
-    /// (host, port, user, password, socket), as freezer-agent's --mysql-conf.
+    /// Mode mysql: an INI file naming the server in its section default (or client): host,
+    /// port, user, password, socket; as freezer-agent's --mysql-conf.
     #[arg(long, value_name = "FILE")]
     mysql_conf: Option<String>,
     /// Mode postgres: an INI file as --mysql-conf (host, port, user, password).
@@ -487,7 +487,32 @@ enum JobCommand {
 const EXIT_FAILURE: u8 = 1;
 const EXIT_INCOMPLETE: u8 = 3;
 
+/// A panic is a bug: it is reported in one line, with where it happened, and without a
+/// backtrace unless `RUST_BACKTRACE` asks for one.
+fn quiet_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            return default(info);
+        }
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "freezer: internal error: {what}{place} (a bug: please report it; RUST_BACKTRACE=1 shows where)"
+        );
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_panics();
     let cli = Cli::parse();
     let level = match cli.verbose {
         // A server logs its requests, a scheduler what it runs.
@@ -628,7 +653,7 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
                 (action.metadata_out.as_deref(), &outcome)
             {
                 out.clear_progress();
-                println!("{:#}", job::backup_metadata(&action, b, &ctx));
+                outln!("{:#}", job::backup_metadata(&action, b, &ctx));
                 return Ok(outcome.is_complete());
             }
             Ok(out.outcome(&outcome))

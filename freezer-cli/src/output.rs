@@ -13,6 +13,38 @@ use freezer_core::{Id, TimeZone, local_display};
 use indicatif::ProgressBar;
 use serde_json::json;
 
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout, as `print!` does, except that a closed pipe (`freezer snapshots | head
+/// -1`) is no error: what follows is dropped quietly, and the command ends as it would have.
+/// Any other write error is reported once on stderr.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush())
+        && !STDOUT_CLOSED.swap(true, Ordering::Relaxed)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("freezer: writing to stdout: {e}");
+    }
+}
+
+/// `print!` that tolerates a closed stdout ([`write_stdout`]).
+macro_rules! out {
+    ($($t:tt)*) => { $crate::output::write_stdout(format_args!($($t)*)) };
+}
+
+/// `println!` that tolerates a closed stdout ([`write_stdout`]).
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+pub(crate) use outln;
+
 /// The output of one command.
 #[derive(Debug)]
 pub struct Out {
@@ -39,7 +71,7 @@ pub fn size(n: u64) -> String {
 }
 
 pub fn print_json(v: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).expect("JSON serializes")
     );
@@ -86,7 +118,7 @@ impl Out {
             return;
         }
         for s in &r.created {
-            println!(
+            outln!(
                 "created repository {} at {s}{}",
                 r.id.short(),
                 if encrypted {
@@ -97,7 +129,7 @@ impl Out {
             );
         }
         for s in &r.existing {
-            println!("repository {} already at {s}", r.id.short());
+            outln!("repository {} already at {s}", r.id.short());
         }
     }
 
@@ -123,9 +155,9 @@ impl Out {
             .map(|i| i.short())
             .unwrap_or_else(|| "(dry run)".into());
         for place in &r.created_repository {
-            println!("created a new repository at {place}");
+            outln!("created a new repository at {place}");
         }
-        println!(
+        outln!(
             "snapshot {id} saved: level {}, {} files ({} new, {} changed, {} unchanged), {} read, {} added in {:.2} s",
             r.snapshot.level,
             s.files,
@@ -139,7 +171,7 @@ impl Out {
         if r.sinks.len() > 1 || r.sinks.iter().any(|x| !x.holds_snapshot) {
             for sink in &r.sinks {
                 match (&sink.error, sink.holds_snapshot) {
-                    (None, true) => println!("  {}: holds the snapshot", sink.sink),
+                    (None, true) => outln!("  {}: holds the snapshot", sink.sink),
                     (Some(e), _) => {
                         eprintln!("  {}: FAILED, does not hold the snapshot: {e}", sink.sink)
                     }
@@ -148,7 +180,7 @@ impl Out {
             }
         }
         if let Some(rt) = &r.retention {
-            println!(
+            outln!(
                 "retention: {} snapshot(s) forgotten, {} kept{}",
                 rt.forget.forgotten.len(),
                 rt.forget.kept,
@@ -180,10 +212,10 @@ impl Out {
             return r.is_complete();
         }
         for c in &r.copied {
-            print!("{} -> ", c.source.short());
+            out!("{} -> ", c.source.short());
             self.backup(&c.result);
         }
-        println!(
+        outln!(
             "{} snapshot(s) copied, {} already there",
             r.copied.len(),
             r.skipped.len()
@@ -211,9 +243,9 @@ impl Out {
             ActionOutcome::Check(c) => crate::lifecycle::print_check(c),
             ActionOutcome::Prune(p) => crate::lifecycle::print_prune(p),
             ActionOutcome::Exec(e) => {
-                print!("{}", e.stdout_tail);
+                out!("{}", e.stdout_tail);
                 eprint!("{}", e.stderr_tail);
-                println!(
+                outln!(
                     "command `{}` exited with status {} after {:.1}s",
                     e.command.join(" "),
                     e.exit_status,
@@ -232,12 +264,20 @@ impl Out {
             return;
         }
         let tz = TimeZone::system();
-        println!(
+        outln!(
             "{:<10} {:<19} {:<20} {:<24} {:>5} {:<7} {:>8} {:>10} {:>10}",
-            "ID", "TIME", "HOSTNAME", "BACKUP NAME", "LEVEL", "MODE", "FILES", "SIZE", "ADDED"
+            "ID",
+            "TIME",
+            "HOSTNAME",
+            "BACKUP NAME",
+            "LEVEL",
+            "MODE",
+            "FILES",
+            "SIZE",
+            "ADDED"
         );
         for s in list {
-            println!(
+            outln!(
                 "{:<10} {:<19} {:<20} {:<24} {:>5} {:<7} {:>8} {:>10} {:>10}",
                 s.id.short(),
                 local_display(s.time, &tz),
@@ -283,7 +323,7 @@ impl Out {
             print_json(&v);
             return;
         }
-        println!(
+        outln!(
             "restored snapshot {}: {} files, {} folders, {} others, {}",
             r.snapshot_id.short(),
             r.files,
@@ -333,30 +373,30 @@ impl Out {
             print_json(&json!({"id": id, "snapshot": s, "inspection": found}));
         } else {
             let tz = TimeZone::system();
-            println!("snapshot    {id}");
-            println!("time        {} ({})", local_display(s.time, &tz), s.time);
-            println!("hostname    {}", s.hostname);
-            println!("backup name {}", s.backup_name);
-            println!("mode        {}", s.mode);
-            println!("level       {}", s.level);
-            println!(
+            outln!("snapshot    {id}");
+            outln!("time        {} ({})", local_display(s.time, &tz), s.time);
+            outln!("hostname    {}", s.hostname);
+            outln!("backup name {}", s.backup_name);
+            outln!("mode        {}", s.mode);
+            outln!("level       {}", s.level);
+            outln!(
                 "parent      {}",
                 s.parent
                     .map(|p| p.to_string())
                     .unwrap_or_else(|| "-".into())
             );
-            println!("path        {}", s.path_to_backup);
+            outln!("path        {}", s.path_to_backup);
             if let Some(c) = &s.command {
-                println!("command     {c}");
+                outln!("command     {c}");
             }
-            println!(
+            outln!(
                 "files       {} ({}), {} folders",
                 found.files,
                 size(found.bytes),
                 found.dirs
             );
-            println!("chunks      {}", found.blobs);
-            println!(
+            outln!("chunks      {}", found.blobs);
+            outln!(
                 "health      {}",
                 if found.damaged.is_empty() {
                     if found.read_data {
@@ -386,9 +426,9 @@ impl Out {
             print_json(&json!({"keys": list}));
             return;
         }
-        println!("  {:<10} {:<32} {:<20} USER", "ID", "CREATED", "HOSTNAME");
+        outln!("  {:<10} {:<32} {:<20} USER", "ID", "CREATED", "HOSTNAME");
         for (id, k, cur) in keys {
-            println!(
+            outln!(
                 "{} {:<10} {:<32} {:<20} {}",
                 if *cur { "*" } else { " " },
                 id.short(),
@@ -403,7 +443,7 @@ impl Out {
         if self.json {
             print_json(&json!({"result": what, "id": id}));
         } else {
-            println!("{what}: {}", id.short());
+            outln!("{what}: {}", id.short());
         }
     }
 

@@ -2,6 +2,9 @@
 //! processes killed in the middle of a backup.
 
 #[allow(dead_code)]
+#[path = "../../../freezer-core/tests/it/mariadb_server.rs"]
+mod mariadb_server;
+#[allow(dead_code)]
 #[path = "../../../freezer-core/tests/it/servers.rs"]
 mod servers;
 #[allow(dead_code)]
@@ -14,6 +17,7 @@ mod init_config;
 mod jobs;
 mod lifecycle;
 mod lvm;
+mod mysql;
 mod options;
 mod restore;
 mod stream;
@@ -152,6 +156,58 @@ fn init_backup_restore_and_json() {
         "--read-data",
     ]);
     assert!(show.contains("every chunk read and verified"), "{show}");
+}
+
+/// `freezer snapshots --json | head -1`: the reader goes away first; the command ends as it
+/// would have, with nothing on stderr (no panic, no backtrace).
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    let e = Env::new();
+    odd_tree(&e.path("data"));
+    let p = e.pass();
+    e.ok(&["init", "--repo", "repo", "--encrypt-pass-file", p]);
+    for _ in 0..2 {
+        e.ok(&[
+            "backup",
+            "--repo",
+            "repo",
+            "--encrypt-pass-file",
+            p,
+            "--path-to-backup",
+            "data",
+            "-N",
+            "web",
+        ]);
+    }
+    for args in [
+        &[
+            "snapshots",
+            "--repo",
+            "repo",
+            "--encrypt-pass-file",
+            p,
+            "--json",
+        ][..],
+        &["snapshots", "--repo", "repo", "--encrypt-pass-file", p],
+        &["--help"],
+    ] {
+        let mut child = e
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the command writes anything.
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert!(o.status.success(), "{args:?}: {:?}", o.status);
+    }
 }
 
 #[test]
