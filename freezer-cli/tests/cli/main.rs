@@ -5,6 +5,9 @@
 #[path = "../../../freezer-core/tests/it/mariadb_server.rs"]
 mod mariadb_server;
 #[allow(dead_code)]
+#[path = "../../../freezer-core/tests/it/postgres_server.rs"]
+mod postgres_server;
+#[allow(dead_code)]
 #[path = "../../../freezer-core/tests/it/servers.rs"]
 mod servers;
 #[allow(dead_code)]
@@ -19,6 +22,7 @@ mod lifecycle;
 mod lvm;
 mod mysql;
 mod options;
+mod postgres;
 mod restore;
 mod stream;
 

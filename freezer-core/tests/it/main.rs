@@ -17,6 +17,7 @@ mod lifecycle;
 mod lvm;
 mod mariadb_server;
 mod options;
+mod postgres_server;
 mod prune;
 mod restore_safety;
 mod s3;
