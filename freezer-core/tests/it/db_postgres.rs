@@ -462,11 +462,35 @@ async fn bad_input_fails_clearly_leaves_no_snapshot_and_never_shows_the_password
         f.tmp.path(),
         &format!("{sel}bindir = {}\n", bindir.display()),
     );
+    // A pg_dump killed in the middle of its dump (the real one, through a wrapper).
+    let killed = f.path("killed");
+    std::fs::create_dir(&killed).unwrap();
+    for tool in ["psql", "pg_dumpall"] {
+        std::os::unix::fs::symlink(bin(tool), killed.join(tool)).unwrap();
+    }
+    std::fs::write(
+        killed.join("pg_dump"),
+        format!(
+            "#!/bin/sh\n{} \"$@\" | head -c 3000\nkill -9 $$\n",
+            bin("pg_dump").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        killed.join("pg_dump"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let killed = pg.conf(
+        f.tmp.path(),
+        &format!("{sel}bindir = {}\n", killed.display()),
+    );
     // Not INI.
     let not_ini = f.path("not.ini");
     std::fs::write(&not_ini, "this is { not an INI file\n[[[").unwrap();
 
-    let cases: [(String, &[&str]); 6] = [
+    let cases: [(String, &[&str]); 7] = [
+        (conf_field(&killed), &["killed by signal 9", "pg_dump"]),
         (
             conf_field(&conf),
             &["Connection refused", &closed.to_string()],
