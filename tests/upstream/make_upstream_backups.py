@@ -182,12 +182,12 @@ class Agent:
         self.calls = 0
         self.seconds = 0.0
 
-    def run(self, args, check=True):
+    def run(self, args, check=True, env=None):
         self.calls += 1
         log = os.path.join(self.logdir, "agent-%03d.log" % self.calls)
         argv = [self.agent] + args + ["--log-file", log]
         t = time.monotonic()
-        p = subprocess.run(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        p = subprocess.run(argv, env=env or self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            cwd=self.logdir)
         dt = time.monotonic() - t
         self.seconds += dt
@@ -314,12 +314,66 @@ def make(args):
                 print("%-10s step %d level %d T=%d (%.1fs)" % (name, i, level, t, dt), flush=True)
             manifest["chains"].append(chain)
 
+    if any(c["backup_name"] == "gzip-enc" for c in manifest["chains"]):
+        manifest["chains"].append(make_md5_chain(out, manifest))
+
     manifest["backup_calls"] = agent.calls
     manifest["backup_seconds_total"] = round(time.monotonic() - t_start, 1)
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1, ensure_ascii=False)
     print("made %d agent calls in %.1fs" % (agent.calls, manifest["backup_seconds_total"]))
     return manifest
+
+
+def openssl_md5_dir(out):
+    """A folder with an `openssl` that adds `-md md5`: upstream's agent run with it first on
+    PATH behaves as it did with OpenSSL < 1.1 (EVP_BytesToKey with MD5)."""
+    d = os.path.join(out, "openssl-md5")
+    os.makedirs(d, exist_ok=True)
+    real = shutil.which("openssl")
+    w = os.path.join(d, "openssl")
+    with open(w, "w") as f:
+        f.write('#!/bin/sh\nexec %s "$@" -md md5\n' % real)
+    os.chmod(w, 0o755)
+    return d
+
+
+def make_md5_chain(out, manifest):
+    """Copy the gzip-enc chain as gzip-enc-md5, re-encrypting every data object with the MD5
+    key derivation, which is what upstream wrote when its openssl binary was older than 1.1."""
+    src_chain = next(c for c in manifest["chains"] if c["backup_name"] == "gzip-enc")
+    storage = os.path.join(out, "storage")
+    old, new = "%s_gzip-enc" % HOST, "%s_gzip-enc-md5" % HOST
+    for kind in ("metadata", "data"):
+        shutil.copytree(os.path.join(storage, kind, "tar", old),
+                        os.path.join(storage, kind, "tar", new))
+    passfile = os.path.join(out, "pass")
+    chain = json.loads(json.dumps(src_chain))
+    chain["backup_name"] = "gzip-enc-md5"
+    chain["hostname_backup_name"] = new
+    chain["key_derivation_digest"] = "md5"
+    chain["made_by"] = ("a copy of gzip-enc whose data objects were re-encrypted with "
+                        "`openssl enc -aes-256-cfb -md md5`; --self-check restores it with "
+                        "upstream's agent and an openssl wrapper adding -md md5")
+    for b in chain["backups"]:
+        for k in ("metadata_path", "data_path", "engine_metadata_path"):
+            b[k] = b[k].replace(old, new)
+        data = os.path.join(out, b["data_path"])
+        plain = subprocess.run(["openssl", "enc", "-d", "-aes-256-cfb", "-md", "sha256",
+                                "-pass", "file:" + passfile, "-in", data],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               check=True).stdout
+        enc = subprocess.run(["openssl", "enc", "-aes-256-cfb", "-md", "md5",
+                              "-pass", "file:" + passfile], input=plain,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             check=True).stdout
+        with open(data, "wb") as f:
+            f.write(enc)
+        b["data_size"] = len(enc)
+    for c in manifest["chains"]:
+        if c["encrypted"]:
+            c.setdefault("key_derivation_digest", "sha256")
+    return chain
 
 
 def diff(expected, got, ignore_dir_mtime):
@@ -354,7 +408,11 @@ def self_check(args, manifest):
                      "--restore-from-date", b["restore_from_date"]]
             if chain["encrypted"]:
                 rargs += ["--encrypt-pass-file", os.path.join(out, "pass")]
-            p, dt = agent.run(rargs, check=False)
+            env = None
+            if chain.get("key_derivation_digest") == "md5":
+                env = dict(agent.env)
+                env["PATH"] = openssl_md5_dir(out) + os.pathsep + env.get("PATH", "")
+            p, dt = agent.run(rargs, check=False, env=env)
             got = snapshot(dest)
             problems = diff(b["expected"], got, args.ignore_dir_mtime)
             if p.returncode:
