@@ -85,6 +85,7 @@ def level0(root):
     write(root, "mode600.txt", "private\n", mode=0o600)
     write(root, "ro.txt", "read only\n", mode=0o444)
     write(root, "exec.sh", "#!/bin/sh\necho hi\n", mode=0o755)
+    write(root, "setgid.sh", "#!/bin/sh\n", mode=0o2755)
     write(root, "old.txt", "old mtime\n", mtime=1000000000)
     write(root, "swap", "regular file at levels 0-1, symlink from level 2\n")
     write(root, "sp ace \u00fc\u00e9.txt", "unicode name\n")
@@ -120,6 +121,8 @@ def level2(root):
     symlink(root, "link_rel", "dir1/b.txt")  # retarget
     symlink(root, "swap", "a.txt")  # file -> symlink
     write(root, "dir1/b.txt", "bravo edited at level 2\n")
+    with open(os.path.join(root, "exec.sh"), "a") as f:  # hard_exec.sh shares the inode
+        f.write("echo level 2\n")
 
 
 def level3(root):
