@@ -378,7 +378,12 @@ pub async fn backup(
         .map_err(|e| Error::io("backup uploader", std::io::Error::other(e)))?;
     // The uploader's error is the cause when the pipeline was cancelled because of it.
     let (root, packs) = match (root, packs) {
-        (_, Err(e)) => return Err(e),
+        // The uploader ended first (a storage failed, or the cancel reached it): the lock is
+        // released before the error returns, never left to a drop that runs later.
+        (_, Err(e)) => {
+            drop(shared);
+            return Err(abandon(repo, &[], lock, opts.dry_run, e).await);
+        }
         (_, Ok(p)) if opts.cancel.is_cancelled() => {
             drop(shared);
             return Err(abandon(repo, &p, lock, opts.dry_run, Error::Cancelled).await);
