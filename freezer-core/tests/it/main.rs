@@ -5,6 +5,7 @@ mod check;
 mod conformance;
 mod copy;
 mod damage;
+mod db_mongo;
 mod first_backup;
 mod ftp;
 mod heal_packs;
