@@ -90,6 +90,13 @@ if ! ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || ! ls /usr/lib
   [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 
+# nx-27017 for the mongo tests (freezer-core/tests/it/db_mongo.rs): a MongoDB wire-protocol server
+# over SQLite, from PyPI (no real mongod or mongodump installs here); the tests start their own on
+# a free loopback port. docs/COMPAT.md says what it proves and what it does not.
+mongo_venv=target/mongo-venv
+[ -x "$mongo_venv/bin/python" ] || python3 -m venv "$mongo_venv"
+"$mongo_venv/bin/pip" install -q --disable-pip-version-check 'nx-27017==0.8.1'
+
 # The downloaded packages are no longer needed once installed.
 apt-get clean 2>/dev/null || true
 

@@ -327,7 +327,8 @@ struct DbArgs {
     /// Mode postgres: an INI file as --mysql-conf (host, port, user, password).
     #[arg(long, value_name = "FILE")]
     postgres_conf: Option<String>,
-    /// Mode mongo: an INI file as --mysql-conf (host, port 27017 by default, user, password).
+    /// Mode mongo: an INI file as --mysql-conf (host, localhost by default; port, 27017 by
+    /// default; user, password, auth_source, tls, tls_ca_file, timeout).
     #[arg(long, value_name = "FILE")]
     mongo_conf: Option<String>,
 }
@@ -405,7 +406,8 @@ struct RestoreArgs {
     /// Restore only this path inside the backup.
     #[arg(long)]
     sub_path: Option<String>,
-    /// Restore into a folder that is not empty, replacing what is in the way.
+    /// Restore into a folder that is not empty, replacing what is in the way (mode mongo:
+    /// drop the collections that hold documents, then restore them).
     #[arg(long)]
     overwrite: bool,
     /// Read and verify everything, write nothing.

@@ -52,8 +52,9 @@ pub struct DbOptions {
     /// `physical` (`pg_basebackup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres_method: Option<String>,
-    /// Mode `mongo`: an INI file as `mysql_conf` (`host`, default this host's name as
-    /// upstream; `port`, default 27017; `user`, `password`).
+    /// Mode `mongo`: an INI file as `mysql_conf` (`host`, default `localhost`; `port`,
+    /// default 27017; `user`, `password`; `auth_source`, `tls`, `tls_ca_file`, `timeout`).
+    /// Without it, `localhost:27017` without credentials (upstream: this host's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mongo_conf: Option<String>,
     /// `restore` of a physical database backup: the empty data folder it is unpacked,
@@ -82,8 +83,9 @@ pub fn validate_restore(mode: SourceMode, action: &FreezerAction) -> Result<()> 
     }
 }
 
-/// The source of a database backup.
-pub fn backup_source(
+/// The source of a database backup (mode `mongo` talks to its server first: the primary
+/// check and the list of collections).
+pub async fn backup_source(
     mode: SourceMode,
     action: &FreezerAction,
     ctx: &RunContext,
@@ -91,7 +93,7 @@ pub fn backup_source(
     match mode {
         SourceMode::Mysql => mysql::backup_source(action, ctx),
         SourceMode::Postgres => postgres::backup_source(action, ctx),
-        SourceMode::Mongo => mongo::backup_source(action, ctx),
+        SourceMode::Mongo => mongo::backup_source(action, ctx).await,
         m => Err(Error::unsupported(format!("{m:?} is not a database mode"))),
     }
 }

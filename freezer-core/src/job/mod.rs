@@ -590,7 +590,7 @@ async fn run_one_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
                 // A database mode runs its own dump tools, never a command of the job's: not
                 // refused by `--disable-exec`.
                 m @ (SourceMode::Mysql | SourceMode::Postgres | SourceMode::Mongo) => {
-                    crate::db::backup_source(m, action, ctx)?
+                    crate::db::backup_source(m, action, ctx).await?
                 }
                 SourceMode::Image => Arc::new(
                     crate::source::image::ImageSource::open(

@@ -86,6 +86,54 @@ pub struct NamedStream {
 /// holding a client's password file), dropped with it.
 pub type KeepAlive = Box<dyn std::any::Any + Send + Sync>;
 
+/// What an in-process producer writes a stream into ([`ProducedStream`]): byte runs, in
+/// order; the stream ends when the producer returns (and drops it).
+#[derive(Debug)]
+pub struct StreamWriter {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+}
+
+impl StreamWriter {
+    /// Appends `data` to the stream, waiting while the reader is behind (a few runs are
+    /// queued at most). Fails with [`Error::Cancelled`] when the reader is gone (the backup
+    /// failed or stopped elsewhere): the producer then stops.
+    pub async fn write(&self, data: bytes::Bytes) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(data).await.map_err(|_| Error::Cancelled)
+    }
+}
+
+/// The future that writes a produced stream; its error fails the backup (no snapshot).
+pub type ProducerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
+/// Makes the future that writes a produced stream, given the writer, when the engine opens
+/// the stream's file.
+pub type Producer = Box<dyn FnOnce(StreamWriter) -> ProducerFuture + Send>;
+
+/// One stream of a source made of several whose content comes from this process (a
+/// database read through its driver) instead of a command: a file named `name` in the
+/// snapshot holding what `producer` writes. As a command's stdout, the stream is whole only
+/// when the producer returns `Ok`; an error, a panic or a cancel fails the backup.
+pub struct ProducedStream {
+    /// The file's name (one path component).
+    pub name: String,
+    /// What writes it.
+    pub producer: Producer,
+}
+
+impl std::fmt::Debug for ProducedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducedStream")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Byte runs a produced stream's reader keeps queued at most.
+const PRODUCED_QUEUE: usize = 4;
+
 enum Input {
     Command {
         cmd: StreamCommand,
@@ -96,6 +144,13 @@ enum Input {
     Named {
         streams: Vec<(NamedStream, Vec<String>)>,
         info: SourceInfo,
+        rt: tokio::runtime::Handle,
+        _keep: Option<KeepAlive>,
+    },
+    Produced {
+        streams: Vec<(String, Mutex<Option<Producer>>)>,
+        info: SourceInfo,
+        extra: BTreeMap<String, serde_json::Value>,
         rt: tokio::runtime::Handle,
         _keep: Option<KeepAlive>,
     },
@@ -116,6 +171,9 @@ impl std::fmt::Debug for StreamSource {
             Input::Reader(_) => "stdin".into(),
             Input::Named { info, streams, .. } => {
                 format!("{} ({} streams)", info.mode, streams.len())
+            }
+            Input::Produced { info, streams, .. } => {
+                format!("{} ({} produced streams)", info.mode, streams.len())
             }
         };
         f.debug_struct("StreamSource")
@@ -199,11 +257,58 @@ impl StreamSource {
         })
     }
 
+    /// A folder of streams written by this process, one file per [`ProducedStream`] (a
+    /// database read through its driver), each producer run on the runtime when the engine
+    /// opens its file; `info` and `extra` are what the snapshot records; `keep` lives as long
+    /// as the source. Names must be distinct single path components; an empty list makes an
+    /// empty folder. Must be called within a tokio runtime.
+    pub fn produced(
+        streams: Vec<ProducedStream>,
+        info: SourceInfo,
+        extra: BTreeMap<String, serde_json::Value>,
+        keep: Option<KeepAlive>,
+        cancel: crate::CancelToken,
+    ) -> Result<Self> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::unsupported(format!("mode {} outside a tokio runtime", info.mode))
+        })?;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::with_capacity(streams.len());
+        for s in streams {
+            let n = s.name.as_str();
+            if n.is_empty() || n == "." || n == ".." || n.contains('/') || n.contains('\0') {
+                return Err(Error::bad_input(
+                    &info.mode,
+                    format!("{n:?} cannot name a stream"),
+                ));
+            }
+            if !seen.insert(s.name.clone()) {
+                return Err(Error::bad_input(
+                    &info.mode,
+                    format!("two streams named {n:?}"),
+                ));
+            }
+            out.push((s.name, Mutex::new(Some(s.producer))));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(StreamSource {
+            input: Input::Produced {
+                streams: out,
+                info,
+                extra,
+                rt,
+                _keep: keep,
+            },
+            cancel,
+            time: crate::time::now(),
+        })
+    }
+
     fn name(&self) -> &str {
         match &self.input {
             Input::Command { .. } => "stdout",
             Input::Reader(_) => "stdin",
-            Input::Named { info, .. } => &info.mode,
+            Input::Named { info, .. } | Input::Produced { info, .. } => &info.mode,
         }
     }
 
@@ -268,12 +373,19 @@ impl Source for StreamSource {
                 path: "-".into(),
                 command: None,
             },
-            Input::Named { info, .. } => info.clone(),
+            Input::Named { info, .. } | Input::Produced { info, .. } => info.clone(),
+        }
+    }
+
+    fn extra(&self) -> BTreeMap<String, serde_json::Value> {
+        match &self.input {
+            Input::Produced { extra, .. } => extra.clone(),
+            _ => BTreeMap::new(),
         }
     }
 
     fn root(&self) -> Result<SourceEntry> {
-        if let Input::Named { .. } = self.input {
+        if let Input::Named { .. } | Input::Produced { .. } = self.input {
             return Ok(SourceEntry {
                 path: PathBuf::new(),
                 node: self.node(self.name(), NodeKind::Dir, 0o700),
@@ -290,17 +402,19 @@ impl Source for StreamSource {
     }
 
     fn list(&self, dir: &SourceEntry) -> Result<Listing> {
-        let Input::Named { streams, .. } = &self.input else {
-            return Ok(Listing::default());
+        let names: Vec<&str> = match &self.input {
+            Input::Named { streams, .. } => streams.iter().map(|(s, _)| s.name.as_str()).collect(),
+            Input::Produced { streams, .. } => streams.iter().map(|(n, _)| n.as_str()).collect(),
+            _ => return Ok(Listing::default()),
         };
         if !dir.path.as_os_str().is_empty() {
             return Ok(Listing::default());
         }
-        let entries = streams
-            .iter()
-            .map(|(s, _)| SourceEntry {
-                path: PathBuf::from(&s.name),
-                node: self.node(&s.name, NodeKind::File, 0o600),
+        let entries = names
+            .into_iter()
+            .map(|name| SourceEntry {
+                path: PathBuf::from(name),
+                node: self.node(name, NodeKind::File, 0o600),
                 descend: false,
                 stream: true,
             })
@@ -328,6 +442,40 @@ impl Source for StreamSource {
                     })?;
                 self.spawn(words, &s.command.env, rt)
                     .map_err(|e| e.context(format!("stream {}", s.name)))
+            }
+            Input::Produced { streams, rt, .. } => {
+                let (name, producer) = streams
+                    .iter()
+                    .find(|(n, _)| entry.path.as_os_str() == n.as_str())
+                    .ok_or_else(|| {
+                        Error::bad_input("path", format!("no stream {:?}", entry.path))
+                    })?;
+                let producer = producer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or_else(|| {
+                        Error::unsupported(format!(
+                            "stream {name} read a second time (it is read once)"
+                        ))
+                    })?;
+                let (tx, rx) = tokio::sync::mpsc::channel(PRODUCED_QUEUE);
+                let cancel = self.cancel.clone();
+                let fut = producer(StreamWriter { tx });
+                // The engine names the stream in its errors.
+                let task = rt.spawn(async move {
+                    tokio::select! {
+                        r = fut => r,
+                        _ = cancel.cancelled() => Err(Error::Cancelled),
+                    }
+                });
+                Ok(Box::new(ProducedReader {
+                    rx,
+                    buf: bytes::Bytes::new(),
+                    read: 0,
+                    task: Some(task),
+                    rt: rt.clone(),
+                }))
             }
             Input::Reader(r) => {
                 let input = r
@@ -406,6 +554,61 @@ impl Drop for CommandReader {
             && !w.is_finished()
         {
             kill_group(self.pid);
+        }
+    }
+}
+
+/// Reads what a [`Producer`] writes; its end is the producer's return.
+struct ProducedReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    buf: bytes::Bytes,
+    read: u64,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl ContentReader for ProducedReader {
+    fn data_extents(&mut self) -> Result<Option<Vec<(u64, u64)>>> {
+        Ok(None)
+    }
+
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        in_order(self.read, offset)?;
+        while self.buf.is_empty() {
+            // The engine reads on its own threads, outside the runtime: waiting here is
+            // what a pipe's read would do.
+            match self.rx.blocking_recv() {
+                Some(b) => self.buf = b,
+                // The producer returned (or failed: `finish` says which).
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.buf.len());
+        buf[..n].copy_from_slice(&self.buf.split_to(n));
+        self.read += n as u64;
+        Ok(n)
+    }
+
+    fn size(&self) -> Option<u64> {
+        None
+    }
+
+    fn finish(&mut self) -> Result<bool> {
+        let Some(task) = self.task.take() else {
+            return Ok(false);
+        };
+        self.rt
+            .block_on(task)
+            .map_err(|e| Error::io("a stream's producer", std::io::Error::other(e)))??;
+        Ok(false)
+    }
+}
+
+impl Drop for ProducedReader {
+    fn drop(&mut self) {
+        // Dropped before its end (the backup failed or was stopped): stop the producer.
+        if let Some(t) = &self.task {
+            t.abort();
         }
     }
 }
@@ -527,6 +730,86 @@ mod tests {
             vec![prog("x", &[])],
         ] {
             assert!(StreamSource::named(bad, info.clone(), None, cancel.clone()).is_err());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_folder_of_produced_streams() {
+        let produce = |name: &str, parts: Vec<&'static [u8]>, fail: bool| ProducedStream {
+            name: name.into(),
+            producer: Box::new(move |w: StreamWriter| {
+                Box::pin(async move {
+                    for p in parts {
+                        w.write(bytes::Bytes::from_static(p)).await?;
+                    }
+                    if fail {
+                        return Err(Error::unsupported("the producer's own failure"));
+                    }
+                    Ok(())
+                })
+            }),
+        };
+        let info = SourceInfo {
+            mode: "mongo".into(),
+            path: "db".into(),
+            command: None,
+        };
+        let extra = BTreeMap::from([("k".to_string(), serde_json::json!(1))]);
+        let cancel = crate::CancelToken::new();
+        let src = StreamSource::produced(
+            vec![
+                produce("b.bson", vec![b"hello ", b"", b"world"], false),
+                produce("a.bson", vec![b"half"], true),
+            ],
+            info.clone(),
+            extra.clone(),
+            None,
+            cancel.clone(),
+        )
+        .unwrap();
+        assert_eq!(src.extra(), extra);
+        let root = src.root().unwrap();
+        assert!(root.node.kind() == NodeKind::Dir && root.node.name == b"mongo");
+        let l = src.list(&root).unwrap();
+        let names: Vec<_> = l.entries.iter().map(|e| e.node.name.clone()).collect();
+        assert_eq!(names, [b"a.bson".to_vec(), b"b.bson".to_vec()]);
+        let (a, b) = (l.entries[0].clone(), l.entries[1].clone());
+        let read_all = |src: &StreamSource, e: &SourceEntry| -> (Vec<u8>, Result<bool>) {
+            let mut r = src.open(e).unwrap();
+            let (mut out, mut buf) = (Vec::new(), [0u8; 4]);
+            loop {
+                let n = r.read_at(&mut buf, out.len() as u64).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            (out, r.finish())
+        };
+        let (src, got) = tokio::task::spawn_blocking(move || {
+            let got_b = read_all(&src, &b);
+            let got_a = read_all(&src, &a);
+            let again = src.open(&a).err().map(|e| e.to_string());
+            (src, (got_a, got_b, again))
+        })
+        .await
+        .unwrap();
+        let ((a_data, a_end), (b_data, b_end), again) = got;
+        assert_eq!(b_data, b"hello world");
+        assert!(!b_end.unwrap());
+        assert_eq!(a_data, b"half", "what came before the failure");
+        let e = a_end.unwrap_err().to_string();
+        assert!(e.contains("own failure"), "{e}");
+        assert!(again.unwrap().contains("read once"));
+        drop(src);
+        for bad in [
+            vec![produce("x/y", vec![], false)],
+            vec![produce("x", vec![], false), produce("x", vec![], false)],
+        ] {
+            assert!(
+                StreamSource::produced(bad, info.clone(), BTreeMap::new(), None, cancel.clone())
+                    .is_err()
+            );
         }
     }
 }

@@ -7,6 +7,7 @@ mod copy;
 mod damage;
 mod db_mysql;
 mod db_postgres;
+mod db_mongo;
 mod first_backup;
 mod ftp;
 mod heal_packs;
