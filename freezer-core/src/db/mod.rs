@@ -170,7 +170,14 @@ impl DbConf {
 
     /// Parses the text of an INI file (see [`DbConf::read`]); the error says what is wrong.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let ini = ini::Ini::load_from_str(text).map_err(|e| format!("not an INI file ({e})"))?;
+        // Values are taken as written, as upstream's configparser reads them: a backslash in
+        // a password is a backslash, not an escape.
+        let opts = ini::ParseOption {
+            enabled_escape: false,
+            ..Default::default()
+        };
+        let ini = ini::Ini::load_from_str_opt(text, opts)
+            .map_err(|e| format!("not an INI file ({e})"))?;
         let section = ini
             .section(Some("default"))
             .or_else(|| ini.section(Some("client")))
@@ -257,6 +264,12 @@ mod tests {
         assert_eq!(c.port, Some(3307));
         assert_eq!(c.password.as_deref(), Some("s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"));
+        let c = DbConf::parse("[default]\npassword=a\\nb\\tc\\\\d;e#f\n").unwrap();
+        assert_eq!(
+            c.password.as_deref(),
+            Some("a\\nb\\tc\\\\d;e#f"),
+            "taken as written"
+        );
         assert!(
             DbConf::parse("[other]\nhost=x\n")
                 .unwrap_err()

@@ -1142,7 +1142,7 @@ mod tests {
     fn the_password_goes_to_a_private_pgpass_only() {
         use std::os::unix::fs::PermissionsExt;
         let conf = DbConf::parse(
-            "[default]\nhost=db.example\nport=5433\nuser=bk\npassword=se:c\\\\ret\ndbname=maint\nsocket=/run/pg/.s.PGSQL.6000\n",
+            "[default]\nhost=db.example\nport=5433\nuser=bk\npassword=se:c\\ret\ndbname=maint\nsocket=/run/pg/.s.PGSQL.6000\n",
         )
         .unwrap();
         let env: BTreeMap<String, String> = [

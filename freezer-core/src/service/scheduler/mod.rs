@@ -37,8 +37,9 @@ use crate::service::client::{Client, JobPatch, Registration};
 use feed::FeedReader;
 use reports::{Outbox, Report};
 
-/// Upstream's `SUPPORTED_MODES` this release runs.
-pub const SUPPORTED_MODES: &[&str] = &["fs"];
+/// Upstream's `SUPPORTED_MODES` this release runs. Its own modes (`postgres`, `image`,
+/// `command`) are not listed: upstream's API refuses a client that names a mode it lacks.
+pub const SUPPORTED_MODES: &[&str] = &["fs", "mysql", "mongo"];
 /// Upstream's `SUPPORTED_STORAGES` this release runs.
 pub const SUPPORTED_STORAGES: &[&str] = &["local", "swift", "ssh", "s3", "ftp", "ftps"];
 /// Upstream's `SUPPORTED_ENGINES` whose jobs this release runs (with its own engine).
