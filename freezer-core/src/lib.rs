@@ -87,6 +87,7 @@ pub mod sink;
 pub mod source;
 mod time;
 mod tls;
+pub mod upstream;
 
 pub use cancel::CancelToken;
 pub use chunker::{ChunkState, Chunker, ChunkerParams};
