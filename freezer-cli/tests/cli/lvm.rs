@@ -79,7 +79,22 @@ fn sigterm_during_a_snapshot_backup_releases_the_snapshot() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Then the first pack the backup writes: the signal comes while it reads the frozen
+    // view (a fixed delay raced a fast backup of the whole file).
+    let packs = e.path("repo/data");
+    let wrote_a_pack = || {
+        std::fs::read_dir(&packs).is_ok_and(|d| {
+            d.flatten()
+                .any(|sub| std::fs::read_dir(sub.path()).is_ok_and(|mut f| f.next().is_some()))
+        })
+    };
+    while !wrote_a_pack() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the backup never wrote a pack"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let o = child.wait_with_output().unwrap();
