@@ -127,6 +127,46 @@ pub async fn restore(
     }
 }
 
+/// The streams of a database snapshot, name and size: the files of the one folder at its
+/// top (named after its mode). Anything else is corrupt, said of the snapshot.
+pub(crate) async fn snapshot_streams(
+    repo: &Repository,
+    id: Id,
+    snapshot: &Snapshot,
+) -> Result<Vec<(String, u64)>> {
+    let what = format!("snapshot {}", id.short());
+    let reader = repo.reader();
+    let top = reader
+        .read_tree(&snapshot.tree)
+        .await
+        .map_err(|e| e.context(&what))?;
+    let subtree = match top.nodes.as_slice() {
+        [d] if d.kind() == crate::repo::tree::NodeKind::Dir => d.subtree,
+        _ => None,
+    }
+    .ok_or_else(|| {
+        Error::corrupt(
+            &what,
+            format!("it holds no folder of {} streams", snapshot.mode),
+        )
+    })?;
+    let dir = reader
+        .read_tree(&subtree)
+        .await
+        .map_err(|e| e.context(&what))?;
+    dir.nodes
+        .iter()
+        .filter(|n| n.kind() == crate::repo::tree::NodeKind::File)
+        .map(|n| {
+            String::from_utf8(n.name.clone())
+                .map(|name| (name, n.size))
+                .map_err(|_| {
+                    Error::corrupt(&what, format!("stream {} is no UTF-8 name", n.name_lossy()))
+                })
+        })
+        .collect()
+}
+
 /// Connection options from an INI file's `[default]` section (upstream's `mysql_conf`:
 /// `host`, `port`, `user`, `password`, `socket`); other keys are kept in `other`.
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -55,7 +55,6 @@ use crate::job::FreezerAction;
 use crate::job::RunContext;
 use crate::repo::Repository;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::NodeKind;
 use crate::source::stream::{
     NamedStream, ProducedStream, Producer, StreamCommand, StreamSource, StreamWriter,
 };
@@ -650,46 +649,12 @@ pub async fn restore(
     ctx: &RunContext,
 ) -> Result<RestoreResult> {
     let conf = MongoConf::of(action)?;
-    let streams = snapshot_streams(repo, id, snapshot).await?;
+    let streams = super::snapshot_streams(repo, id, snapshot).await?;
     let client = connect(&conf).await?;
     if streams.iter().any(|(n, _)| n == ARCHIVE) {
         return restore_archive(repo, id, snapshot, action, ctx, &conf, &client).await;
     }
     restore_driver(repo, id, snapshot, &streams, action, ctx, &conf, &client).await
-}
-
-/// The streams (name, size) of a snapshot of mode mongo: the files of its folder.
-async fn snapshot_streams(
-    repo: &Repository,
-    id: Id,
-    snapshot: &Snapshot,
-) -> Result<Vec<(String, u64)>> {
-    let what = format!("snapshot {}", id.short());
-    let reader = repo.reader();
-    let top = reader
-        .read_tree(&snapshot.tree)
-        .await
-        .map_err(|e| e.context(&what))?;
-    let subtree = match top.nodes.as_slice() {
-        [d] if d.kind() == NodeKind::Dir => d.subtree,
-        _ => None,
-    }
-    .ok_or_else(|| Error::corrupt(&what, "it holds no folder of mongo streams"))?;
-    let dir = reader
-        .read_tree(&subtree)
-        .await
-        .map_err(|e| e.context(&what))?;
-    dir.nodes
-        .iter()
-        .filter(|n| n.kind() == NodeKind::File)
-        .map(|n| {
-            String::from_utf8(n.name.clone())
-                .map(|name| (name, n.size))
-                .map_err(|_| {
-                    Error::corrupt(&what, format!("stream {} is no UTF-8 name", n.name_lossy()))
-                })
-        })
-        .collect()
 }
 
 /// One collection of a driver dump.

@@ -52,7 +52,6 @@ use crate::job::FreezerAction;
 use crate::job::RunContext;
 use crate::repo::Repository;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::NodeKind;
 use crate::source::stream::{NamedStream, StreamCommand, StreamSource};
 use crate::source::{ContentReader, Listing, Source, SourceEntry, SourceInfo};
 
@@ -528,32 +527,6 @@ impl ContentReader for Explained {
     }
 }
 
-/// The names of the streams in `snapshot`'s `mysql` folder.
-async fn stream_names(repo: &Repository, id: Id, snapshot: &Snapshot) -> Result<Vec<String>> {
-    let reader = repo.reader();
-    let what = || format!("snapshot {}", id.short());
-    let top = reader
-        .read_tree(&snapshot.tree)
-        .await
-        .map_err(|e| e.context(what()))?;
-    let [dir] = top.nodes.as_slice() else {
-        return Err(Error::corrupt(what(), "a mysql backup holds one folder"));
-    };
-    let Some(subtree) = dir.subtree.filter(|_| dir.kind() == NodeKind::Dir) else {
-        return Err(Error::corrupt(what(), "a mysql backup holds one folder"));
-    };
-    let dir = reader
-        .read_tree(&subtree)
-        .await
-        .map_err(|e| e.context(what()))?;
-    Ok(dir
-        .nodes
-        .iter()
-        .filter(|n| n.kind() == NodeKind::File)
-        .map(|n| n.name_lossy())
-        .collect())
-}
-
 /// Restores a snapshot into the server the action names (a logical dump) or into
 /// `restore_datadir` (a physical copy).
 pub async fn restore(
@@ -563,7 +536,11 @@ pub async fn restore(
     action: &FreezerAction,
     ctx: &RunContext,
 ) -> Result<RestoreResult> {
-    let names = stream_names(repo, id, snapshot).await?;
+    let names = super::snapshot_streams(repo, id, snapshot)
+        .await?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect::<Vec<_>>();
     let has = |n: &str| names.iter().any(|x| x == n);
     let method = if has(DUMP) {
         Method::Logical

@@ -39,7 +39,6 @@ use crate::job::FreezerAction;
 use crate::job::RunContext;
 use crate::repo::Repository;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::NodeKind;
 use crate::source::stream::{NamedStream, StreamCommand, StreamSource};
 use crate::source::{ContentReader, Listing, Source, SourceEntry, SourceInfo};
 
@@ -594,37 +593,6 @@ impl Source for PostgresSource {
     }
 }
 
-/// The names of the files in the snapshot's folder.
-async fn stream_names(repo: &Repository, id: Id, snapshot: &Snapshot) -> Result<Vec<String>> {
-    let reader = repo.reader();
-    let what = || format!("snapshot {}", id.short());
-    let top = reader
-        .read_tree(&snapshot.tree)
-        .await
-        .map_err(|e| e.context(what()))?;
-    let dir = match top.nodes.as_slice() {
-        [d] if d.kind() == NodeKind::Dir => d
-            .subtree
-            .ok_or_else(|| Error::corrupt(what(), "its folder has no tree"))?,
-        _ => {
-            return Err(Error::corrupt(
-                what(),
-                "a postgres snapshot holds one folder of streams",
-            ));
-        }
-    };
-    let dir = reader
-        .read_tree(&dir)
-        .await
-        .map_err(|e| e.context(what()))?;
-    Ok(dir
-        .nodes
-        .iter()
-        .filter(|n| n.kind() == NodeKind::File)
-        .map(|n| n.name_lossy())
-        .collect())
-}
-
 /// Restores a snapshot: a logical one into the server `postgres_conf` names, a physical one
 /// into `restore_datadir`.
 pub async fn restore(
@@ -634,7 +602,11 @@ pub async fn restore(
     action: &FreezerAction,
     ctx: &RunContext,
 ) -> Result<RestoreResult> {
-    let names = stream_names(repo, id, snapshot).await?;
+    let names = super::snapshot_streams(repo, id, snapshot)
+        .await?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect::<Vec<_>>();
     if names.iter().any(|n| n == BASE_TAR) {
         let datadir = action
             .db
