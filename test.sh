@@ -38,6 +38,10 @@ pkgs=()
 command -v openssl >/dev/null || pkgs+=(openssl)
 # qemu-img for the image tests (mode image reads qcow2 through it).
 command -v qemu-img >/dev/null || pkgs+=(qemu-utils)
+# btrfs-progs and filefrag (e2fsprogs) for the image tests on btrfs (a loop-mounted file system:
+# reading only what changed).
+command -v mkfs.btrfs >/dev/null && command -v btrfs >/dev/null || pkgs+=(btrfs-progs)
+command -v filefrag >/dev/null || pkgs+=(e2fsprogs)
 if [ ${#pkgs[@]} -gt 0 ]; then
   own_policy=
   if [ ! -e /usr/sbin/policy-rc.d ]; then

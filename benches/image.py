@@ -3,7 +3,7 @@
 
     python3 benches/image.py [--size-mib 4096] [--changed-percent 1] [--regions 8]
                              [--data-percent 100] [--work DIR] [--keep-work] [--freezer PATH]
-                             [--json-out FILE] [--quick]
+                             [--json-out FILE] [--quick] [--btrfs]
 
 It makes a raw image of --size-mib (random data over its first --data-percent, the rest a
 hole), then with a fresh encrypted repository per tool measures:
@@ -18,6 +18,10 @@ Wall time and peak RSS come from os.wait4 (compare.Runner), the bytes added from
 the repository folder (du), the bytes read by freezer from its report (`--json`). Afterwards
 freezer's newest snapshot is restored (`--restore-abs-path FILE`) and compared with the image
 (cmp), and its holes are reported (du of the restored file). --quick: a 256 MiB image.
+
+--btrfs puts the image on a btrfs file system (a sparse file in the work folder, formatted and
+loop-mounted; root and btrfs-progs needed), where freezer's second backup asks btrfs what was
+written since the first and reads only that (its "bytes read"); restic reads the file whole.
 
 Exit code 0 when every command worked, 2 when one failed (its logs stay in WORK/logs). Only the
 Python standard library is used.
@@ -85,10 +89,15 @@ def main():
     ap.add_argument("--freezer", help="the freezer binary (default: target/release/freezer, built if missing)")
     ap.add_argument("--json-out", help="write every measurement and the summary as JSON")
     ap.add_argument("--quick", action="store_true", help="a 256 MiB image: a sanity check")
+    ap.add_argument("--btrfs", action="store_true",
+                    help="the image on a loop-mounted btrfs (root, btrfs-progs): freezer reads only what changed")
     args = ap.parse_args()
     args.size_mib = args.size_mib or (256 if args.quick else 4096)
     if shutil.which("restic") is None:
         subprocess.run(["apt-get", "install", "-y", "restic"], check=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    if args.btrfs and shutil.which("mkfs.btrfs") is None:
+        subprocess.run(["apt-get", "install", "-y", "btrfs-progs"], check=True,
                        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
     binary = compare.ensure_freezer(args.freezer)
     return compare.measure_in_work_folder(args, "freezer-image-bench-", measure, binary)
@@ -98,13 +107,32 @@ def measure(args, binary):
     binary = compare.private_copy(binary, args.work)
     secrets = os.path.join(args.work, "secrets")
     logs = os.path.join(args.work, "logs")
-    runner = Runner(logs, 0.0)
     size = args.size_mib * MIB
-    data = size * args.data_percent // 100
     img = os.path.join(args.work, "disk.raw")
+    mnt = None
+    if args.btrfs:
+        backing = os.path.join(args.work, "btrfs.img")
+        with open(backing, "wb") as f:
+            f.truncate(2 * size + 1024 * MIB)
+        subprocess.run(["mkfs.btrfs", "-q", backing], check=True)
+        mnt = os.path.join(args.work, "btrfs")
+        os.mkdir(mnt)
+        subprocess.run(["mount", "-o", "loop", backing, mnt], check=True)
+        img = os.path.join(mnt, "disk.raw")
+    try:
+        return measure_image(args, binary, secrets, logs, size, img)
+    finally:
+        if mnt:
+            subprocess.run(["umount", mnt], check=False)
+
+
+def measure_image(args, binary, secrets, logs, size, img):
+    runner = Runner(logs, 0.0)
+    data = size * args.data_percent // 100
     report = {"config": {"command": "python3 benches/image.py " + shlex.join(sys.argv[1:]),
                          "size_mib": args.size_mib, "data_percent": args.data_percent,
-                         "changed_percent": args.changed_percent, "regions": args.regions},
+                         "changed_percent": args.changed_percent, "regions": args.regions,
+                         "btrfs": args.btrfs},
               "machine": compare.machine_info(args.work), "versions": compare.versions(binary)}
     freezer = compare.Freezer(binary, secrets)
     restic = compare.Restic(secrets)
@@ -154,7 +182,7 @@ def measure(args, binary):
         return 2
     report["results"] = res
     lines = [f"image {args.size_mib} MiB ({args.data_percent}% data), {args.changed_percent}% changed in "
-             f"{args.regions} runs; {report['machine'].get('cpu', '')}", "",
+             f"{args.regions} runs{' on btrfs' if args.btrfs else ''}; {report['machine'].get('cpu', '')}", "",
              "| | freezer | restic | freezer/restic |", "|---|---|---|---|"]
     for step in ("first", "changed"):
         f, r = res["freezer"][step], res["restic"][step]

@@ -176,6 +176,9 @@ struct FileResult {
 
 struct ReadJob {
     entry: SourceEntry,
+    /// The parent snapshot's node of a stream (an image), whose chunks the reader may take
+    /// where the source vouches that nothing changed ([`ContentReader::changed_since`]).
+    parent: Option<Node>,
     done: Sender<Result<FileResult>>,
 }
 
@@ -207,6 +210,8 @@ struct Shared {
     rt: tokio::runtime::Handle,
     /// The parent's trees, fetched ahead (each taken out when its folder is visited).
     parent_trees: Mutex<HashMap<Id, crate::repo::tree::Tree>>,
+    /// The parent snapshot's source-specific fields (what [`Source::extra`] recorded).
+    parent_extra: std::collections::BTreeMap<String, serde_json::Value>,
     level: Option<i32>,
     pack_size: usize,
     dry_run: bool,
@@ -306,14 +311,15 @@ pub async fn backup(
         })
         .collect();
     tracing::info!(elapsed = ?started.elapsed(), blobs = repo.index().blob_count(), "backup: index loaded");
-    let parent_root = match opts.parent {
-        Some(id) => Some(
-            repo.read_snapshot(&id)
+    let (parent_root, parent_extra) = match opts.parent {
+        Some(id) => {
+            let p = repo
+                .read_snapshot(&id)
                 .await
-                .map_err(|e| e.context("parent snapshot"))?
-                .tree,
-        ),
-        None => None,
+                .map_err(|e| e.context("parent snapshot"))?;
+            (Some(p.tree), p.extra)
+        }
+        None => (None, Default::default()),
     };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -326,6 +332,7 @@ pub async fn backup(
     };
     let shared = Arc::new(Shared {
         parent_trees: Mutex::new(parent_trees),
+        parent_extra,
         source: source.clone(),
         reader: repo.reader(),
         tee: repo.tee().clone(),
@@ -608,7 +615,14 @@ fn run_pipeline(
                     let res = if shared.aborted() {
                         Err(Error::Cancelled)
                     } else {
-                        read_file(shared, chunker, crypto, &job.entry, &blob_tx)
+                        read_file(
+                            shared,
+                            chunker,
+                            crypto,
+                            &job.entry,
+                            job.parent.as_ref(),
+                            &blob_tx,
+                        )
                     };
                     let _ = job.done.send(res);
                 }
@@ -776,7 +790,17 @@ fn visit(
             );
             let (done, rx) = bounded(1);
             let stream = entry.stream;
-            send(reads, ReadJob { entry, done })?;
+            // Only a stream's reader (an image's) can say what did not change in it; a
+            // file is reused whole above or read.
+            let parent = parent.filter(|_| stream).cloned();
+            send(
+                reads,
+                ReadJob {
+                    entry,
+                    parent,
+                    done,
+                },
+            )?;
             send(items, Item::Leaf(node, Content::Pending(rx, stream)))
         }
         _ => {
@@ -791,6 +815,7 @@ fn read_file(
     chunker: &crate::chunker::Chunker,
     crypto: &crate::crypto::Crypto,
     entry: &SourceEntry,
+    parent: Option<&Node>,
     blobs: &Sender<BlobJob>,
 ) -> Result<FileResult> {
     let what = entry.path.display();
@@ -801,11 +826,14 @@ fn read_file(
         let size = reader.size().unwrap_or(u64::MAX);
         let extents = reader.data_extents().map_err(|e| e.context(&what))?;
         let ranges = extents.clone().unwrap_or_else(|| vec![(0, size)]);
+        let mut reuse = parent.and_then(|p| {
+            let changed = reader.changed_since(&shared.parent_extra)?;
+            Reuse::new(shared, crypto, p, &changed)
+        });
         let mut content = Vec::new();
-        let mut emit = |parts: Vec<Bytes>| -> Result<()> {
+        let emit = |parts: Vec<Bytes>| -> Result<Id> {
             let len: usize = parts.iter().map(Bytes::len).sum();
             let id = crypto.blob_id(&parts);
-            content.push(id);
             add(&shared.counters.bytes_read, len as u64);
             shared.progress.add_bytes(len as u64);
             let need = shared.need(&id);
@@ -820,7 +848,7 @@ fn read_file(
                     },
                 )?;
             }
-            Ok(())
+            Ok(id)
         };
         let mut read_to = 0;
         for (offset, len) in ranges {
@@ -835,7 +863,25 @@ fn read_file(
                 if shared.aborted() {
                     return Err(Error::Cancelled);
                 }
-                let want = ((end - pos) as usize).min(READ_BLOCK);
+                let mut want = ((end - pos) as usize).min(READ_BLOCK);
+                if let Some(r) = reuse.as_mut() {
+                    // At a cut, a chunk of the parent's that starts here, lies in this
+                    // extent and did not change is taken as it is, unread.
+                    if pending.is_empty()
+                        && state.is_empty()
+                        && let Some((id, n)) = r.take(shared, pos, end)
+                    {
+                        content.push(id);
+                        shared.progress.add_bytes(n);
+                        pos += n;
+                        continue;
+                    }
+                    // Read no further than the next chunk that may be taken: a cut there
+                    // takes it.
+                    if let Some(next) = r.next_start(pos) {
+                        want = want.min((next - pos) as usize);
+                    }
+                }
                 let mut buf = crate::buffer::IoBuf::new(want);
                 let mut got = 0;
                 while got < want {
@@ -851,7 +897,7 @@ fn read_file(
                 let mut start = 0;
                 while let Some(cut) = chunker.next_cut(&mut state, &block[start..]) {
                     pending.push(block.slice(start..start + cut));
-                    emit(std::mem::take(&mut pending))?;
+                    content.push(emit(std::mem::take(&mut pending))?);
                     start += cut;
                 }
                 if start < block.len() {
@@ -873,7 +919,7 @@ fn read_file(
             }
             read_to = pos;
             if !pending.is_empty() {
-                emit(pending)?;
+                content.push(emit(pending)?);
             }
         }
         let changed = reader.finish().map_err(|e| e.context(&what))?;
@@ -888,6 +934,84 @@ fn read_file(
             extents: extents.unwrap_or_default(),
             changed_while_read: changed,
         });
+    }
+}
+
+/// The parent's chunks of a file that may be taken without reading: each with the byte
+/// range it held, none overlapping a range the source says may have changed.
+struct Reuse {
+    /// `(offset, length, id)`, by offset.
+    chunks: Vec<(u64, u64, Id)>,
+    /// The first of `chunks` not behind the reading position.
+    next: usize,
+}
+
+impl Reuse {
+    /// The chunks of `parent` outside `changed` (sorted, disjoint `(offset, length)`);
+    /// `None` when the parent's chunks cannot be placed (a blob the index lacks, lengths
+    /// that do not add up to its extents).
+    fn new(
+        shared: &Shared,
+        crypto: &crate::crypto::Crypto,
+        parent: &Node,
+        changed: &[(u64, u64)],
+    ) -> Option<Reuse> {
+        let index = shared.reader.index();
+        let extents = if parent.extents.is_empty() {
+            vec![(0, parent.size)]
+        } else {
+            parent.extents.clone()
+        };
+        let mut ids = parent.content.iter();
+        let mut placed = Vec::with_capacity(parent.content.len());
+        for (offset, len) in extents {
+            let mut at = offset;
+            while at < offset + len {
+                let id = ids.next()?;
+                let n = index.get(id)?.plain_len(crypto.overhead());
+                if n == 0 || at + n > offset + len {
+                    return None;
+                }
+                placed.push((at, n, *id));
+                at += n;
+            }
+        }
+        if ids.next().is_some() {
+            return None;
+        }
+        // Both lists are sorted: keep the chunks that no changed range overlaps.
+        let mut c = 0;
+        placed.retain(|&(at, n, _)| {
+            while c < changed.len() && changed[c].0 + changed[c].1 <= at {
+                c += 1;
+            }
+            c == changed.len() || changed[c].0 >= at + n
+        });
+        Some(Reuse {
+            chunks: placed,
+            next: 0,
+        })
+    }
+
+    /// The chunk that starts at `pos` and ends by `end`, when every storage holds it.
+    fn take(&mut self, shared: &Shared, pos: u64, end: u64) -> Option<(Id, u64)> {
+        while self.next < self.chunks.len() && self.chunks[self.next].0 < pos {
+            self.next += 1;
+        }
+        let &(at, n, id) = self.chunks.get(self.next)?;
+        (at == pos && at + n <= end && shared.everywhere(&id)).then(|| {
+            self.next += 1;
+            (id, n)
+        })
+    }
+
+    /// Where the next chunk after `pos` starts (those at or before `pos` are passed: reading
+    /// goes on from `pos`).
+    fn next_start(&mut self, pos: u64) -> Option<u64> {
+        while self.next < self.chunks.len() && self.chunks[self.next].0 <= pos {
+            self.next += 1;
+        }
+        self.chunks.get(self.next).map(|c| c.0)
     }
 }
 

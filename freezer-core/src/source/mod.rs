@@ -19,6 +19,7 @@
 //! unknown until its end ([`ContentReader::size`] is `None`), and one that cannot be read
 //! whole fails the backup: no snapshot holds a partial dump.
 
+pub mod btrfs;
 pub mod checksum;
 pub mod fs;
 pub mod image;
@@ -84,6 +85,21 @@ pub trait ContentReader: Send {
     /// (a file is then read again, once). An error says what was read is not whole (a
     /// command that exited non-zero or was killed); it fails the backup for a stream.
     fn finish(&mut self) -> Result<bool>;
+
+    /// The byte ranges `(offset, length)`, sorted and disjoint, that may differ from what
+    /// the parent snapshot read, as the file system recorded it (`parent_extra`: the parent
+    /// snapshot's [`Source::extra`] fields): every byte outside them still holds what the
+    /// parent read, wherever it is still data. `None` (the default) when this cannot be
+    /// vouched for: then everything is read. Mode `image` on btrfs answers ([`btrfs`]); the
+    /// engine then takes the parent's chunks that lie wholly outside these ranges without
+    /// reading them.
+    fn changed_since(
+        &mut self,
+        parent_extra: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Option<Vec<(u64, u64)>> {
+        let _ = parent_extra;
+        None
+    }
 }
 
 /// Where backup data comes from.
