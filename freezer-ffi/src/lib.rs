@@ -9,8 +9,9 @@
 //! committed; a test fails when it is out of date.
 //!
 //! A backup in mode `stdin` reads, and a restore to `-` writes, the streams a caller hands to
-//! the `_fds` and `_callbacks` variants of the run functions (see [`streams`]); the plain
-//! ones give none, and those actions fail saying so.
+//! the `_fds` and `_callbacks` variants of the run functions ([`freezer_run_action_fds`],
+//! [`freezer_run_action_callbacks`] with [`freezer_read_cb`] and [`freezer_write_cb`]); the
+//! plain ones give none, and those actions fail saying so.
 
 mod streams;
 

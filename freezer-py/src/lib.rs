@@ -4,7 +4,7 @@
 //! back as dicts. The GIL is released while the library works. Errors are exceptions in one
 //! hierarchy under `FreezerError`; a missing thing is also a `FileNotFoundError`, a wrong key
 //! a `PermissionError`, bad input a `ValueError`. `run_action` and `run_job` take the streams
-//! of mode `stdin` and of a restore to `-` (`stdin=`, `stdout=`: see [`streams`]).
+//! of mode `stdin` and of a restore to `-` (`stdin=`, `stdout=`: an int file descriptor or a binary file object).
 
 mod streams;
 
