@@ -128,7 +128,10 @@ def test_a_read_that_raises_fails_the_backup_and_records_nothing(tmp_path):
     with pytest.raises(freezer_py.FreezerError) as e:
         freezer_py.run_action(backup, stdin=Failing(after=5))
     msg = str(e.value)
-    assert "stdin" in msg and "the sensor went away" in msg and "OSError" in msg, msg
+    assert msg.startswith("stdin: reading the standard input: the object's read() raised "
+                          "OSError: the sensor went away"), msg
+    # The first backup created the repository before it read: it stays, with no snapshot.
+    assert (tmp_path / "repo").is_dir()
     assert freezer_py.run_action(info)["snapshots"] == []
     # A text stream is refused on its first read, naming the mistake.
     with pytest.raises(freezer_py.FreezerError, match="str, not bytes"):
@@ -207,6 +210,11 @@ def test_a_job_reads_stdin_and_restores_to_stdout(tmp_path):
         stdin=io.BytesIO(data), stdout=out)
     assert [r["complete"] for r in reports] == [True, True], reports
     assert out.getvalue() == data
+    # A read that raises fails the action, and its report names the cause.
+    reports = freezer_py.run_job({"job_actions": [{"freezer_action": backup}]},
+                                 stdin=Failing(after=1))
+    assert not reports[0]["complete"], reports
+    assert "the sensor went away" in reports[0]["error"], reports
     # Without them, the job reports the missing stream.
     reports = freezer_py.run_job({"job_actions": [{"freezer_action": backup}]})
     assert "no standard input" in reports[0]["error"]
