@@ -89,6 +89,21 @@ typedef enum FreezerResult {
   FREEZER_RESULT_PANIC = 15,
 } FreezerResult;
 
+/*
+ Reads up to `len` bytes of the stream into `buf`. Returns how many it read (at most `len`),
+ 0 at the end of the stream, or a negative value on failure (`-errno`, e.g. `-EIO`, names
+ the cause in the error). Called from a thread of the library, one call at a time, only
+ while the run function that took it has not returned.
+ */
+typedef intptr_t (*freezer_read_cb)(void *user_data, uint8_t *buf, uintptr_t len);
+
+/*
+ Writes up to `len` bytes from `buf` (`len` > 0). Returns how many it wrote (1 to `len`; it
+ is called again with the rest), or a negative value on failure (`-errno` names the cause).
+ Called as a [`freezer_read_cb`] is.
+ */
+typedef intptr_t (*freezer_write_cb)(void *user_data, const uint8_t *buf, uintptr_t len);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -112,6 +127,47 @@ extern "C" {
 enum FreezerResult freezer_run_action(const char *options_json, char **result);
 
 /*
+ As [`freezer_run_action`], with a standard input and output: a backup in mode `stdin`
+ reads `stdin_fd` to its end; a restore to `-` (`"restore_abs_path": "-"`) writes to
+ `stdout_fd`. -1 gives none (that action then fails with [`FreezerResult::BadInput`]). The
+ library duplicates each descriptor and closes only its duplicates; the caller's stay open
+ and the caller's to close. A descriptor that is not open is refused with
+ [`FreezerResult::InvalidArgument`] before anything runs; a stream the action would not use
+ (`stdin_fd` for anything but a backup in mode `stdin`, `stdout_fd` for anything but a
+ restore to `-`) with [`FreezerResult::BadInput`], also before anything runs.
+
+ # Safety
+ As [`freezer_run_action`]; `stdin_fd` and `stdout_fd` are -1 or descriptors of this
+ process that stay open until the function returns.
+ */
+enum FreezerResult freezer_run_action_fds(const char *options_json,
+                                          int stdin_fd,
+                                          int stdout_fd,
+                                          char **result);
+
+/*
+ As [`freezer_run_action`], with a standard input and output given as callbacks: a backup
+ in mode `stdin` calls `read(read_data, buf, len)` until it returns 0; a restore to `-`
+ calls `write(write_data, buf, len)` for each run of the stream. A null callback gives no
+ stream (that action then fails with [`FreezerResult::BadInput`]). A callback returning a
+ negative value fails the action (a backup then records no snapshot); `-errno` names the
+ cause in the error document. A callback the action would not use (as for
+ [`freezer_run_action_fds`]) is refused with [`FreezerResult::BadInput`] before anything
+ runs, never called. See [`freezer_read_cb`] and [`freezer_write_cb`].
+
+ # Safety
+ As [`freezer_run_action`]; each callback is null or a function that may be called from
+ another thread of this process, with its user data, until this function returns (never
+ after), one call at a time.
+ */
+enum FreezerResult freezer_run_action_callbacks(const char *options_json,
+                                                freezer_read_cb read,
+                                                void *read_data,
+                                                freezer_write_cb write,
+                                                void *write_data,
+                                                char **result);
+
+/*
  Runs a job document (upstream's job: `job_actions`, each a `freezer_action` with
  `max_retries`, `max_retries_interval`, `mandatory`; `action_defaults`, ...). `flags` is 0 or
  an OR of `FREEZER_JOB_*`. On return `*result` (if `result` is not null) holds a JSON
@@ -127,6 +183,36 @@ enum FreezerResult freezer_run_action(const char *options_json, char **result);
  write.
  */
 enum FreezerResult freezer_run_job(const char *job_json, uint32_t flags, char **result);
+
+/*
+ As [`freezer_run_job`], with a standard input and output as [`freezer_run_action_fds`]
+ takes them: the first action in mode `stdin` reads `stdin_fd`, the first restore to `-`
+ writes `stdout_fd`. A stream no action of the job would use is refused with
+ [`FreezerResult::BadInput`] before any action runs.
+
+ # Safety
+ As [`freezer_run_action_fds`].
+ */
+enum FreezerResult freezer_run_job_fds(const char *job_json,
+                                       uint32_t flags,
+                                       int stdin_fd,
+                                       int stdout_fd,
+                                       char **result);
+
+/*
+ As [`freezer_run_job`], with a standard input and output as
+ [`freezer_run_action_callbacks`] takes them.
+
+ # Safety
+ As [`freezer_run_action_callbacks`].
+ */
+enum FreezerResult freezer_run_job_callbacks(const char *job_json,
+                                             uint32_t flags,
+                                             freezer_read_cb read,
+                                             void *read_data,
+                                             freezer_write_cb write,
+                                             void *write_data,
+                                             char **result);
 
 /*
  Frees a string returned by this library. Null is ignored.

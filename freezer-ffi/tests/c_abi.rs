@@ -1,5 +1,6 @@
 //! The C ABI from C: the committed header is current, and a C program that includes it and
-//! links the library backs up and restores a folder.
+//! links the library backs up and restores a folder, and streams through descriptors and
+//! callbacks.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -123,4 +124,41 @@ fn a_c_program_runs_job_documents() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(repo.join("config").exists());
+}
+
+#[test]
+fn a_c_program_streams_through_descriptors_and_callbacks() {
+    let lib = lib_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("streams");
+    let st = Command::new("gcc")
+        .arg(crate_dir().join("tests/c/streams.c"))
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .arg("-L")
+        .arg(&lib)
+        .args(["-lfreezer_ffi", "-pthread", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .status()
+        .expect("gcc runs");
+    assert!(st.success(), "the C test does not compile");
+    let repo = tmp.path().join("repo");
+    let out = Command::new(&exe)
+        .arg(&repo)
+        .arg(tmp.path().join("restored.bin"))
+        .env("LD_LIBRARY_PATH", &lib)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "streams: ok\n");
+    assert_eq!(
+        std::fs::metadata(tmp.path().join("restored.bin"))
+            .unwrap()
+            .len(),
+        6 << 20
+    );
 }

@@ -3,7 +3,10 @@
 //! Options are upstream's `freezer_action` names, as a dict (or a JSON string); results come
 //! back as dicts. The GIL is released while the library works. Errors are exceptions in one
 //! hierarchy under `FreezerError`; a missing thing is also a `FileNotFoundError`, a wrong key
-//! a `PermissionError`, bad input a `ValueError`.
+//! a `PermissionError`, bad input a `ValueError`. `run_action` and `run_job` take the streams
+//! of mode `stdin` and of a restore to `-` (`stdin=`, `stdout=`: an int file descriptor or a binary file object).
+
+mod streams;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -123,19 +126,30 @@ fn options_json(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<String> 
 /// nothing creates the repository there. Raises `IncompleteError(message, result)` when the
 /// action ran but did not complete everything. An option name this release does not know
 /// raises `BadInputError` naming the closest known one, unless `allow_unknown_options`: then
-/// the result's `warnings` name the options ignored.
+/// the result's `warnings` name the options ignored. `stdin` (an int file descriptor or a
+/// binary file object with `read(n)`) is what a backup in mode `stdin` reads to its end;
+/// `stdout` (a descriptor or an object with `write(b)`) is where a restore to `-` writes.
+/// Descriptors are duplicated, never closed. A stream the action would not use (`stdin` for
+/// anything but a backup in mode `stdin`, `stdout` for anything but a restore to `-`) raises
+/// `BadInputError` before anything runs. An exception raised by the object's `read` or
+/// `write` fails the action (a backup then records no snapshot), its message naming the
+/// stream.
 #[pyfunction]
-#[pyo3(signature = (options, allow_unknown_options = false))]
+#[pyo3(signature = (options, allow_unknown_options = false, *, stdin = None, stdout = None))]
 fn run_action_py(
     py: Python<'_>,
     options: &Bound<'_, PyAny>,
     allow_unknown_options: bool,
+    stdin: Option<&Bound<'_, PyAny>>,
+    stdout: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     let text = options_json(py, options)?;
     let action = FreezerAction::from_json(&text).map_err(to_py)?;
     let warnings = action.validate_with(allow_unknown_options).map_err(to_py)?;
     let mut ctx = context();
     ctx.allow_unknown_options = allow_unknown_options;
+    ctx.std_streams = streams::std_streams(stdin, stdout)?;
+    ctx.std_streams.refuse_unused([&action]).map_err(to_py)?;
     let outcome = py.detach(|| {
         runtime()?
             .block_on(run_action(&action, &ctx))
@@ -155,14 +169,17 @@ fn run_action_py(
 /// document, a misspelt or wrongly typed field raises `BadInputError` naming the field before
 /// any action runs. `allow_exec=False` refuses `exec` actions. The GIL is released while it
 /// runs; Ctrl-C (KeyboardInterrupt) cancels the running action, which stops within seconds
-/// leaving the repository valid, then raises.
+/// leaving the repository valid, then raises. `stdin` and `stdout` are as `run_action`'s:
+/// the first action in mode `stdin` reads `stdin`, the first restore to `-` writes `stdout`.
 #[pyfunction]
-#[pyo3(signature = (job, *, allow_unknown_options = false, allow_exec = true))]
+#[pyo3(signature = (job, *, allow_unknown_options = false, allow_exec = true, stdin = None, stdout = None))]
 fn run_job(
     py: Python<'_>,
     job: &Bound<'_, PyAny>,
     allow_unknown_options: bool,
     allow_exec: bool,
+    stdin: Option<&Bound<'_, PyAny>>,
+    stdout: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     let text = if let Ok(s) = job.extract::<String>() {
         s
@@ -179,6 +196,7 @@ fn run_job(
     ctx.allow_unknown_options = allow_unknown_options;
     ctx.allow_exec = allow_exec;
     ctx.exec_env = freezer_core::job::exec_environment(std::env::vars());
+    ctx.std_streams = streams::std_streams(stdin, stdout)?;
     let cancel = ctx.cancel.clone();
     let rt = runtime()?;
     let mut task = rt.spawn(async move { freezer_core::job::run_job_document(&text, &ctx).await });
@@ -198,6 +216,9 @@ fn run_job(
             }
         })
     });
+    // A blocking task still running (a read of a Python `stdin`) may need the GIL to end:
+    // the runtime, which waits for it, is dropped without it.
+    py.detach(move || drop(rt));
     if let Some(e) = interrupted {
         return Err(e);
     }

@@ -325,6 +325,77 @@ impl StdStreams {
         }
     }
 
+    /// The streams given: an action that needs a missing one fails as with none.
+    pub fn from_parts(
+        input: Option<crate::source::stream::StreamInput>,
+        output: Option<crate::engine::StreamOutput>,
+    ) -> Self {
+        StdStreams {
+            input: Arc::new(std::sync::Mutex::new(input)),
+            output: Arc::new(std::sync::Mutex::new(output)),
+        }
+    }
+
+    /// From file descriptors the front-end owns (a binding's duplicates of its caller's):
+    /// `input` is read to its end by a backup in mode `stdin`, `output` written by a restore
+    /// to `-`; each is closed when the action that took it ends (or with the last clone of
+    /// these streams). Reads and writes go straight to the descriptor, unbuffered (the engine
+    /// reads and writes in large blocks).
+    #[cfg(unix)]
+    pub fn from_fds(
+        input: Option<std::os::fd::OwnedFd>,
+        output: Option<std::os::fd::OwnedFd>,
+    ) -> Self {
+        Self::from_parts(
+            input.map(|fd| Box::new(std::fs::File::from(fd)) as crate::source::stream::StreamInput),
+            output.map(|fd| Box::new(std::fs::File::from(fd)) as crate::engine::StreamOutput),
+        )
+    }
+
+    /// Refuses a stream given to a run none of whose `actions` would use it: a standard input
+    /// when no action is a backup in mode `stdin`, a standard output when none is a restore to
+    /// `-` (`restore_abs_path` `-` without `restore_command`). A binding calls it before
+    /// running one action; [`run_job_document`] calls it for the job's actions.
+    pub fn refuse_unused<'a>(
+        &self,
+        actions: impl IntoIterator<Item = &'a FreezerAction>,
+    ) -> Result<()> {
+        let has_input = self
+            .input
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        let has_output = self
+            .output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if !has_input && !has_output {
+            return Ok(());
+        }
+        let (mut reads, mut writes) = (false, false);
+        for a in actions {
+            reads |=
+                a.action() == Action::Backup && matches!(a.source_mode(), Ok(SourceMode::Stdin));
+            writes |= a.action() == Action::Restore
+                && a.restore_command.is_none()
+                && a.restore_abs_path.as_deref() == Some("-");
+        }
+        if has_input && !reads {
+            return Err(Error::bad_input(
+                "stdin",
+                "a standard input was given, but no action here reads one (only a backup with mode stdin does)",
+            ));
+        }
+        if has_output && !writes {
+            return Err(Error::bad_input(
+                "stdout",
+                "a standard output was given, but no action here writes one (only a restore with restore_abs_path \"-\" does)",
+            ));
+        }
+        Ok(())
+    }
+
     fn take_input(&self) -> Result<crate::source::stream::StreamInput> {
         self.input
             .lock()
@@ -1054,6 +1125,8 @@ pub async fn run_job(job: &dyn JobSpec, ctx: &RunContext) -> Vec<ActionReport> {
 pub async fn run_job_document(text: &str, ctx: &RunContext) -> Result<Vec<serde_json::Value>> {
     let job = Job::from_json(text)?;
     let warnings = job.validate_with(ctx.allow_unknown_options)?;
+    ctx.std_streams
+        .refuse_unused(job.job_actions.iter().map(|a| &a.freezer_action))?;
     let reports = run_job(&job, ctx).await;
     let mut docs: Vec<serde_json::Value> = reports.iter().map(ActionReport::to_json).collect();
     if let Some(first) = docs.first_mut() {
@@ -1115,5 +1188,67 @@ mod tests {
         let e = Job::from_json(r#"{"action_defaults":[1],"job_actions":[{"freezer_action":{}}]}"#)
             .unwrap_err();
         assert!(e.to_string().starts_with("action_defaults:"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn std_streams_from_fds_read_and_write_the_descriptors_once() {
+        use std::io::{Read, Write};
+        let (in_r, mut in_w) = std::io::pipe().unwrap();
+        let (mut out_r, out_w) = std::io::pipe().unwrap();
+        in_w.write_all(b"from a pipe").unwrap();
+        drop(in_w);
+        let s = StdStreams::from_fds(Some(in_r.into()), Some(out_w.into()));
+        let mut got = Vec::new();
+        s.take_input().unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"from a pipe");
+        let mut out = s.take_output().unwrap();
+        out.write_all(b"to a pipe").unwrap();
+        drop(out);
+        let mut got = Vec::new();
+        out_r.read_to_end(&mut got).unwrap();
+        assert_eq!(
+            got, b"to a pipe",
+            "the descriptor was closed with the writer"
+        );
+        let e = s.take_input().err().expect("read once");
+        assert!(e.to_string().contains("mode stdin"), "{e}");
+        assert!(s.take_output().is_err(), "written once");
+        // Only an output: mode stdin fails as with no streams at all.
+        let s = StdStreams::from_parts(None, Some(Box::new(std::io::sink())));
+        let e = s.take_input().err().expect("no input");
+        assert_eq!(e.kind(), crate::ErrorKind::BadInput, "{e}");
+        assert!(s.take_output().is_ok());
+    }
+
+    #[test]
+    fn streams_no_action_uses_are_refused() {
+        let action = |j: &str| FreezerAction::from_json(j).unwrap();
+        let stdin_backup = action(r#"{"action":"backup","mode":"stdin"}"#);
+        let fs_backup = action(r#"{"action":"backup","path_to_backup":"/d"}"#);
+        let to_dash = action(r#"{"action":"restore","restore_abs_path":"-"}"#);
+        let to_command =
+            action(r#"{"action":"restore","restore_abs_path":"-","restore_command":"cat"}"#);
+        let both = || {
+            StdStreams::from_parts(
+                Some(Box::new(std::io::empty())),
+                Some(Box::new(std::io::sink())),
+            )
+        };
+        let input = || StdStreams::from_parts(Some(Box::new(std::io::empty())), None);
+        let output = || StdStreams::from_parts(None, Some(Box::new(std::io::sink())));
+        both().refuse_unused([&stdin_backup, &to_dash]).unwrap();
+        input().refuse_unused([&fs_backup, &stdin_backup]).unwrap();
+        output().refuse_unused([&to_dash]).unwrap();
+        StdStreams::default().refuse_unused([&fs_backup]).unwrap();
+        let e = input().refuse_unused([&fs_backup]).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::BadInput, "{e}");
+        assert!(e.to_string().starts_with("stdin:"), "{e}");
+        let e = both().refuse_unused([&stdin_backup]).unwrap_err();
+        assert!(e.to_string().starts_with("stdout:"), "{e}");
+        let e = output().refuse_unused([&to_command]).unwrap_err();
+        assert!(e.to_string().starts_with("stdout:"), "{e}");
+        let e = input().refuse_unused([]).unwrap_err();
+        assert!(e.to_string().starts_with("stdin:"), "{e}");
     }
 }

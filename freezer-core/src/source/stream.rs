@@ -625,7 +625,7 @@ impl ContentReader for InputReader {
 
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<usize> {
         in_order(self.read, offset)?;
-        let n = read_some(&mut self.input, buf, "stdin")?;
+        let n = read_some(&mut self.input, buf, "reading the standard input")?;
         self.read += n as u64;
         Ok(n)
     }
