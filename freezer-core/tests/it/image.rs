@@ -232,8 +232,12 @@ async fn a_second_backup_with_one_percent_changed_adds_about_one_percent() {
         st.bytes_added,
         st.bytes_added as f64 * 100.0 / size as f64
     );
+    // Each run costs the ~1 MiB chunks it touches and those until the chunker meets the
+    // parent's cuts again: 3-6% of this small image (where the cuts fall depends on the
+    // repository's chunker key), against 100% without deduplication; 1.4-1.8% of a 4 GiB
+    // image with 1% changed in 8 runs (docs/BENCHMARKS.md).
     assert!(
-        st.bytes_added < size * 5 / 100,
+        st.bytes_added < size * 8 / 100,
         "1% changed added {} bytes of {size}",
         st.bytes_added
     );
