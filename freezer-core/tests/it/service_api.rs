@@ -666,6 +666,24 @@ async fn jobs_create_read_update_events_delete() {
         400,
         "job.job_actions[0].freezer_action.mode",
     );
+    // This release's own modes are held; stdin is not (a pulled job has no standard input).
+    for mode in ["postgres", "image", "command"] {
+        let mut job = a_job("jobs-node1");
+        job["job_actions"][0]["freezer_action"]["mode"] = json!(mode);
+        let id = expect(&api.post(&format!("{p}/jobs"), job).await, 201)["job_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let back = expect(&api.get(&format!("{p}/jobs/{id}")).await, 200).clone();
+        assert_eq!(back["job_actions"][0]["freezer_action"]["mode"], mode);
+    }
+    let mut bad = a_job("jobs-node1");
+    bad["job_actions"][0]["freezer_action"]["mode"] = json!("stdin");
+    says(
+        &api.post(&format!("{p}/jobs"), bad).await,
+        400,
+        "job.job_actions[0].freezer_action.mode",
+    );
     let mut bad = a_job("jobs-node1");
     bad["job_actions"][0]["max_retries"] = json!("3");
     says(
@@ -707,6 +725,19 @@ async fn jobs_create_read_update_events_delete() {
         &api.post(&format!("{p}/jobs"), swift).await,
         422,
         "freezer_action.storage",
+    );
+    // A client registered with upstream's modes alone (upstream's scheduler) is given no
+    // postgres job.
+    api.post(
+        &format!("{p}/clients"),
+        json!({"client_id": "jobs-node3", "supported_modes": ["fs", "mysql", "mongo"]}),
+    )
+    .await;
+    let pg = json!({"client_id": "jobs-node3", "job_actions": [{"freezer_action": {"action": "backup", "mode": "postgres"}}]});
+    says(
+        &api.post(&format!("{p}/jobs"), pg).await,
+        422,
+        "does not support \"postgres\"",
     );
 
     // PATCH: 200 {job_id, version}; job_schedule replaced as a whole; ids not changeable.

@@ -775,6 +775,12 @@ async fn api_mode_registers_runs_reports_and_survives_an_outage() {
             .contains(&json!("backup")),
         "{me}"
     );
+    // This API takes the release's own modes: a postgres job can be given to this node.
+    assert_eq!(
+        info["supported_modes"],
+        json!(["fs", "mysql", "mongo", "postgres", "image", "command"]),
+        "{me}"
+    );
     // Someone else's job, for another registered client, is not pulled.
     let mut other = api_options("proj1_node2").client_info();
     other["client_id"] = json!("proj1_node2");
@@ -1250,4 +1256,96 @@ fn the_server_names_a_bad_certificate_or_key() {
     assert!(e.contains("chmod 600") && e.contains("server.key"), "{e}");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     tls_server_config(&cert, &key).unwrap();
+}
+
+/// Upstream's API knows only its own modes: its schema refuses a client that names
+/// `postgres` (400). A stand-in for that one check (upstream's freezer-api does not run
+/// here; docs/COMPAT.md): the scheduler registers again with upstream's modes alone, and
+/// an answer that is no refusal of the document (500) is not retried so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_upstreams_api_the_scheduler_registers_upstreams_modes_alone() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::{Json, Router, routing::post};
+    use freezer_core::job::Secret;
+    use freezer_core::service::client::{Client, ClientSettings, Registration};
+    use freezer_core::service::scheduler::register_client;
+
+    type Seen = Arc<Mutex<Vec<Value>>>;
+    async fn clients(
+        State(seen): State<Seen>,
+        Json(body): Json<Value>,
+    ) -> (StatusCode, Json<Value>) {
+        seen.lock().unwrap().push(body.clone());
+        const UPSTREAM: &[&str] = &[
+            "fs",
+            "mongo",
+            "mysql",
+            "sqlserver",
+            "cinder",
+            "glance",
+            "cindernative",
+            "nova",
+        ];
+        if body["client_id"] == "proj_boom" {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"title": "Internal Server Error"})),
+            );
+        }
+        let known = body["supported_modes"].as_array().is_none_or(|m| {
+            m.iter()
+                .all(|v| v.as_str().is_some_and(|s| UPSTREAM.contains(&s)))
+        });
+        if known {
+            (
+                StatusCode::CREATED,
+                Json(json!({"client_id": body["client_id"]})),
+            )
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    json!({"title": "Bad request format", "description": "'postgres' is not one of ['fs', 'mongo', ...]"}),
+                ),
+            )
+        }
+    }
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .route("/v2/proj/clients", post(clients))
+        .route("/v2/proj/clients/", post(clients))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::new(ClientSettings {
+        token: Some(Secret("a-token".into())),
+        backup_url: Some(format!("http://127.0.0.1:{port}")),
+        project_id: Some("proj".into()),
+        ..ClientSettings::default()
+    })
+    .unwrap();
+
+    let r = register_client(&client, &api_options("proj_node1")).await;
+    assert_eq!(r, Ok(Registration::Registered));
+    let tried: Vec<Value> = std::mem::take(&mut *seen.lock().unwrap());
+    let modes: Vec<&Value> = tried.iter().map(|b| &b["supported_modes"]).collect();
+    assert_eq!(
+        modes,
+        [
+            &json!(["fs", "mysql", "mongo", "postgres", "image", "command"]),
+            &json!(["fs", "mysql", "mongo"])
+        ],
+        "{tried:?}"
+    );
+
+    let e = register_client(&client, &api_options("proj_boom"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, Some(500), "{e}");
+    assert_eq!(seen.lock().unwrap().len(), 1, "not tried again");
+    server.abort();
 }

@@ -15,7 +15,9 @@ use super::error::ApiError;
 
 /// `SUPPORTED_ACTIONS`.
 pub const ACTIONS: &[&str] = &["backup", "restore", "info", "admin", "exec"];
-/// `SUPPORTED_MODES`.
+/// `SUPPORTED_MODES`: upstream's, then this release's own (`postgres`, `image`,
+/// `command`), which upstream's API refuses and this one takes. `stdin` is not among them:
+/// a job the API holds has no standard input.
 pub const MODES: &[&str] = &[
     "fs",
     "mongo",
@@ -25,6 +27,9 @@ pub const MODES: &[&str] = &[
     "glance",
     "cindernative",
     "nova",
+    "postgres",
+    "image",
+    "command",
 ];
 /// `SUPPORTED_STORAGES`.
 pub const STORAGES: &[&str] = &["local", "swift", "ssh", "s3", "ftp", "ftps"];

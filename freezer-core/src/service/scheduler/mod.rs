@@ -37,9 +37,12 @@ use crate::service::client::{Client, JobPatch, Registration};
 use feed::FeedReader;
 use reports::{Outbox, Report};
 
-/// Upstream's `SUPPORTED_MODES` this release runs. Its own modes (`postgres`, `image`,
-/// `command`) are not listed: upstream's API refuses a client that names a mode it lacks.
+/// Upstream's `SUPPORTED_MODES` this release runs.
 pub const SUPPORTED_MODES: &[&str] = &["fs", "mysql", "mongo"];
+/// This release's own modes, offered too when registering: freezer-rs's API takes them;
+/// upstream's refuses a client that names a mode it lacks, and the scheduler then registers
+/// with [`SUPPORTED_MODES`] alone (`stdin` is not offered: a pulled job has no stdin).
+pub const OWN_MODES: &[&str] = &["postgres", "image", "command"];
 /// Upstream's `SUPPORTED_STORAGES` this release runs.
 pub const SUPPORTED_STORAGES: &[&str] = &["local", "swift", "ssh", "s3", "ftp", "ftps"];
 /// Upstream's `SUPPORTED_ENGINES` whose jobs this release runs (with its own engine).
@@ -103,8 +106,15 @@ impl SchedulerOptions {
         }
     }
 
-    /// The `client_info` registered with the API.
+    /// The `client_info` registered with the API: every mode this release runs.
     pub fn client_info(&self) -> Value {
+        let mut info = self.upstream_client_info();
+        info["supported_modes"] = json!([SUPPORTED_MODES, OWN_MODES].concat());
+        info
+    }
+
+    /// The `client_info` for upstream's API, which knows only its own modes.
+    pub fn upstream_client_info(&self) -> Value {
         json!({
             "client_id": self.client_id,
             "hostname": self.hostname,
@@ -115,6 +125,25 @@ impl SchedulerOptions {
             "supported_engines": SUPPORTED_ENGINES,
             "is_central": self.centralized,
         })
+    }
+}
+
+/// Registers the scheduler's client with every mode it runs ([`SchedulerOptions::client_info`]);
+/// when the API refuses that document (400 or 422: upstream's, whose schema lacks
+/// [`OWN_MODES`]), again with upstream's modes alone.
+pub async fn register_client(
+    client: &Client,
+    opts: &SchedulerOptions,
+) -> Result<Registration, crate::service::client::ApiError> {
+    match client.register_client(&opts.client_info()).await {
+        Err(e) if matches!(e.status, Some(400 | 422)) => {
+            tracing::info!(
+                "the API refused this release's own modes ({}), registering with upstream's alone: {e}",
+                OWN_MODES.join(", ")
+            );
+            client.register_client(&opts.upstream_client_info()).await
+        }
+        r => r,
     }
 }
 
@@ -407,7 +436,7 @@ impl Scheduler {
         let Some(client) = self.feed.client().cloned() else {
             return;
         };
-        match client.register_client(&self.opts.client_info()).await {
+        match register_client(&client, &self.opts).await {
             Ok(r) => {
                 self.registered = true;
                 match r {
