@@ -33,6 +33,24 @@ fn the_committed_header_is_current() {
 
 /// The folder holding the cdylib that `cargo test` built with this test: target/<profile>/deps,
 /// beside the test binary (`cargo build` also copies it to target/<profile>).
+/// Compiles `tests/c/<name>.c` against the header and the library in `lib` into `exe`,
+/// warnings as errors.
+fn compile_c(lib: &std::path::Path, name: &str, extra: &[&str], exe: &std::path::Path) {
+    let st = Command::new("gcc")
+        .arg(crate_dir().join(format!("tests/c/{name}.c")))
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .arg("-L")
+        .arg(lib)
+        .arg("-lfreezer_ffi")
+        .args(extra)
+        .args(["-Wall", "-Werror", "-o"])
+        .arg(exe)
+        .status()
+        .expect("gcc runs");
+    assert!(st.success(), "the C test {name}.c does not compile");
+}
+
 fn lib_dir() -> PathBuf {
     std::env::current_exe()
         .unwrap()
@@ -51,17 +69,7 @@ fn a_c_program_backs_up_and_restores() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let exe = tmp.path().join("smoke");
-    let st = Command::new("gcc")
-        .arg(crate_dir().join("tests/c/smoke.c"))
-        .arg("-I")
-        .arg(crate_dir().join("include"))
-        .arg("-L")
-        .arg(&lib)
-        .args(["-lfreezer_ffi", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .status()
-        .expect("gcc runs");
-    assert!(st.success(), "the C test does not compile");
+    compile_c(&lib, "smoke", &[], &exe);
     let data = tmp.path().join("data");
     std::fs::create_dir_all(data.join("sub")).unwrap();
     std::fs::write(data.join("sub/hello.txt"), "hello from C\n").unwrap();
@@ -97,17 +105,7 @@ fn a_c_program_runs_job_documents() {
     let lib = lib_dir();
     let tmp = tempfile::tempdir().unwrap();
     let exe = tmp.path().join("jobs");
-    let st = Command::new("gcc")
-        .arg(crate_dir().join("tests/c/jobs.c"))
-        .arg("-I")
-        .arg(crate_dir().join("include"))
-        .arg("-L")
-        .arg(&lib)
-        .args(["-lfreezer_ffi", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .status()
-        .expect("gcc runs");
-    assert!(st.success(), "the C test does not compile");
+    compile_c(&lib, "jobs", &[], &exe);
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("f.txt"), "job from C\n").unwrap();
@@ -131,17 +129,7 @@ fn a_c_program_streams_through_descriptors_and_callbacks() {
     let lib = lib_dir();
     let tmp = tempfile::tempdir().unwrap();
     let exe = tmp.path().join("streams");
-    let st = Command::new("gcc")
-        .arg(crate_dir().join("tests/c/streams.c"))
-        .arg("-I")
-        .arg(crate_dir().join("include"))
-        .arg("-L")
-        .arg(&lib)
-        .args(["-lfreezer_ffi", "-pthread", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .status()
-        .expect("gcc runs");
-    assert!(st.success(), "the C test does not compile");
+    compile_c(&lib, "streams", &["-pthread"], &exe);
     let repo = tmp.path().join("repo");
     let out = Command::new(&exe)
         .arg(&repo)
