@@ -123,6 +123,12 @@ ks_venv=target/keystoneauth-venv
 [ -x "$ks_venv/bin/python" ] || python3 -m venv "$ks_venv"
 "$ks_venv/bin/pip" install -q --disable-pip-version-check 'keystoneauth1>=5,<6'
 
+# Upstream's agent (PyPI freezer==19.0.0): the rust tests of upstream's tar format run it, and
+# so do the service tests below (its freezer-scheduler).
+fa=target/upstream-agent
+[ -x "$fa/bin/python" ] || python3 -m venv "$fa"
+"$fa/bin/pip" install -q --disable-pip-version-check 'freezer==19.0.0'
+
 step "rust tests"
 cargo test --workspace --locked
 
@@ -140,11 +146,8 @@ step "upstream clients against our API, our scheduler against upstream's API"
 # python-freezerclient and upstream's freezer-scheduler (with its freezer-agent), unmodified from
 # PyPI, each in its own virtual environment: both install a console script named `freezer`.
 fc=target/upstream-client
-fa=target/upstream-agent
 [ -x "$fc/bin/python" ] || python3 -m venv "$fc"
 "$fc/bin/pip" install -q --disable-pip-version-check 'python-freezerclient==6.5.0' pytest requests
-[ -x "$fa/bin/python" ] || python3 -m venv "$fa"
-"$fa/bin/pip" install -q --disable-pip-version-check 'freezer==19.0.0'
 # And the other way round: our scheduler against upstream's freezer-api (gunicorn, SQLite,
 # keystonemiddleware validating tokens against our standalone identity).
 ua=target/upstream-api

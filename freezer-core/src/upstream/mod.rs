@@ -3,3 +3,4 @@
 //! level chains are built on it (not in this release yet: docs/COMPAT.md, *Not yet*).
 
 pub mod openssl;
+pub mod tar;

@@ -46,3 +46,4 @@ mod stream;
 mod support;
 mod swift;
 mod tee;
+mod upstream_tar_write;
