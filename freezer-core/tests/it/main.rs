@@ -47,3 +47,4 @@ mod support;
 mod swift;
 mod tee;
 mod upstream_tar;
+mod upstream_tar_write;

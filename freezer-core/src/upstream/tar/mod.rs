@@ -9,11 +9,18 @@
 //!
 //! This module only reads storage; it never writes files outside the restore folder, never
 //! follows a symlink it finds there, and never prints.
+//!
+//! Writing: [`write::write_level`] makes one level's `data` (a GNU tar `--listed-incremental`
+//! archive, compressed in parallel blocks, encrypted as `openssl enc`) and its
+//! `engine_metadata` ([`snar`], GNU tar's snapshot file); [`crate::upstream::run`] stores them
+//! in upstream's layout.
 
 mod extract;
 mod read;
+pub mod snar;
 #[cfg(test)]
 mod tests;
+pub mod write;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
