@@ -22,6 +22,9 @@ command -v mount >/dev/null || need_apt+=(mount)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v c++ >/dev/null || need_apt+=(g++)
+# file and diff: tests/agent (the tempest agent tests' ports) check stored data and restores.
+command -v file >/dev/null || need_apt+=(file)
+command -v diff >/dev/null || need_apt+=(diffutils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi

@@ -151,13 +151,7 @@ impl RepoArgs {
     }
 }
 
-/// The environment variables that may hold storage credentials, for the library.
-fn environment() -> job::Environment {
-    job::CREDENTIAL_VARIABLES
-        .iter()
-        .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
-        .collect()
-}
+use freezer_cli::term::environment;
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -489,32 +483,8 @@ enum JobCommand {
 const EXIT_FAILURE: u8 = 1;
 const EXIT_INCOMPLETE: u8 = 3;
 
-/// A panic is a bug: it is reported in one line, with where it happened, and without a
-/// backtrace unless `RUST_BACKTRACE` asks for one.
-fn quiet_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
-            return default(info);
-        }
-        let payload = info.payload();
-        let what = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("a panic");
-        let place = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        eprintln!(
-            "freezer: internal error: {what}{place} (a bug: please report it; RUST_BACKTRACE=1 shows where)"
-        );
-    }));
-}
-
 fn main() -> ExitCode {
-    quiet_panics();
+    freezer_cli::term::quiet_panics("freezer");
     let cli = Cli::parse();
     let level = match cli.verbose {
         // A server logs its requests, a scheduler what it runs.
@@ -570,24 +540,9 @@ fn context(out: &Out, lock_wait: std::time::Duration) -> RunContext {
     ctx
 }
 
-/// SIGTERM or SIGINT cancels the running backup or job: it stops, releases what it holds
-/// (its lock, an LVM snapshot) and fails with `cancelled` (exit 1), instead of dying at once.
+/// SIGTERM or SIGINT cancels the running backup or job (exit 1, `cancelled`).
 fn cancel_on_signal(token: &freezer_core::CancelToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    let token = token.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => eprintln!("freezer: SIGTERM: stopping, releasing what the backup holds"),
-            _ = int.recv() => eprintln!("freezer: interrupted: stopping, releasing what the backup holds"),
-        }
-        token.cancel();
-    });
+    freezer_cli::term::cancel_on_signal("freezer", token);
 }
 
 /// Runs a command; `Ok(false)` means it finished but incompletely.

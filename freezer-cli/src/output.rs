@@ -13,34 +13,15 @@ use freezer_core::{Id, TimeZone, local_display};
 use indicatif::ProgressBar;
 use serde_json::json;
 
-static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
-
-/// Writes to stdout, as `print!` does, except that a closed pipe (`freezer snapshots | head
-/// -1`) is no error: what follows is dropped quietly, and the command ends as it would have.
-/// Any other write error is reported once on stderr.
-pub fn write_stdout(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    if STDOUT_CLOSED.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut o = std::io::stdout().lock();
-    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush())
-        && !STDOUT_CLOSED.swap(true, Ordering::Relaxed)
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        eprintln!("freezer: writing to stdout: {e}");
-    }
-}
-
-/// `print!` that tolerates a closed stdout ([`write_stdout`]).
+/// `print!` that tolerates a closed stdout ([`freezer_cli::term::write_stdout`]).
 macro_rules! out {
-    ($($t:tt)*) => { $crate::output::write_stdout(format_args!($($t)*)) };
+    ($($t:tt)*) => { freezer_cli::term::write_stdout(format_args!($($t)*)) };
 }
 
-/// `println!` that tolerates a closed stdout ([`write_stdout`]).
+/// `println!` that tolerates a closed stdout ([`freezer_cli::term::write_stdout`]).
 macro_rules! outln {
-    () => { $crate::output::write_stdout(format_args!("\n")) };
-    ($($t:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+    () => { freezer_cli::term::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { freezer_cli::term::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
 }
 
 pub(crate) use outln;

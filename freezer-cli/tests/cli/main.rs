@@ -14,6 +14,7 @@ mod servers;
 #[path = "../../../freezer-core/tests/it/support.rs"]
 mod support;
 
+mod agent;
 mod faults;
 mod full;
 mod init_config;
@@ -22,6 +23,7 @@ mod lifecycle;
 mod lvm;
 mod mysql;
 mod options;
+mod pipe;
 mod postgres;
 mod restore;
 mod stream;
