@@ -258,9 +258,13 @@ pub fn plan(parsed: &Parsed) -> Result<Plan, String> {
     if engine == "tar" && !action.contains_key("compression") {
         action.insert("compression".into(), Value::from("gzip"));
     }
-    action
-        .entry("backup_name")
-        .or_insert_with(|| Value::from(DEFAULT_BACKUP_NAME));
+    // `info` lists every backup of the host (upstream's lists the storage's content); the
+    // others act on one series, upstream's default name when none is given.
+    if action.get("action").and_then(Value::as_str) != Some("info") {
+        action
+            .entry("backup_name")
+            .or_insert_with(|| Value::from(DEFAULT_BACKUP_NAME));
+    }
     action.entry("incremental").or_insert(Value::Bool(false));
 
     match &job_file {
