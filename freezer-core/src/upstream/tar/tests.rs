@@ -491,6 +491,8 @@ fn raw_member(b: &mut ::tar::Builder<Vec<u8>>, name: &[u8], kind: u8, link: &[u8
     h.set_entry_type(::tar::EntryType::new(kind));
     h.set_size(data.len() as u64);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_mtime(1_000_000_000);
     h.set_cksum();
     b.append(&h, data).unwrap();
