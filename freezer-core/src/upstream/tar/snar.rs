@@ -258,6 +258,11 @@ impl Snapshot {
                 };
                 entries.push(DumpdirEntry::new(code, name));
             }
+            // The record's own end: one more empty field after the dumpdir's (GNU tar 1.34
+            // writes both; a record never starts with an empty field, so it is unambiguous).
+            if f.rest.first() == Some(&0) {
+                f.rest = &f.rest[1..];
+            }
             dirs.push(SnapshotDir {
                 nfs,
                 mtime,
@@ -297,6 +302,8 @@ impl Snapshot {
             out.extend_from_slice(&d.name);
             out.push(0);
             out.extend_from_slice(&encode_dumpdir(&d.entries));
+            // The record's end, after the dumpdir's own.
+            out.push(0);
         }
         out
     }
@@ -349,9 +356,9 @@ mod tests {
         let s = sample();
         let bytes = s.to_bytes();
         assert!(bytes.starts_with(
-            b"GNU tar-1.34-2\n1796528978\0304662133\00\01796528975\0341574623\065024\010232162\0./newdir/deeper\0Nm.txt\0\0"
+            b"GNU tar-1.34-2\n1796528978\0304662133\00\01796528975\0341574623\065024\010232162\0./newdir/deeper\0Nm.txt\0\0\0"
         ));
-        assert!(bytes.ends_with(b"./empty\0\0"));
+        assert!(bytes.ends_with(b"./empty\0\0\0"));
         assert_eq!(Snapshot::parse(&bytes).unwrap().unwrap(), s);
         // Empty: no snapshot. Only a header and a time: no directories.
         assert_eq!(Snapshot::parse(b"").unwrap(), None);
