@@ -146,6 +146,12 @@ venv=target/pyenv
 (cd freezer-py && VIRTUAL_ENV="$PWD/../$venv" "../$venv/bin/maturin" develop -q --locked)
 "$venv/bin/pytest" -q freezer-py/tests
 
+step "upstream's agent tests (freezer-tempest-plugin, ported to pytest) against our freezer-agent"
+# Run with the upstream agent's own environment: the scheduler test there runs its
+# freezer-scheduler, which launches our freezer-agent from PATH.
+"$fa/bin/pip" install -q --disable-pip-version-check pytest
+FREEZER_AGENT_BIN="$PWD/target/debug/freezer-agent" "$fa/bin/pytest" -q tests/agent
+
 step "upstream clients against our API, our scheduler against upstream's API"
 # python-freezerclient and upstream's freezer-scheduler (with its freezer-agent), unmodified from
 # PyPI, each in its own virtual environment: both install a console script named `freezer`.

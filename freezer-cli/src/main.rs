@@ -660,14 +660,50 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             filter,
         } => {
             let filter = filter.filter()?;
+            let command = command.unwrap_or(SnapshotsCommand::List);
+            if let SnapshotsCommand::List = command {
+                // Upstream's tar backups in the same place are listed too, marked as such.
+                let sinks = repo.sinks()?;
+                let theirs = freezer_core::upstream::layout::list(&*sinks[0], None).await?;
+                let upstream: Vec<freezer_core::upstream::run::TarBackupSummary> = theirs
+                    .chains
+                    .iter()
+                    .flat_map(|c| c.backups.iter())
+                    .filter(|b| {
+                        let n = |h: &str, name: &str| {
+                            b.name == freezer_core::upstream::layout::backup_name(h, name)
+                        };
+                        let host_ok = filter.hostname.as_ref().is_none_or(|h| {
+                            b.name.starts_with(&format!("{h}_"))
+                                && filter.backup_name.as_ref().is_none_or(|name| n(h, name))
+                        });
+                        let name_ok = filter
+                            .backup_name
+                            .as_ref()
+                            .is_none_or(|name| b.name.ends_with(&format!("_{name}")));
+                        let t = freezer_core::Timestamp::from_second(b.t).ok();
+                        host_ok
+                            && name_ok
+                            && filter.since.is_none_or(|s| t.is_some_and(|t| t >= s))
+                            && filter.until.is_none_or(|u| t.is_some_and(|t| t <= u))
+                    })
+                    .map(freezer_core::upstream::run::TarBackupSummary::from)
+                    .collect();
+                let (mut snaps, bad) = match repo.open().await {
+                    Ok(r) => r.snapshots().await?,
+                    Err(Error::NotFound { .. }) if !theirs.chains.is_empty() => {
+                        (Vec::new(), Vec::new())
+                    }
+                    Err(e) => return Err(e),
+                };
+                snaps.retain(|(_, s)| filter.matches(s));
+                out.snapshots_and_upstream(&snaps, &bad, &upstream);
+                return Ok(bad.is_empty());
+            }
             let mut r = repo.open().await?;
-            let (mut snaps, bad) = r.snapshots().await?;
-            match command.unwrap_or(SnapshotsCommand::List) {
-                SnapshotsCommand::List => {
-                    snaps.retain(|(_, s)| filter.matches(s));
-                    out.snapshots(&snaps, &bad);
-                    Ok(bad.is_empty())
-                }
+            let (snaps, _) = r.snapshots().await?;
+            match command {
+                SnapshotsCommand::List => unreachable!("listed above"),
                 SnapshotsCommand::Show { id, read_data } => {
                     let (id, snap) = select(&snaps, &SnapshotSelector::Id(id))?.clone();
                     r.load_index().await?;
@@ -678,6 +714,19 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             }
         }
         Command::Copy(a) => {
+            // A place holding upstream's tar backups and no repository: a migration.
+            let sinks = a.repo.sinks()?;
+            let native = freezer_core::sink::SinkExt::exists(&*sinks[0], "config")
+                .await
+                .unwrap_or(true);
+            if !native
+                && !freezer_core::upstream::layout::list(&*sinks[0], None)
+                    .await?
+                    .chains
+                    .is_empty()
+            {
+                return migrate(a, out).await;
+            }
             let mut source = a.repo.open().await?;
             let target_args = RepoArgs {
                 repos: a.to.clone(),
@@ -736,6 +785,37 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             Ok(out.job(&reports, &warnings))
         }
     }
+}
+
+/// `freezer copy` from upstream's tar layout: every backup becomes a snapshot of the target.
+async fn migrate(a: CopyArgs, out: &Out) -> freezer_core::Result<bool> {
+    if !a.snapshot.is_empty() {
+        return Err(Error::bad_input(
+            "snapshot",
+            "upstream's backups have no snapshot ids: select with --hostname and --backup-name",
+        ));
+    }
+    let source = a.repo.sinks()?.remove(0);
+    let target_args = RepoArgs {
+        repos: a.to.clone(),
+        encrypt_pass_file: a
+            .to_encrypt_pass_file
+            .clone()
+            .or_else(|| a.repo.encrypt_pass_file.clone()),
+        ..a.repo.clone()
+    };
+    let mut target = target_args.open().await?;
+    let mut opts = freezer_core::upstream::migrate::MigrateOptions::new(Actor::current());
+    if let Some(p) = &a.repo.encrypt_pass_file {
+        let content = std::fs::read(p).map_err(|e| Error::io(p.display(), e))?;
+        opts.passphrase =
+            Some(freezer_core::upstream::openssl::passphrase_of_file(&content).to_vec());
+    }
+    opts.hostname = a.hostname;
+    opts.backup_name = a.backup_name;
+    let report = freezer_core::upstream::migrate::migrate(source, &mut target, &opts).await?;
+    out.migrated(&report);
+    Ok(true)
 }
 
 async fn key(command: KeyCommand, out: &Out) -> freezer_core::Result<bool> {

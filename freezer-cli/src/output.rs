@@ -235,6 +235,105 @@ impl Out {
             }
             ActionOutcome::Backup(b) => self.backup(b),
             ActionOutcome::Restore(r) => self.restore(r),
+            ActionOutcome::TarBackup(b) => {
+                outln!(
+                    "upstream tar backup {} level {} at {} ({}; {} files, {} bytes read, {} bytes stored){}",
+                    b.name,
+                    b.level,
+                    b.time_stamp,
+                    b.data_key,
+                    b.files,
+                    b.bytes,
+                    b.data_bytes,
+                    if b.encrypted { ", encrypted" } else { "" }
+                );
+                for s in b.storages.iter().filter(|s| !s.complete) {
+                    eprintln!(
+                        "warning: {}: {}",
+                        s.storage,
+                        s.error.as_deref().unwrap_or("failed")
+                    );
+                }
+                for w in &b.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            ActionOutcome::TarRestore(r) => {
+                for l in &r.levels {
+                    outln!(
+                        "restored upstream tar backup {} level {} ({}): {} files, {} bytes",
+                        r.name,
+                        l.backup.level,
+                        l.backup.data_key(),
+                        l.stats.files,
+                        l.stats.bytes
+                    );
+                }
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            ActionOutcome::TarInfo { backups, warnings } => {
+                self.upstream_backups(backups);
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            ActionOutcome::TarAdmin(a) => {
+                for b in &a.removed {
+                    outln!(
+                        "{} {} level {} ({})",
+                        if a.dry_run { "would remove" } else { "removed" },
+                        b.name,
+                        b.level,
+                        b.time
+                    );
+                }
+                for b in &a.kept_for_newer_levels {
+                    outln!(
+                        "kept {} level {} ({}): its chain has levels newer than the cutoff",
+                        b.name,
+                        b.level,
+                        b.time
+                    );
+                }
+            }
+        }
+    }
+
+    /// What a migration from upstream's tar layout did.
+    pub fn migrated(&self, r: &freezer_core::upstream::migrate::MigrateReport) {
+        if self.json {
+            print_json(&serde_json::to_value(r).expect("serializes"));
+            return;
+        }
+        for b in &r.backups {
+            outln!(
+                "{} {} level {} ({}) -> snapshot {}{}",
+                b.hostname,
+                b.backup_name,
+                b.level,
+                b.time_stamp,
+                b.snapshot_id.short(),
+                if b.existed { " (there already)" } else { "" }
+            );
+        }
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+
+    /// Upstream's `tar` backups, one line each, marked as such.
+    pub fn upstream_backups(&self, list: &[freezer_core::upstream::run::TarBackupSummary]) {
+        for b in list {
+            outln!(
+                "{}  {:<24} level {:<2} {:<6}{}  [upstream tar]",
+                b.time,
+                b.name,
+                b.level,
+                b.compression,
+                if b.encrypted { " encrypted" } else { "" }
+            );
         }
     }
 
@@ -327,6 +426,38 @@ impl Out {
         for p in &r.passed_over {
             eprintln!("warning: {p}");
         }
+    }
+
+    /// The native snapshots, then upstream's `tar` backups found in the same place.
+    pub fn snapshots_and_upstream(
+        &self,
+        snaps: &[(Id, Snapshot)],
+        bad: &[String],
+        upstream: &[freezer_core::upstream::run::TarBackupSummary],
+    ) {
+        if self.json {
+            let list: Vec<serde_json::Value> = snaps
+                .iter()
+                .map(|(id, s)| {
+                    let mut v = serde_json::to_value(s).expect("serializes");
+                    v["id"] = json!(id);
+                    v
+                })
+                .collect();
+            print_json(&json!({"snapshots": list, "unreadable": bad, "upstream_tar": upstream}));
+            for b in bad {
+                eprintln!("unreadable snapshot: {b}");
+            }
+            return;
+        }
+        if !snaps.is_empty() || upstream.is_empty() {
+            self.snapshots(snaps, bad);
+        } else {
+            for b in bad {
+                eprintln!("unreadable snapshot: {b}");
+            }
+        }
+        self.upstream_backups(upstream);
     }
 
     pub fn snapshots(&self, snaps: &[(Id, Snapshot)], bad: &[String]) {

@@ -351,6 +351,19 @@ fn write_private(path: &str, doc: &Value) -> std::io::Result<()> {
     })
 }
 
+/// Writes a backup's metadata document where `--metadata-out` says (`-`: stdout, as JSON), or
+/// upstream's Property | Value table on stdout.
+fn emit_metadata(plan: &Plan, doc: &serde_json::Value) -> Result<(), Failure> {
+    match plan.metadata_out.as_deref() {
+        Some("-") => write_stdout(format_args!("{doc}\n")),
+        Some(path) => {
+            write_private(path, doc).map_err(|e| Failure(format!("metadata_out {path}: {e}")))?
+        }
+        None => write_stdout(format_args!("{}\n", table::property_value(doc))),
+    }
+    Ok(())
+}
+
 /// Runs the action and prints its result as upstream's agent does.
 async fn run(plan: &Plan, action: &FreezerAction) -> Result<(), Failure> {
     let mut ctx = RunContext::current();
@@ -367,13 +380,7 @@ async fn run(plan: &Plan, action: &FreezerAction) -> Result<(), Failure> {
     let outcome = job::run_action(action, &ctx).await?;
     match &outcome {
         ActionOutcome::Backup(b) => {
-            let doc = job::backup_metadata(action, b, &ctx);
-            match plan.metadata_out.as_deref() {
-                Some("-") => write_stdout(format_args!("{doc}\n")),
-                Some(path) => write_private(path, &doc)
-                    .map_err(|e| Failure(format!("metadata_out {path}: {e}")))?,
-                None => write_stdout(format_args!("{}\n", table::property_value(&doc))),
-            }
+            emit_metadata(plan, &job::backup_metadata(action, b, &ctx))?;
             if !plan.quiet {
                 for w in &b.warnings {
                     write_stderr(format_args!("warning: {w}\n"));
@@ -393,6 +400,57 @@ async fn run(plan: &Plan, action: &FreezerAction) -> Result<(), Failure> {
                     "the backup is not on every storage: {}",
                     failed.join("; ")
                 )));
+            }
+        }
+        ActionOutcome::TarBackup(b) => {
+            emit_metadata(
+                plan,
+                &freezer_core::upstream::run::backup_metadata(action, b, &ctx),
+            )?;
+            if !plan.quiet {
+                for w in &b.warnings {
+                    write_stderr(format_args!("warning: {w}\n"));
+                }
+            }
+            let failed: Vec<String> = b
+                .storages
+                .iter()
+                .filter(|s| !s.complete)
+                .map(|s| format!("{}: {}", s.storage, s.error.as_deref().unwrap_or("failed")))
+                .collect();
+            if !failed.is_empty() {
+                return Err(Failure(format!(
+                    "the backup is not on every storage: {}",
+                    failed.join("; ")
+                )));
+            }
+        }
+        ActionOutcome::TarRestore(r) if !plan.quiet => {
+            for w in &r.warnings {
+                write_stderr(format_args!("warning: {w}\n"));
+            }
+        }
+        ActionOutcome::TarInfo { backups, .. } => {
+            let rows: Vec<Vec<String>> = backups
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.name.clone(),
+                        b.level.to_string(),
+                        b.time.clone(),
+                        b.compression.clone(),
+                        b.encrypted.to_string(),
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                write_stdout(format_args!(
+                    "{}\n",
+                    table::render(
+                        &["Backup", "Level", "Time", "Compression", "Encrypted"],
+                        &rows
+                    )
+                ));
             }
         }
         ActionOutcome::Restore(r) => {

@@ -665,6 +665,9 @@ async fn list_packs(
 ) -> Result<()> {
     let member = tee.member(view.member);
     for meta in member.list("data/").await? {
+        if crate::repo::is_upstream_key(&meta.key) {
+            continue; // upstream's backups, beside the repository
+        }
         match Id::from_hex(name_of(&meta.key)) {
             Ok(id) if pack_key(&id) == meta.key => {
                 view.present.insert(id, meta.size);

@@ -149,6 +149,9 @@ async fn repair_storage(
         .collect();
     let mut packs = Vec::new();
     for meta in member.list("data/").await? {
+        if crate::repo::is_upstream_key(&meta.key) {
+            continue; // upstream's backups, beside the repository
+        }
         match meta.key.rsplit('/').next().map(Id::from_hex) {
             Some(Ok(id)) if pack_key(&id) == meta.key => packs.push((id, meta.size)),
             _ => out.damaged_packs.push(DamagedPack {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::process as exec;
 pub use crate::process::{ExecResult, TAIL_BYTES, exec_environment, split_words};
 pub use metadata::{backup_metadata, write_metadata};
-pub use options::{Action, FreezerAction, OtherOptions, SourceMode};
+pub use options::{Action, Engine, FreezerAction, OtherOptions, SourceMode};
 pub use storage::{CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec, read_secret_file};
 
 use crate::crypto::Passphrase;
@@ -477,6 +477,23 @@ pub enum ActionOutcome {
     Prune(Box<PruneReport>),
     /// A command (`exec`) that exited with status 0.
     Exec(Box<ExecResult>),
+    /// A backup in upstream's `tar` format (`engine_name: tar`).
+    #[serde(rename = "backup")]
+    TarBackup(Box<crate::upstream::run::TarBackupResult>),
+    /// A restore of upstream's `tar` format.
+    #[serde(rename = "restore")]
+    TarRestore(Box<crate::upstream::tar::TarRestoreReport>),
+    /// A listing of upstream's `tar` backups, oldest first.
+    #[serde(rename = "info")]
+    TarInfo {
+        /// One per backup (every level).
+        backups: Vec<crate::upstream::run::TarBackupSummary>,
+        /// Objects skipped while listing.
+        warnings: Vec<String>,
+    },
+    /// Retention over upstream's `tar` backups.
+    #[serde(rename = "admin")]
+    TarAdmin(Box<crate::upstream::run::TarRetentionResult>),
 }
 
 /// What an `admin` action did.
@@ -511,6 +528,9 @@ impl ActionOutcome {
             ActionOutcome::Check(c) => c.is_ok(),
             ActionOutcome::Prune(p) => p.is_complete(),
             ActionOutcome::Exec(_) => true,
+            ActionOutcome::TarBackup(b) => b.is_complete(),
+            ActionOutcome::TarRestore(_) | ActionOutcome::TarInfo { .. } => true,
+            ActionOutcome::TarAdmin(_) => true,
         }
     }
 }
@@ -604,6 +624,18 @@ pub async fn run_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
 async fn run_one_action(action: &FreezerAction, ctx: &RunContext) -> Result<ActionOutcome> {
     action.validate_with(ctx.allow_unknown_options)?;
     ctx.cancel.check()?;
+    if action.engine()? == Engine::Tar && action.action() != Action::Exec {
+        let outcome = crate::upstream::run::run(action, ctx).await?;
+        if let ActionOutcome::TarBackup(b) = &outcome
+            && let Some(out) = action
+                .metadata_out
+                .as_deref()
+                .filter(|o| !o.is_empty() && *o != "-")
+        {
+            write_metadata(out, &crate::upstream::run::backup_metadata(action, b, ctx))?;
+        }
+        return Ok(outcome);
+    }
     if action.action() == Action::Exec {
         if !ctx.allow_exec {
             return Err(Error::bad_input(
@@ -933,7 +965,7 @@ async fn apply_retention(
 }
 
 /// Checks the restored files against upstream's `consistency_checksum`.
-async fn verify_checksum(action: &FreezerAction, want: &str) -> Result<()> {
+pub(crate) async fn verify_checksum(action: &FreezerAction, want: &str) -> Result<()> {
     let target = action.restore_abs_path.clone().expect("validated");
     let what = format!("restore into {target}");
     let got = tokio::task::spawn_blocking(move || {
@@ -1088,6 +1120,11 @@ pub async fn run_job(job: &dyn JobSpec, ctx: &RunContext) -> Vec<ActionReport> {
                     ActionOutcome::Backup(b) if b.snapshot_id.is_some() => {
                         Some(backup_metadata(&a.freezer_action, b, ctx))
                     }
+                    ActionOutcome::TarBackup(b) => Some(crate::upstream::run::backup_metadata(
+                        &a.freezer_action,
+                        b,
+                        ctx,
+                    )),
                     _ => None,
                 };
                 ActionReport {

@@ -75,7 +75,8 @@ const TYPED: &[&str] = &[
 /// keys freezer-web-ui and freezer-api put in a `freezer_action`. docs/COMPAT.md says why each
 /// group does not apply.
 const IGNORED_UPSTREAM: &[&str] = &[
-    // The tar/rsync engines and their stream.
+    // The engine (read by `FreezerAction::engine`, kept with these for the name check) and
+    // the rsync engines' settings.
     "engine_name",
     "engine",
     "max_segment_size",

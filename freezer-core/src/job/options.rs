@@ -59,6 +59,16 @@ impl std::fmt::Debug for OtherOptions {
     }
 }
 
+/// The on-storage format of an action ([`FreezerAction::engine`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// This release's repository (docs/FORMAT.md).
+    #[default]
+    Native,
+    /// Upstream Freezer's `tar` engine: one GNU tar stream per level (docs/UPSTREAM-TAR.md).
+    Tar,
+}
+
 /// What an action does (upstream's `action`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -800,6 +810,55 @@ impl FreezerAction {
         super::names::unknown_action_options(self)
     }
 
+    /// The on-storage format the action reads or writes, from upstream's `engine_name` (or
+    /// `engine`, its other spelling): `tar` is upstream's own format (docs/UPSTREAM-TAR.md),
+    /// `native` (or `freezer-rs`, or none given) this release's repository. Upstream's rsync
+    /// engines are refused; its nova, glance and osbrick engines are refused with the modes
+    /// they back up.
+    pub fn engine(&self) -> Result<Engine> {
+        let mut found: Option<(&str, Engine)> = None;
+        for name in ["engine_name", "engine"] {
+            let value = match self.other.get(name) {
+                None | Some(serde_json::Value::Null) => continue,
+                Some(serde_json::Value::String(s)) if s.trim().is_empty() => continue,
+                Some(serde_json::Value::String(s)) => s.trim(),
+                Some(other) => {
+                    return Err(Error::bad_input(
+                        name,
+                        format!("{other} is not an engine name (tar or native)"),
+                    ));
+                }
+            };
+            let engine = match value {
+                "tar" => Engine::Tar,
+                "native" | "freezer-rs" => Engine::Native,
+                "rsync" | "rsyncv2" => {
+                    return Err(Error::unsupported(format!(
+                        "{name} {value}: upstream's rsync engines (their restore does not work in upstream 19.0.0 on Python 3); use tar (upstream's format) or native"
+                    )));
+                }
+                other => {
+                    return Err(Error::bad_input(
+                        name,
+                        format!(
+                            "{other:?} is not an engine this release has: tar (upstream's format) or native"
+                        ),
+                    ));
+                }
+            };
+            if let Some((first, e)) = found
+                && e != engine
+            {
+                return Err(Error::bad_input(
+                    name,
+                    format!("{first} and {name} name different engines; keep one"),
+                ));
+            }
+            found = Some((name, engine));
+        }
+        Ok(found.map_or(Engine::Native, |(_, e)| e))
+    }
+
     /// The host named by `hostname`, or by upstream's older name for it, `restore_from_host`;
     /// `None`: this host.
     pub fn hostname_given(&self) -> Option<String> {
@@ -844,6 +903,7 @@ impl FreezerAction {
     }
 
     fn validate_values(&self) -> Result<()> {
+        self.engine()?;
         if self.action() == Action::Exec {
             // A command needs no storage and backs up nothing.
             crate::process::command_words(self.command.as_deref())?;

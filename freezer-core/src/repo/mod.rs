@@ -39,6 +39,24 @@ pub fn pack_key(id: &Id) -> String {
     format!("data/{}/{h}", &h[..2])
 }
 
+/// Whether `key` belongs to upstream Freezer's own layout (`metadata/<engine>/...`,
+/// `data/<engine>/...`, docs/UPSTREAM-TAR.md), which a repository may share a container with:
+/// an operator switching engines keeps the container and its older backups. Such objects are
+/// never a repository's: they are not listed as stray packs, never deleted, and do not stop a
+/// repository being made beside them.
+pub fn is_upstream_key(key: &str) -> bool {
+    let mut parts = key.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("metadata"), Some(engine), Some(_)) => !engine.is_empty(),
+        // A pack's folder is two hex digits; an upstream engine's name never is.
+        (Some("data"), Some(engine), Some(_)) => {
+            !engine.is_empty()
+                && (engine.len() != 2 || !engine.bytes().all(|b| b.is_ascii_hexdigit()))
+        }
+        _ => false,
+    }
+}
+
 /// Who is acting: recorded in keys, locks and snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {

@@ -109,6 +109,7 @@ pub(crate) async fn refuse_unless_empty(sink: &dyn Sink, maker: Maker) -> Result
     let found: Vec<String> = held
         .into_iter()
         .map(|m| m.key)
+        .filter(|k| !super::is_upstream_key(k))
         .filter(|k| !(maker == Maker::FirstBackup && k.starts_with("keys/")))
         .collect();
     let Some(first) = found.first() else {

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary, check_key, clamp};
+use super::{ByteStream, GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary, check_key, clamp};
 use crate::error::{Error, IoContext, Result};
 
 /// Reads above this size are streamed in pieces of this size.
@@ -64,7 +64,8 @@ fn create_dirs(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-fn put_blocking(path: &Path, what: &str, payload: &Payload, mode: PutMode) -> Result<()> {
+/// A new temporary file beside `path`, created `0600` (its folders `0700` when missing).
+fn open_temp(path: &Path, what: &str) -> Result<(File, PathBuf)> {
     let dir = path.parent().expect("an object path has a folder");
     let mut suffix = [0u8; 8];
     crate::crypto::random_bytes(&mut suffix);
@@ -76,32 +77,47 @@ fn put_blocking(path: &Path, what: &str, payload: &Payload, mode: PutMode) -> Re
             .mode(0o600)
             .open(&tmp)
     };
-    let mut file = match open() {
+    let file = match open() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             create_dirs(dir).ctx(dir.display())?;
             open().ctx(what)?
         }
         r => r.ctx(what)?,
     };
-    let written = (|| {
-        for part in payload.parts() {
-            file.write_all(part)?;
-        }
-        file.sync_all()
-    })();
+    Ok((file, tmp))
+}
+
+/// Makes the temporary file `tmp` durable and puts it in place at `path` (removed on failure,
+/// or when `written` says the writing failed).
+fn place(
+    file: File,
+    tmp: &Path,
+    path: &Path,
+    what: &str,
+    mode: PutMode,
+    written: std::io::Result<()>,
+) -> Result<()> {
+    let written = written.and_then(|()| file.sync_all());
     drop(file);
     let placed = written.and_then(|()| match mode {
-        PutMode::Overwrite => fs::rename(&tmp, path),
-        PutMode::Create => fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp)),
+        PutMode::Overwrite => fs::rename(tmp, path),
+        PutMode::Create => fs::hard_link(tmp, path).and_then(|()| fs::remove_file(tmp)),
     });
     if let Err(e) = placed {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp);
         return Err(Error::io(what, e));
     }
     // Make the rename itself durable.
+    let dir = path.parent().expect("an object path has a folder");
     File::open(dir)
         .and_then(|d| d.sync_all())
         .ctx(dir.display())
+}
+
+fn put_blocking(path: &Path, what: &str, payload: &Payload, mode: PutMode) -> Result<()> {
+    let (mut file, tmp) = open_temp(path, what)?;
+    let written = payload.parts().iter().try_for_each(|p| file.write_all(p));
+    place(file, &tmp, path, what, mode, written)
 }
 
 /// Every file under `prefix`: the objects, or with `temporaries` the `.tmp-*` leftovers
@@ -206,6 +222,45 @@ impl Sink for LocalSink {
         let path = self.path(key)?;
         let what = self.what(key);
         blocking(move || put_blocking(&path, &what, &payload, mode)).await
+    }
+
+    /// Written to the temporary file as it arrives: the object is never held whole.
+    async fn put_stream(&self, key: &str, mut body: ByteStream, mode: PutMode) -> Result<u64> {
+        let path = self.path(key)?;
+        let what = self.what(key);
+        let (file, tmp) = {
+            let (path, what) = (path.clone(), what.clone());
+            blocking(move || open_temp(&path, &what)).await?
+        };
+        let mut state = Some(file);
+        let mut total = 0u64;
+        let mut failed: Option<Error> = None;
+        while let Some(piece) = body.next().await {
+            let piece = match piece {
+                Ok(p) => p,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            total += piece.len() as u64;
+            let mut file = state.take().expect("the file is back after each write");
+            let what2 = what.clone();
+            match blocking(move || file.write_all(&piece).ctx(&what2).map(|()| file)).await {
+                Ok(f) => state = Some(f),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let file = state.expect("the file is back after each write");
+        blocking(move || place(file, &tmp, &path, &what, mode, Ok(()))).await?;
+        Ok(total)
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetBody> {

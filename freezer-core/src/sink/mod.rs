@@ -191,6 +191,23 @@ pub trait Sink: Send + Sync + fmt::Debug + 'static {
     /// Reads a whole object, or the bytes of `range` (clamped to its end).
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetBody>;
 
+    /// Stores an object whose bytes arrive as a stream, as atomically and durably as
+    /// [`Sink::put`], and returns its size. For objects of unknown and unbounded size
+    /// (upstream's `tar` backups are one object each). A sink that can write as the bytes come
+    /// does (a local folder); the default gathers the stream and puts it whole, so that the
+    /// object is held in memory: docs/COMPAT.md names the storages that do so. A stream that
+    /// fails stores nothing. Not retried: a stream cannot be read twice.
+    async fn put_stream(&self, key: &str, mut body: ByteStream, mode: PutMode) -> Result<u64> {
+        let mut parts = Vec::new();
+        while let Some(piece) = body.next().await {
+            parts.push(piece?);
+        }
+        let payload = Payload::from(parts);
+        let len = payload.len() as u64;
+        self.put(key, payload, mode).await?;
+        Ok(len)
+    }
+
     /// Lists every object whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
 
@@ -247,6 +264,9 @@ impl<T: Sink + ?Sized> Sink for Arc<T> {
     }
     async fn put(&self, key: &str, payload: Payload, mode: PutMode) -> Result<()> {
         (**self).put(key, payload, mode).await
+    }
+    async fn put_stream(&self, key: &str, body: ByteStream, mode: PutMode) -> Result<u64> {
+        (**self).put_stream(key, body, mode).await
     }
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetBody> {
         (**self).get(key, range).await

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary};
+use super::{ByteStream, GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary};
 use crate::error::{Error, Result};
 
 /// How a [`Retrying`] sink backs off.
@@ -116,6 +116,11 @@ impl<S: Sink> Sink for Retrying<S> {
             }
         })
         .await
+    }
+
+    /// Once: a stream cannot be read twice.
+    async fn put_stream(&self, key: &str, body: ByteStream, mode: PutMode) -> Result<u64> {
+        self.inner.put_stream(key, body, mode).await
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetBody> {

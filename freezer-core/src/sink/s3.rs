@@ -17,7 +17,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer, AwsCredential}
 use object_store::path::Path as StorePath;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, check_key, clamp};
+use super::{ByteStream, GetBody, ObjectMeta, Payload, PutMode, Sink, check_key, clamp};
 use crate::error::{Error, Result};
 
 /// Payloads above this size are uploaded in parts.
@@ -408,6 +408,81 @@ impl Sink for S3Sink {
             let _ = upload.abort().await;
         }
         res
+    }
+
+    /// A multipart upload, one part as soon as a part's bytes have come: at most one part is
+    /// held. A stream that ends before the first part is full is put whole.
+    async fn put_stream(&self, key: &str, mut body: ByteStream, mode: PutMode) -> Result<u64> {
+        let path = self.path(key)?;
+        let what = self.what(key);
+        let mut part: Vec<Bytes> = Vec::new();
+        let (mut size, mut total) = (0usize, 0u64);
+        // Gather the first part: a small object needs no multipart upload.
+        while size < PART_SIZE {
+            match body.next().await {
+                Some(piece) => {
+                    let piece = piece?;
+                    size += piece.len();
+                    total += piece.len() as u64;
+                    part.push(piece);
+                }
+                None => {
+                    self.put(key, Payload::from(part), mode).await?;
+                    return Ok(total);
+                }
+            }
+        }
+        if mode == PutMode::Create {
+            self.refuse_existing(&path, &what).await?;
+        }
+        let mut upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| map_err(e, &what))?;
+        let res: Result<()> = async {
+            loop {
+                while size >= PART_SIZE {
+                    // Cut exactly PART_SIZE bytes off the front.
+                    let mut cut = Vec::new();
+                    let mut want = PART_SIZE;
+                    while want > 0 {
+                        let first = &mut part[0];
+                        if first.len() <= want {
+                            want -= first.len();
+                            cut.push(part.remove(0));
+                        } else {
+                            cut.push(first.split_to(want));
+                            want = 0;
+                        }
+                    }
+                    size -= PART_SIZE;
+                    let body: PutPayload = cut.into_iter().collect();
+                    upload.put_part(body).await.map_err(|e| map_err(e, &what))?;
+                }
+                match body.next().await {
+                    Some(piece) => {
+                        let piece = piece?;
+                        size += piece.len();
+                        total += piece.len() as u64;
+                        part.push(piece);
+                    }
+                    None => break,
+                }
+            }
+            if size > 0 {
+                let body: PutPayload = std::mem::take(&mut part).into_iter().collect();
+                upload.put_part(body).await.map_err(|e| map_err(e, &what))?;
+            }
+            upload.complete().await.map_err(|e| map_err(e, &what))?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            let _ = upload.abort().await;
+            return Err(e);
+        }
+        Ok(total)
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetBody> {

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary};
+use super::{ByteStream, GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary};
 use crate::error::{Error, Result};
 
 /// Parses a rate as upstream's help text writes it: bytes per second, optionally with a
@@ -112,6 +112,24 @@ impl<S: Sink> Sink for Throttled<S> {
             b.take(payload.len()).await;
         }
         self.inner.put(key, payload, mode).await
+    }
+
+    async fn put_stream(&self, key: &str, body: ByteStream, mode: PutMode) -> Result<u64> {
+        let Some(bucket) = self.up.clone() else {
+            return self.inner.put_stream(key, body, mode).await;
+        };
+        let body = body
+            .then(move |piece| {
+                let bucket = bucket.clone();
+                async move {
+                    if let Ok(p) = &piece {
+                        bucket.take(p.len()).await;
+                    }
+                    piece
+                }
+            })
+            .boxed();
+        self.inner.put_stream(key, body, mode).await
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetBody> {

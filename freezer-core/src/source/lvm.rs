@@ -876,9 +876,19 @@ pub fn fs_source(action: &FreezerAction, opts: &FsOptions) -> Result<Arc<dyn Sou
 }
 
 /// An `fs` source reading a mounted snapshot, reporting the original path.
-struct SnapshotView {
+/// A folder read under another name: the snapshot records `recorded` as its
+/// `path_to_backup` (an LVM snapshot's mount read for the volume's folder; a migrated
+/// upstream backup's staging folder read for the folder upstream backed up).
+pub(crate) struct SnapshotView {
     inner: FsSource,
     recorded: PathBuf,
+}
+
+impl SnapshotView {
+    /// `inner`, recorded as `recorded`.
+    pub(crate) fn new(inner: FsSource, recorded: PathBuf) -> Self {
+        SnapshotView { inner, recorded }
+    }
 }
 
 impl Source for SnapshotView {

@@ -29,7 +29,8 @@ use crate::sink::Sink;
 pub const ENGINE: &str = "tar";
 
 /// How a backup's `data` is compressed (the `compression` field of its metadata).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// `gzip` (`tar -z`), upstream's default.
     Gzip,
@@ -86,7 +87,7 @@ impl fmt::Display for Compression {
 
 /// The `metadata` object of a backup: `{"engine_name": "tar", "compression": "gzip",
 /// "encryption": false}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TarMetadata {
     /// Always `tar` for this engine.
     pub engine_name: String,
@@ -135,7 +136,7 @@ impl TarMetadata {
 }
 
 /// One backup (one level) of an upstream `tar` chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TarBackup {
     /// `N`: `<hostname>_<backup_name>`.
     pub name: String,
@@ -284,18 +285,18 @@ pub async fn list(sink: &dyn Sink, name: Option<&str>) -> Result<TarListing> {
             }
         }
     }
-    let fetched: Vec<(String, (String, i64, u32, i64), Result<bytes::Bytes>)> =
-        futures::stream::iter(found)
-            .map(|(key, k)| async move {
-                let r = match sink.get(&key, None).await {
-                    Ok(b) => b.bytes().await,
-                    Err(e) => Err(e),
-                };
-                Ok::<_, Error>((key, k, r))
-            })
-            .buffer_unordered(16)
-            .try_collect()
-            .await?;
+    type Fetched = (String, (String, i64, u32, i64), Result<bytes::Bytes>);
+    let fetched: Vec<Fetched> = futures::stream::iter(found)
+        .map(|(key, k)| async move {
+            let r = match sink.get(&key, None).await {
+                Ok(b) => b.bytes().await,
+                Err(e) => Err(e),
+            };
+            Ok::<_, Error>((key, k, r))
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
     let mut chains: BTreeMap<(String, i64), Vec<TarBackup>> = BTreeMap::new();
     for (key, (n, t0, level, t), content) in fetched {
         let content = match content {

@@ -7,9 +7,15 @@
 //! * [`tar`]: restoring a chain: decryption, decompression (gzip, bzip2, xz; zstd as our
 //!   extension) and GNU tar `--incremental` extraction, never outside the restore folder.
 //!
-//! Nothing here prints or reads the environment; the job runner and the CLI call
-//! [`tar::restore`] (docs/COMPAT.md, *Upstream's tar backups*).
+//! * [`migrate`]: every upstream backup into a native repository, as snapshots of their own.
+//! * [`run`]: the `tar` engine in the job runner (`engine_name: tar`): backup, restore, info
+//!   and retention in upstream's layout, on every storage.
+//!
+//! Nothing here prints or reads the environment; the job runner calls [`run`], the CLI
+//! [`tar::restore`] and [`layout::list`] (docs/COMPAT.md, *Upstream's tar backups*).
 
 pub mod layout;
+pub mod migrate;
 pub mod openssl;
+pub mod run;
 pub mod tar;

@@ -26,7 +26,8 @@ use crate::error::{Error, Result};
 pub const MAGIC: &[u8; 8] = b"Salted__";
 
 /// The digest `EVP_BytesToKey` used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KeyDigest {
     /// OpenSSL 1.1 and later (`-md sha256`, their default).
     Sha256,

@@ -193,6 +193,68 @@ pub async fn check(sink: Arc<dyn Sink>, big: usize) {
         "{name}: keys are checked"
     );
 
+    // Streamed puts (one object of unknown size, upstream's tar backups): pieces of odd sizes
+    // make the object, small or past multipart; a stream that fails stores nothing.
+    let stream_of = |data: Bytes, fail: bool| {
+        let mut pieces: Vec<freezer_core::Result<Bytes>> = Vec::new();
+        let mut at = 0;
+        let mut n = 1;
+        while at < data.len() {
+            let take = (n * 7919 % (3 << 20) + 1).min(data.len() - at);
+            pieces.push(Ok(data.slice(at..at + take)));
+            at += take;
+            n += 1;
+        }
+        if fail {
+            pieces.push(Err(Error::io(
+                "a stream",
+                std::io::Error::other("the writer failed"),
+            )));
+        }
+        futures::StreamExt::boxed(futures::stream::iter(pieces))
+    };
+    for (key, len) in [
+        ("stream/empty", 0),
+        ("stream/small", 5000),
+        ("stream/big", big),
+    ] {
+        let data = Bytes::from(pseudo_random(len, 91));
+        let n = sink
+            .put_stream(key, stream_of(data.clone(), false), PutMode::Create)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {key}: {e}"));
+        assert_eq!(n, len as u64, "{name}: {key}");
+        assert!(sink.get_bytes(key).await.unwrap() == data, "{name}: {key}");
+    }
+    let e = sink
+        .put_stream(
+            "stream/small",
+            stream_of(Bytes::from_static(b"x"), false),
+            PutMode::Create,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists { .. }), "{name}: {e}");
+    for len in [10, big] {
+        let data = Bytes::from(pseudo_random(len, 92));
+        assert!(
+            sink.put_stream("stream/failed", stream_of(data, true), PutMode::Overwrite)
+                .await
+                .is_err(),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                sink.get_bytes("stream/failed").await,
+                Err(Error::NotFound { .. })
+            ),
+            "{name}: a failed stream stored something"
+        );
+    }
+    for key in ["stream/empty", "stream/small", "stream/big"] {
+        sink.delete(key).await.unwrap();
+    }
+
     // Atomic visibility: a reader racing a writer sees nothing or everything.
     let data = Bytes::from(pseudo_random(big.min(24 << 20), 77));
     let writer = {

@@ -84,10 +84,8 @@ async fn a_place_holding_other_files_is_never_taken_over() {
     let tmp = tempfile::tempdir().unwrap();
     let (repo, data) = (tmp.path().join("repo"), tmp.path().join("data"));
     odd_tree(&data);
-    // What upstream's agent leaves in a local container.
-    let theirs = repo.join("data/tar/node1_web/1700000000/0_1700000000");
-    std::fs::create_dir_all(&theirs).unwrap();
-    std::fs::write(theirs.join("data"), b"upstream's tar stream").unwrap();
+    std::fs::create_dir_all(repo.join("photos")).unwrap();
+    std::fs::write(repo.join("photos/cat.jpg"), b"someone's files").unwrap();
     let before = fingerprint(&repo);
 
     let e = run_action(
@@ -99,12 +97,78 @@ async fn a_place_holding_other_files_is_never_taken_over() {
     assert!(matches!(e, Error::BadInput { .. }), "{e}");
     let text = e.to_string();
     assert!(
-        text.contains(&repo.display().to_string()) && text.contains("data/tar/node1_web"),
+        text.contains(&repo.display().to_string()) && text.contains("photos/cat.jpg"),
         "{text}"
     );
     assert!(text.contains("freezer init"), "{text}");
     assert_eq!(fingerprint(&repo), before, "nothing was written");
     assert!(!repo.join("config").exists() && !repo.join("keys").exists());
+}
+
+/// An operator who switches engines keeps the container: the repository is made beside
+/// upstream's backups, which stay as they were, and check, repair and prune leave them alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_is_made_beside_upstreams_backups_and_leaves_them_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, data) = (tmp.path().join("repo"), tmp.path().join("data"));
+    odd_tree(&data);
+    // What upstream's agent leaves in a local container.
+    let theirs = Path::new("node1_web/1700000000/0_1700000000");
+    let (tdata, tmeta) = (
+        repo.join("data/tar").join(theirs),
+        repo.join("metadata/tar").join(theirs),
+    );
+    std::fs::create_dir_all(&tdata).unwrap();
+    std::fs::create_dir_all(&tmeta).unwrap();
+    std::fs::write(tdata.join("data"), b"upstream's tar stream").unwrap();
+    std::fs::write(tdata.join("engine_metadata"), b"").unwrap();
+    std::fs::write(
+        tmeta.join("metadata"),
+        br#"{"engine_name": "tar", "compression": "gzip", "encryption": false}"#,
+    )
+    .unwrap();
+    let theirs_before: Vec<_> = fingerprint(&repo).into_iter().collect();
+
+    let a = backup_action(&[&repo], &data, "node1", None);
+    let first = backup(&a).await;
+    assert_eq!(first.created_repository, vec![local(&repo).describe()]);
+    backup(&a).await;
+
+    let mut r = open(&[&repo], None).await;
+    let report = freezer_core::engine::check(
+        &mut r,
+        &freezer_core::engine::CheckOptions {
+            read_data: freezer_core::engine::ReadData::All,
+            actor: freezer_core::repo::Actor::current(),
+        },
+        std::sync::Arc::new(freezer_core::engine::NoProgress),
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert!(
+        report.unreferenced_packs.is_empty(),
+        "upstream's objects are not stray packs: {:?}",
+        report.unreferenced_packs
+    );
+    freezer_core::engine::prune(
+        &mut r,
+        &freezer_core::engine::PruneOptions {
+            max_unused: 0.0,
+            ..Default::default()
+        },
+        &freezer_core::repo::Actor::current(),
+        std::sync::Arc::new(freezer_core::engine::NoProgress),
+    )
+    .await
+    .unwrap();
+    let after = fingerprint(&repo);
+    for (path, print) in &theirs_before {
+        assert_eq!(after.get(path), Some(print), "{} changed", path.display());
+    }
+    let out = tmp.path().join("out");
+    restore_id(&mut r, first.snapshot_id.unwrap(), &out).await;
+    assert_same_tree(&data, &out, true);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -354,3 +354,158 @@ async fn damaged_upstream_storage_is_named() {
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
+
+/// `freezer copy` from upstream's layout: every backup of every chain becomes a native
+/// snapshot with its host, name, time and level, and each restores to what upstream's own
+/// restore of that backup gives. Run twice, nothing is migrated again.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_upstream_backup_migrates_into_a_native_repository() {
+    use freezer_core::upstream::migrate::{MigrateOptions, migrate};
+    let m = manifest();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    crate::support::init(vec![crate::support::local(&repo)], Some("native pass")).await;
+    let mut r = crate::support::open(&[&repo], Some("native pass")).await;
+    let source: Arc<dyn Sink> = Arc::new(LocalSink::new(fixture().join("storage")));
+    // The md5 chain shares the passphrase; every encrypted chain here does.
+    let mut opts = MigrateOptions::new(freezer_core::repo::Actor::current());
+    opts.passphrase = Some(password());
+    opts.staging = Some(tmp.path().to_path_buf());
+    let report = migrate(source.clone(), &mut r, &opts).await.unwrap();
+    let expected_count: usize = m["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["backups"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(report.backups.len(), expected_count, "{report:?}");
+    assert!(report.backups.iter().all(|b| !b.existed));
+    let snaps = r.snapshots().await.unwrap().0;
+    for chain in m["chains"].as_array().unwrap() {
+        let backup_name = chain["backup_name"].as_str().unwrap();
+        for b in chain["backups"].as_array().unwrap() {
+            let t = b["timestamp"].as_i64().unwrap();
+            let (id, snap) = snaps
+                .iter()
+                .find(|(_, s)| {
+                    s.backup_name == backup_name
+                        && s.hostname == m["hostname"].as_str().unwrap()
+                        && s.time.as_second() == t
+                })
+                .unwrap_or_else(|| panic!("no snapshot for {backup_name} at {t}"));
+            assert_eq!(u64::from(snap.level), b["level"].as_u64().unwrap());
+            let dest = tmp.path().join(format!("native-{backup_name}-{t}"));
+            let done = crate::support::restore_id(&mut r, *id, &dest).await;
+            assert!(done.is_complete(), "{done:?}");
+            compare(
+                &format!("migrated {backup_name} at {t}"),
+                &b["expected"],
+                &dest,
+            );
+        }
+    }
+    // Again: everything is there already.
+    let again = migrate(source, &mut r, &opts).await.unwrap();
+    assert!(again.backups.iter().all(|b| b.existed), "{again:?}");
+    assert_eq!(r.snapshots().await.unwrap().0.len(), expected_count);
+}
+
+/// The `tar` engine through the job runner (what `freezer-agent`, the scheduler and the
+/// bindings run): levels climb as upstream's do, each level restores, retention removes whole
+/// chains only when every level is past the cutoff, and a wrong passphrase is named.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tar_engine_runs_jobs_in_upstreams_layout() {
+    use freezer_core::job::{Action, ActionOutcome, FreezerAction, RunContext, run_action};
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, container, pass) = (
+        tmp.path().join("data"),
+        tmp.path().join("container"),
+        tmp.path().join("pass"),
+    );
+    crate::support::odd_tree(&data);
+    std::fs::write(&pass, "tar pass\n").unwrap();
+    let mut a = FreezerAction {
+        action: Some(Action::Backup),
+        path_to_backup: Some(data.display().to_string()),
+        backup_name: Some("web".into()),
+        hostname: Some("node1".into()),
+        container: Some(container.display().to_string()),
+        encrypt_pass_file: Some(pass.display().to_string()),
+        incremental: Some(true),
+        max_level: Some(1),
+        compression: Some("xz".into()),
+        ..FreezerAction::default()
+    };
+    a.other.insert("engine_name".into(), json!("tar"));
+    let ctx = RunContext::current();
+    let mut times = Vec::new();
+    for (i, want_level) in [0u32, 1, 0].iter().enumerate() {
+        std::fs::write(data.join(format!("new{i}.txt")), format!("run {i}")).unwrap();
+        let o = run_action(&a, &ctx).await.unwrap();
+        let ActionOutcome::TarBackup(b) = o else {
+            panic!("not a tar backup: {o:?}")
+        };
+        assert!(b.is_complete(), "{b:?}");
+        assert_eq!(b.level, *want_level, "{b:?}");
+        assert!(container.join(&b.data_key).is_file());
+        times.push(b.time_stamp);
+    }
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    // Level 1 restores both runs' files; the newest chain (a new level 0) all three.
+    let mut r = a.clone();
+    r.action = Some(Action::Restore);
+    r.restore_abs_path = Some(tmp.path().join("out1").display().to_string());
+    r.restore_from_date = Some(Timestamp::from_second(times[1]).unwrap().to_string());
+    let o = run_action(&r, &ctx).await.unwrap();
+    assert!(
+        matches!(o, ActionOutcome::TarRestore(ref x) if x.levels.len() == 2),
+        "{o:?}"
+    );
+    let out1 = tmp.path().join("out1");
+    assert_eq!(std::fs::read(out1.join("new1.txt")).unwrap(), b"run 1");
+    assert!(!out1.join("new2.txt").exists());
+    // A wrong passphrase is named, and nothing is restored.
+    std::fs::write(&pass, "not it\n").unwrap();
+    r.restore_abs_path = Some(tmp.path().join("out2").display().to_string());
+    let e = run_action(&r, &ctx).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongKey, "{e}");
+    std::fs::write(&pass, "tar pass\n").unwrap();
+    // info lists the three.
+    let mut i = a.clone();
+    i.action = Some(Action::Info);
+    let ActionOutcome::TarInfo { backups, .. } = run_action(&i, &ctx).await.unwrap() else {
+        panic!("not a tar listing")
+    };
+    assert_eq!(backups.len(), 3);
+    // Retention at a cutoff between the chains' backups keeps the first chain whole only
+    // if a level is newer; at a cutoff after the second backup it goes.
+    let mut adm = a.clone();
+    adm.action = Some(Action::Admin);
+    adm.remove_from_date = Some(Timestamp::from_second(times[0]).unwrap().to_string());
+    let ActionOutcome::TarAdmin(kept) = run_action(&adm, &ctx).await.unwrap() else {
+        panic!("not a tar retention")
+    };
+    assert!(kept.removed.is_empty(), "{kept:?}");
+    assert_eq!(kept.kept_for_newer_levels.len(), 2, "{kept:?}");
+    adm.remove_from_date = Some(Timestamp::from_second(times[1]).unwrap().to_string());
+    let ActionOutcome::TarAdmin(gone) = run_action(&adm, &ctx).await.unwrap() else {
+        panic!("not a tar retention")
+    };
+    assert_eq!(gone.removed.len(), 2, "{gone:?}");
+    let ActionOutcome::TarInfo { backups, .. } = run_action(&i, &ctx).await.unwrap() else {
+        panic!("not a tar listing")
+    };
+    assert_eq!(backups.len(), 1);
+    // A native repository beside it is not disturbed, and a job with engine native works.
+    let mut n = a.clone();
+    n.other.insert("engine_name".into(), json!("native"));
+    n.max_level = None;
+    n.compression = None;
+    let o = run_action(&n, &ctx).await.unwrap();
+    assert!(matches!(o, ActionOutcome::Backup(_)), "{o:?}");
+    assert!(container.join("config").is_file());
+    let ActionOutcome::TarInfo { backups, .. } = run_action(&i, &ctx).await.unwrap() else {
+        panic!("not a tar listing")
+    };
+    assert_eq!(backups.len(), 1);
+}

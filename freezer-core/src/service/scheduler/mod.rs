@@ -1101,7 +1101,7 @@ async fn run_one(
         Some(reports) => {
             for (i, r) in reports.iter().enumerate() {
                 match &r.outcome {
-                    Ok(ActionOutcome::Backup(b)) => {
+                    Ok(b @ (ActionOutcome::Backup(_) | ActionOutcome::TarBackup(_))) => {
                         // run_job gives upstream's metadata document of every backup that
                         // wrote a snapshot; the API also learns which job and client made it.
                         if let Some(mut doc) = r.backup_metadata.clone() {

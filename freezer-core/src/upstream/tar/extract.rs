@@ -30,7 +30,7 @@ use rustix::io::Errno;
 use crate::error::{Error, Result};
 
 /// Counts of what a restore did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ExtractStats {
     /// Regular files written.
     pub files: u64,
@@ -384,16 +384,13 @@ impl Extractor {
                     E::Char => FileType::CharacterDevice,
                     _ => FileType::BlockDevice,
                 };
-                let major = entry
-                    .header()
-                    .device_major()
-                    .map_err(Fail::Stream)?
-                    .unwrap_or(0);
-                let minor = entry
-                    .header()
-                    .device_minor()
-                    .map_err(Fail::Stream)?
-                    .unwrap_or(0);
+                // A FIFO has no device numbers: some writers leave the fields empty.
+                let number = |n: std::io::Result<Option<u32>>| match (kind, n) {
+                    (E::Fifo, _) => Ok(0),
+                    (_, n) => n.map(|n| n.unwrap_or(0)).map_err(Fail::Stream),
+                };
+                let major = number(entry.header().device_major())?;
+                let minor = number(entry.header().device_minor())?;
                 let dev = rustix::fs::makedev(major, minor);
                 if rel.is_empty() {
                     return Err(Fail::Refused(

@@ -82,7 +82,7 @@ impl TarRestoreOptions {
 }
 
 /// One level applied by [`restore`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RestoredLevel {
     /// The backup (its keys: [`TarBackup::data_key`] and the others).
     pub backup: TarBackup,
@@ -94,7 +94,7 @@ pub struct RestoredLevel {
 }
 
 /// What [`restore`] did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TarRestoreReport {
     /// `N`: `<hostname>_<backup_name>`.
     pub name: String,

@@ -356,7 +356,7 @@ mod tests {
         let s = sample();
         let bytes = s.to_bytes();
         assert!(bytes.starts_with(
-            b"GNU tar-1.34-2\n1796528978\0304662133\00\01796528975\0341574623\065024\010232162\0./newdir/deeper\0Nm.txt\0\0\0"
+            b"GNU tar-1.34-2\n1796528978\x00304662133\x000\x001796528975\x00341574623\x0065024\x0010232162\x00./newdir/deeper\x00Nm.txt\x00\x00\x00"
         ));
         assert!(bytes.ends_with(b"./empty\0\0\0"));
         assert_eq!(Snapshot::parse(&bytes).unwrap().unwrap(), s);

@@ -498,7 +498,10 @@ fn raw_member(b: &mut ::tar::Builder<Vec<u8>>, name: &[u8], kind: u8, link: &[u8
     b.append(&h, data).unwrap();
 }
 
-async fn restore_hostile(members: &[(&[u8], u8, &[u8], &[u8])]) -> (tempfile::TempDir, Error) {
+/// A member: name, type, link target, data.
+type Member<'a> = (&'a [u8], u8, &'a [u8], &'a [u8]);
+
+async fn restore_hostile(members: &[Member<'_>]) -> (tempfile::TempDir, Error) {
     let mut b = ::tar::Builder::new(Vec::new());
     for (name, kind, link, data) in members {
         raw_member(&mut b, name, *kind, link, data);
@@ -522,7 +525,7 @@ async fn restore_hostile(members: &[(&[u8], u8, &[u8], &[u8])]) -> (tempfile::Te
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_members_are_refused_and_named() {
-    let cases: Vec<(&str, Vec<(&[u8], u8, &[u8], &[u8])>, &str)> = vec![
+    let cases: Vec<(&str, Vec<Member<'_>>, &str)> = vec![
         (
             "absolute",
             vec![(b"/tmp/evil-freezer-test", b'0', b"", b"x")],

@@ -32,36 +32,11 @@ use crate::error::{Error, Result};
 
 pub use parallel::Compression;
 
-/// How symbolic and hard links are followed: upstream's `--dereference-symlink`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Dereference {
-    /// Symlinks are stored as symlinks, hard links as links (tar's default).
-    #[default]
-    None,
-    /// `soft`: `tar --dereference`: what a symlink points to is stored under its name.
-    Soft,
-    /// `hard`: `tar --hard-dereference`: every name of a hard-linked file is stored in full.
-    Hard,
-    /// `all`: both.
-    All,
-}
+/// How symbolic and hard links are followed: upstream's `--dereference-symlink`, as the
+/// native engine reads it.
+pub use crate::source::fs::Dereference;
 
 impl Dereference {
-    /// Parses upstream's `dereference_symlink` value (`soft`, `hard`, `all`; empty or `none`
-    /// for none).
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "" | "none" => Ok(Dereference::None),
-            "soft" => Ok(Dereference::Soft),
-            "hard" => Ok(Dereference::Hard),
-            "all" => Ok(Dereference::All),
-            other => Err(Error::bad_input(
-                "dereference_symlink",
-                format!("{other:?}: expected soft, hard or all"),
-            )),
-        }
-    }
-
     fn follows_symlinks(self) -> bool {
         matches!(self, Dereference::Soft | Dereference::All)
     }
@@ -71,7 +46,7 @@ impl Dereference {
     }
 }
 
-/// What to write and how. `Default` is upstream's default: gzip at level 6, no encryption,
+/// What to write and how. `Default` is upstream's default: gzip at level 1 ([`Compression::default_level`]), no encryption,
 /// no excludes, `--one-file-system`, as many compression threads as cores.
 #[derive(Clone)]
 pub struct TarWriteOptions {
@@ -610,14 +585,15 @@ impl<'a> Plan<'a> {
             report.warn(format!("{}: socket ignored", p.display()));
             return Ok(());
         }
-        if st.nlink > 1 && self.opts.dereference.stores_hard_links() {
-            if let Some(first) = links.get(&(st.dev, st.ino)) {
-                let h = self.header(&st, b'1', 0);
-                tw.member(h, name, Some(first.as_slice()), &mut io::empty(), 0)
-                    .map_err(out_err)?;
-                report.files += 1;
-                return Ok(());
-            }
+        if st.nlink > 1
+            && self.opts.dereference.stores_hard_links()
+            && let Some(first) = links.get(&(st.dev, st.ino))
+        {
+            let h = self.header(&st, b'1', 0);
+            tw.member(h, name, Some(first.as_slice()), &mut io::empty(), 0)
+                .map_err(out_err)?;
+            report.files += 1;
+            return Ok(());
         }
         if ft.is_symlink() {
             let target = match fs::read_link(p) {
@@ -683,11 +659,17 @@ impl<'a> Plan<'a> {
                 return Ok(());
             };
             let mut h = self.header(&st, flag, 0);
-            if dev {
-                let (major, minor) = (
-                    rustix::fs::major(st.rdev as rustix::fs::Dev),
-                    rustix::fs::minor(st.rdev as rustix::fs::Dev),
-                );
+            {
+                // GNU tar fills both fields for every special file (0 for a FIFO); readers
+                // that parse them must not meet empty fields.
+                let (major, minor) = if dev {
+                    (
+                        rustix::fs::major(st.rdev as rustix::fs::Dev),
+                        rustix::fs::minor(st.rdev as rustix::fs::Dev),
+                    )
+                } else {
+                    (0, 0)
+                };
                 if let Some(g) = h.as_gnu_mut() {
                     g.set_device_major(major);
                     g.set_device_minor(minor);

@@ -130,7 +130,7 @@ impl Write for Blocks {
 
 enum Out<W: Write> {
     Plain(Counted<W>),
-    Encrypted(Encrypt<Counted<W>>),
+    Encrypted(Box<Encrypt<Counted<W>>>),
 }
 
 impl<W: Write> Out<W> {
@@ -181,7 +181,7 @@ pub(super) fn run<W: Write>(
     };
     let counted = Counted { inner: out, n: 0 };
     let mut w = match &opts.encrypt_pass {
-        Some(pass) => Out::Encrypted(Encrypt::new(counted, pass)?),
+        Some(pass) => Out::Encrypted(Box::new(Encrypt::new(counted, pass)?)),
         None => Out::Plain(counted),
     };
     thread::scope(|s| {
