@@ -453,16 +453,31 @@ type Comparable = (
 );
 
 /// Everything but atime and ctime (reading a file may change its atime between two runs).
+/// The members as compared. Rename records (`R`/`T`/`X`) are left out of dumpdirs: GNU tar
+/// writes one when a new folder got the inode of a removed one (the kernel reuses inodes), where
+/// we write a removal and a new folder (docs/UPSTREAM-TAR.md §4.5); both restore the same tree.
 fn comparable(ms: &[Member]) -> Vec<Comparable> {
     ms.iter()
         .map(|m| {
+            let (size, data) = if m.kind == b'D' {
+                let kept: Vec<u8> = m
+                    .data
+                    .split_inclusive(|b| *b == 0)
+                    .filter(|e| !matches!(e.first(), Some(b'R' | b'T' | b'X')))
+                    .flatten()
+                    .copied()
+                    .collect();
+                (kept.len() as u64, kept)
+            } else {
+                (m.size, m.data.clone())
+            };
             (
                 m.name.clone(),
                 m.kind,
                 m.mode,
-                m.size,
+                size,
                 m.link.clone(),
-                m.data.clone(),
+                data,
                 m.owner.clone(),
                 m.mtime,
             )
