@@ -141,7 +141,7 @@ fn upstream_options_that_do_not_apply_are_accepted() {
     let mut doc = job(
         &e,
         json!({
-            "encrypt_pass_file": e.pass(), "engine_name": "tar", "engine": "tar",
+            "encrypt_pass_file": e.pass(), "engine_name": "native", "engine": "native",
             "lvm_srcvol": "/dev/vg/lv", "lvm_volgroup": "vg", "lvm_snapsize": "1G", "snapshot": "",
             "mysql_conf": "/etc/mysql/backup.ini", "proxy": "http://proxy:3128",
             "os_auth_url": "http://keystone:5000/v3", "os_identity_api_version": "3",
