@@ -45,14 +45,11 @@ pub fn pack_key(id: &Id) -> String {
 /// never a repository's: they are not listed as stray packs, never deleted, and do not stop a
 /// repository being made beside them.
 pub fn is_upstream_key(key: &str) -> bool {
+    // Upstream's engines (`freezer/engine/*`): only their folders, never a stray file elsewhere.
+    const ENGINES: &[&str] = &["tar", "rsync", "rsyncv2", "nova", "osbrick", "glance"];
     let mut parts = key.split('/');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("metadata"), Some(engine), Some(_)) => !engine.is_empty(),
-        // A pack's folder is two hex digits; an upstream engine's name never is.
-        (Some("data"), Some(engine), Some(_)) => {
-            !engine.is_empty()
-                && (engine.len() != 2 || !engine.bytes().all(|b| b.is_ascii_hexdigit()))
-        }
+        (Some("metadata" | "data"), Some(engine), Some(_)) => ENGINES.contains(&engine),
         _ => false,
     }
 }

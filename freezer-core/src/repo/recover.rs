@@ -451,6 +451,15 @@ mod tests {
         ));
         assert!(!is_repository_part("notes.txt"));
         assert!(!is_repository_part("index/not-hex"));
+        // Upstream's layout, which a repository may sit beside: only its engines' folders.
+        use super::super::is_upstream_key;
+        assert!(is_upstream_key(
+            "data/tar/node1_web/1700000000/0_1700000000/data"
+        ));
+        assert!(is_upstream_key("metadata/tar/node1_web/1/0_1/metadata"));
+        assert!(!is_upstream_key(&format!("data/{}/{id}", &id[..2])));
+        assert!(!is_upstream_key("data/zz/stray"));
+        assert!(!is_upstream_key("metadata"));
     }
 
     use std::sync::Arc;
