@@ -360,6 +360,21 @@ struct CopyArgs {
     backup_name: Option<String>,
 }
 
+impl CopyArgs {
+    /// The repository copied into: `--to`, with `--to-encrypt-pass-file` (default: the
+    /// source's pass file) and the source's other settings.
+    fn target(&self) -> RepoArgs {
+        RepoArgs {
+            repos: self.to.clone(),
+            encrypt_pass_file: self
+                .to_encrypt_pass_file
+                .clone()
+                .or_else(|| self.repo.encrypt_pass_file.clone()),
+            ..self.repo.clone()
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 struct RestoreArgs {
     #[command(flatten)]
@@ -728,15 +743,7 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
                 return migrate(a, out).await;
             }
             let mut source = a.repo.open().await?;
-            let target_args = RepoArgs {
-                repos: a.to.clone(),
-                encrypt_pass_file: a
-                    .to_encrypt_pass_file
-                    .clone()
-                    .or_else(|| a.repo.encrypt_pass_file.clone()),
-                ..a.repo.clone()
-            };
-            let mut target = target_args.open().await?;
+            let mut target = a.target().open().await?;
             let mut opts = freezer_core::engine::CopyOptions::new(Actor::current());
             if !a.snapshot.is_empty() {
                 let snaps = source.snapshots().await?.0;
@@ -796,15 +803,7 @@ async fn migrate(a: CopyArgs, out: &Out) -> freezer_core::Result<bool> {
         ));
     }
     let source = a.repo.sinks()?.remove(0);
-    let target_args = RepoArgs {
-        repos: a.to.clone(),
-        encrypt_pass_file: a
-            .to_encrypt_pass_file
-            .clone()
-            .or_else(|| a.repo.encrypt_pass_file.clone()),
-        ..a.repo.clone()
-    };
-    let mut target = target_args.open().await?;
+    let mut target = a.target().open().await?;
     let mut opts = freezer_core::upstream::migrate::MigrateOptions::new(Actor::current());
     if let Some(p) = &a.repo.encrypt_pass_file {
         let content = std::fs::read(p).map_err(|e| Error::io(p.display(), e))?;

@@ -436,14 +436,7 @@ impl Out {
         upstream: &[freezer_core::upstream::run::TarBackupSummary],
     ) {
         if self.json {
-            let list: Vec<serde_json::Value> = snaps
-                .iter()
-                .map(|(id, s)| {
-                    let mut v = serde_json::to_value(s).expect("serializes");
-                    v["id"] = json!(id);
-                    v
-                })
-                .collect();
+            let list = snapshots_json(snaps);
             print_json(&json!({"snapshots": list, "unreadable": bad, "upstream_tar": upstream}));
             for b in bad {
                 eprintln!("unreadable snapshot: {b}");
@@ -462,14 +455,7 @@ impl Out {
 
     pub fn snapshots(&self, snaps: &[(Id, Snapshot)], bad: &[String]) {
         if self.json {
-            let list: Vec<serde_json::Value> = snaps
-                .iter()
-                .map(|(id, s)| {
-                    let mut v = serde_json::to_value(s).expect("serializes");
-                    v["id"] = json!(id);
-                    v
-                })
-                .collect();
+            let list = snapshots_json(snaps);
             print_json(&json!({"snapshots": list, "unreadable": bad}));
         } else {
             let list: Vec<SnapshotSummary> = snaps.iter().map(|(id, s)| s.summary(*id)).collect();
@@ -626,6 +612,18 @@ fn backup_json(r: &BackupResult) -> serde_json::Value {
         "retention": r.retention,
         "created_repository": r.created_repository,
     })
+}
+
+/// Snapshots as `--json` lists them: each one's fields and its `id`.
+fn snapshots_json(snaps: &[(Id, Snapshot)]) -> Vec<serde_json::Value> {
+    snaps
+        .iter()
+        .map(|(id, s)| {
+            let mut v = serde_json::to_value(s).expect("serializes");
+            v["id"] = json!(id);
+            v
+        })
+        .collect()
 }
 
 #[cfg(test)]
