@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step says when it starts (seconds since the start), so a slow run shows where time went.
+step() { printf '\n== %s (at %ds)\n' "$*" "$SECONDS"; }
 # Free space shapes some failures (Swift refuses writes below its reserve): show it at the
 # start and when a step fails.
 trap 'echo "== failed; free space:"; df -h / /tmp 2>/dev/null' ERR
@@ -15,6 +16,19 @@ export CARGO_INCREMENTAL=0
 
 step "prerequisites"
 df -h / /tmp 2>/dev/null || true
+# The toolchain rust-toolchain.toml pins, with rustfmt and clippy: a machine whose stable
+# toolchain is that release but not installed under its number gets it linked (no download).
+want=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$want"; then
+  stable_sysroot=$(rustc +stable --print sysroot 2>/dev/null || true)
+  if [ -n "$stable_sysroot" ] && [ "$(rustc +stable --version | cut -d' ' -f2)" = "$want" ]; then
+    ln -s "$stable_sysroot" "$(dirname "$stable_sysroot")/$want-$(rustc +stable -vV | sed -n 's/^host: //p')"
+  fi
+fi
+cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || {
+  echo "rustfmt and clippy are needed: rustup component add rustfmt clippy (toolchain $want)" >&2
+  exit 1
+}
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v gcc >/dev/null || need_apt+=(gcc)
@@ -28,7 +42,6 @@ command -v diff >/dev/null || need_apt+=(diffutils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
-[ -f ../shared/bench/corpus.py ] || { echo "../shared/bench/corpus.py is missing: the tests need the shared folder beside this checkout" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || echo "warning: not root: the full-disk test mounts a tmpfs and will fail" >&2
 
 step "test servers"

@@ -4,9 +4,9 @@
     python3 benches/agent.py [--size-mb 512] [--runs 1] [--agent PATH] [--work DIR] [--keep-work]
     python3 benches/agent.py --quick          # 32 MB, a sanity check
 
-It makes the corpus (../shared/bench/corpus.py, seed 1), installs upstream's agent in
+It makes the corpus (benches/corpus.py, seed 1), installs upstream's agent in
 target/upstream-agent when missing (a virtual environment from PyPI; it runs without a cloud
-through ../shared/peers/nocloud), builds target/release/freezer-agent when missing (or takes
+through tests/upstream/nocloud), builds target/release/freezer-agent when missing (or takes
 `--agent`), then measures on local storage, each into a fresh container:
 
   upstream backup        upstream's agent, its defaults (engine tar, gzip)
@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (the shared runner and tree comparison)
 
 REPO_ROOT = compare.REPO_ROOT
-NOCLOUD = os.path.join(os.path.dirname(REPO_ROOT), "shared", "peers", "nocloud")
+NOCLOUD = os.path.join(REPO_ROOT, "tests", "upstream", "nocloud")
 UPSTREAM_VENV = os.path.join(REPO_ROOT, "target", "upstream-agent")
 TARGETS = {
     "native backup": ("upstream backup", 0.1),

@@ -4,7 +4,7 @@
     python3 benches/compare.py [--runs 3] [--size-mb 512] [--work DIR] [--freezer PATH]
                                [--json-out FILE] [--markdown-out FILE] [--quick] [--keep]
 
-One invocation makes the corpus (../shared/bench/corpus.py, seed 1), then, in each run, copies
+One invocation makes the corpus (benches/corpus.py, seed 1), then, in each run, copies
 it to a working copy (`cp -a`) and for each tool, with a fresh encrypted repository, measures:
 
   first      the first backup of the working copy
@@ -57,7 +57,8 @@ PASSPHRASE = "compare.py benchmark passphrase, not a secret"
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
-CORPUS_PY = os.path.join(os.path.dirname(REPO_ROOT), "shared", "bench", "corpus.py")
+# The project's own generator (a checkout alone runs every benchmark).
+CORPUS_PY = os.path.join(HERE, "corpus.py")
 
 
 class CommandFailed(Exception):

@@ -5,7 +5,7 @@
                                  [--work DIR] [--keep-work] [--freezer PATH] [--json-out FILE]
                                  [--markdown-out FILE] [--quick]
 
-One invocation makes the corpus (../shared/bench/corpus.py, seed 1). In each run, with a fresh
+One invocation makes the corpus (benches/corpus.py, seed 1). In each run, with a fresh
 encrypted repository per tool, it backs up a working copy of the corpus --snapshots times,
 changing it with `corpus.py mutate --percent 5` between backups (both tools back up the same
 states), then measures, per tool:

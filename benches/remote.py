@@ -4,7 +4,7 @@
     python3 benches/remote.py [--runs 3] [--size-mb 256] [--work DIR] [--keep-work] [--freezer PATH]
                               [--json-out FILE] [--markdown-out FILE] [--quick] [--no-swift]
 
-One invocation makes the corpus (../shared/bench/corpus.py, seed 1) and starts, on 127.0.0.1,
+One invocation makes the corpus (benches/corpus.py, seed 1) and starts, on 127.0.0.1,
 the same servers the tests use: s3s-fs (S3, signatures checked), Debian's sshd (SFTP) and,
 unless --no-swift, Debian's Swift proxy with tempauth. In each run it measures, with a fresh
 encrypted repository per tool and target:

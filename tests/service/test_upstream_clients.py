@@ -23,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 OURS = pathlib.Path(os.environ.get("FREEZER_RS_BIN", ROOT / "target/debug/freezer"))
 CLIENT = os.environ.get("FREEZER_CLIENT_BIN")
 SCHEDULER = os.environ.get("FREEZER_SCHEDULER_BIN")
-NOCLOUD = ROOT.parent / "shared/peers/nocloud"
+NOCLOUD = ROOT / "tests/upstream/nocloud"
 
 PASSWORDS = {
     "alice": "alice-secret-1",

@@ -19,7 +19,8 @@ target; deleted paths are absent).
 --restore-from-date <T>) into OUT/restore/... and compares with the manifest.
 
 Upstream's agent needs no cloud for local storage when PYTHONPATH holds the nocloud
-sitecustomize (default: /work/shared/peers/nocloud, or --nocloud DIR, or $FREEZER_NOCLOUD).
+sitecustomize (default: tests/upstream/nocloud beside this script, or --nocloud DIR, or
+$FREEZER_NOCLOUD).
 """
 import argparse
 import datetime
@@ -440,8 +441,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--agent", required=True, help="path to upstream's freezer-agent")
     ap.add_argument("--out", required=True, help="output folder (wiped and recreated)")
-    ap.add_argument("--nocloud", default=os.environ.get("FREEZER_NOCLOUD",
-                                                         "/work/shared/peers/nocloud"),
+    ap.add_argument("--nocloud", default=os.environ.get(
+                        "FREEZER_NOCLOUD", os.path.join(os.path.dirname(os.path.abspath(__file__)), "nocloud")),
                     help="folder holding the nocloud sitecustomize.py")
     ap.add_argument("--compressions", default="gzip,bzip2,xz,zstd",
                     type=lambda s: s.split(","))
