@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 src=$(realpath "${1:-/usr/share/doc}")
 cargo build --release --locked -p freezer-cli
-freezer=$PWD/target/release/freezer
+# Cargo puts the binary under CARGO_TARGET_DIR when it is set (a relative one is taken from here).
+freezer=$(realpath -m "${CARGO_TARGET_DIR:-target}")/release/freezer
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 umask 077

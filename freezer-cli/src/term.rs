@@ -81,6 +81,20 @@ pub fn environment() -> job::Environment {
         .collect()
 }
 
+/// Whether SIGTERM cancelled the run.
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+
+/// When SIGTERM cancelled the run, ends the process by SIGTERM's default action, once the run
+/// has released what it held: the parent sees a process killed by SIGTERM (status -15), as
+/// with upstream's agent, whose scheduler reports such a run as aborted rather than failed.
+/// Returns when no SIGTERM came.
+pub fn die_by_sigterm_if_received() {
+    if TERMINATED.load(Ordering::SeqCst) {
+        // Resets SIGTERM to its default action and raises it; it returns only on failure.
+        let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGTERM);
+    }
+}
+
 /// SIGTERM or SIGINT cancels the running backup or job: it stops, releases what it holds
 /// (its lock, an LVM snapshot) and fails with `cancelled`, instead of dying at once. Call it
 /// inside the runtime.
@@ -95,7 +109,10 @@ pub fn cancel_on_signal(program: &'static str, token: &freezer_core::CancelToken
     let token = token.clone();
     tokio::spawn(async move {
         let what = tokio::select! {
-            _ = term.recv() => "SIGTERM",
+            _ = term.recv() => {
+                TERMINATED.store(true, Ordering::SeqCst);
+                "SIGTERM"
+            }
             _ = int.recv() => "interrupted",
         };
         write_stderr(format_args!(

@@ -29,8 +29,11 @@ pub(crate) struct TokenDoc {
 /// The token itself.
 #[derive(Debug, Deserialize)]
 pub(crate) struct TokenBody {
+    // Read by the service (its Keystone validation); not by the storages alone.
+    #[cfg_attr(not(feature = "service"), allow(dead_code))]
     #[serde(default)]
     pub expires_at: Option<String>,
+    #[cfg_attr(not(feature = "service"), allow(dead_code))]
     #[serde(default)]
     pub project: Option<ProjectRef>,
     #[serde(default)]
@@ -40,6 +43,7 @@ pub(crate) struct TokenBody {
 /// The project a token is scoped to.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ProjectRef {
+    #[cfg_attr(not(feature = "service"), allow(dead_code))]
     pub id: String,
 }
 

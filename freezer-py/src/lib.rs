@@ -245,7 +245,8 @@ fn to_result(
     Ok(result)
 }
 
-/// Creates a repository in `container` (a folder); encrypted when `encrypt_pass_file` names a
+/// Creates a repository in `container` (a folder, or a storage URL: `s3://bucket/prefix`,
+/// `swift://container/prefix`, `ssh://host/path`...); encrypted when `encrypt_pass_file` names a
 /// file whose first line is the passphrase. Returns `{"id": ..., "created": [...]}`.
 #[pyfunction]
 #[pyo3(signature = (container, encrypt_pass_file = None))]
@@ -259,9 +260,10 @@ fn init(
             .map(|p| Passphrase::from_file(std::path::Path::new(&p)))
             .transpose()
             .map_err(to_py)?;
-        let sinks: Vec<std::sync::Arc<dyn freezer_core::sink::Sink>> = vec![std::sync::Arc::new(
-            freezer_core::sink::LocalSink::new(container),
-        )];
+        // A storage URL (`s3://bucket/node1`, `swift://c/p`, `ssh://host/path`) or a folder.
+        let spec = freezer_core::job::StorageSpec::from_url(&container).map_err(to_py)?;
+        spec.validate("container").map_err(to_py)?;
+        let sinks = vec![spec.open(&context().env, (None, None)).map_err(to_py)?];
         runtime()?
             .block_on(Repository::init(
                 sinks,

@@ -192,3 +192,29 @@ def test_a_passphrase_of_spaces_makes_no_repository(tmp_path):
 
 def test_version():
     assert freezer_py.version()
+
+
+def test_a_container_that_is_a_storage_url_is_never_a_local_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f.txt").write_text("url\n")
+    # file:// is the local storage: the repository is made where the URL says.
+    repo = tmp_path / "by-url"
+    freezer_py.init(f"file://{repo}")
+    assert (repo / "config").exists()
+    backup = freezer_py.run_action({"action": "backup", "path_to_backup": str(data),
+                                    "backup_name": "py", "container": f"file://{repo}"})
+    assert backup["snapshot"]["stats"]["files"] == 1
+    # A URL that names another storage than `storage` says is refused, naming both.
+    with pytest.raises(freezer_py.BadInputError) as e:
+        freezer_py.run_action({"action": "backup", "path_to_backup": str(data),
+                               "backup_name": "py", "storage": "local",
+                               "container": "s3://bucket/node1"})
+    assert "s3 storage URL" in str(e.value) and '"local"' in str(e.value)
+    # A bad URL is an error naming it.
+    with pytest.raises(freezer_py.FreezerError) as e:
+        freezer_py.init("gopher://host/x")
+    assert "gopher" in str(e.value)
+    # Nothing was made in the working folder under the URL's name.
+    assert sorted(os.listdir(tmp_path)) == ["by-url", "data"]

@@ -120,19 +120,70 @@ fn typed_from_file(o: &Opt, v: Value, file: &str) -> Result<Option<Value>, Strin
     }
 }
 
+/// oslo.config's default places for `freezer<ext>` and `freezer-agent<ext>` (project
+/// `freezer`, program `freezer-agent`): for each name, the first of `~/.freezer/`, `~/`,
+/// `/etc/freezer/`, `/etc/` that holds it, the project's before the program's.
+fn oslo_defaults(home: Option<&Path>, ext: &str, exists: fn(&Path) -> bool) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(h) = home {
+        dirs.push(h.join(".freezer"));
+        dirs.push(h.to_path_buf());
+    }
+    dirs.push(PathBuf::from("/etc/freezer"));
+    dirs.push(PathBuf::from("/etc"));
+    ["freezer", "freezer-agent"]
+        .iter()
+        .filter_map(|name| {
+            dirs.iter()
+                .map(|d| d.join(format!("{name}{ext}")))
+                .find(|p| exists(p))
+        })
+        .collect()
+}
+
 /// Builds the plan from the parsed command line, reading the files it names.
 pub fn plan(parsed: &Parsed) -> Result<Plan, String> {
     let mut merged: BTreeMap<String, (Value, From)> = BTreeMap::new();
     // Layers, lowest first: oslo config files, the job file, the command line.
-    let mut oslo_files: Vec<PathBuf> = parsed.config_files.iter().map(PathBuf::from).collect();
-    if let Some(Value::String(dir)) = parsed.values.get("config_dir") {
-        let mut confs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| format!("--config-dir {dir}: {e}"))?
+    // As oslo: without `--config-file`, the files found in its default places; without
+    // `--config-dir`, the `.conf.d` folders found there. Found files are not the operator's
+    // request for this run: their keys that are not the agent's (the scheduler's, say, in a
+    // shared freezer.conf) are left alone, as oslo leaves them; the files named are strict.
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut oslo_files: Vec<(PathBuf, bool)> = if parsed.config_files.is_empty() {
+        oslo_defaults(home.as_deref(), ".conf", Path::is_file)
+            .into_iter()
+            .map(|p| (p, false))
+            .collect()
+    } else {
+        parsed
+            .config_files
+            .iter()
+            .map(|p| (PathBuf::from(p), true))
+            .collect()
+    };
+    let dirs: Vec<(PathBuf, bool)> = match parsed.values.get("config_dir") {
+        Some(Value::String(dir)) => vec![(PathBuf::from(dir), true)],
+        _ => oslo_defaults(home.as_deref(), ".conf.d", Path::is_dir)
+            .into_iter()
+            .map(|p| (p, false))
+            .collect(),
+    };
+    for (dir, strict) in dirs {
+        let mut confs: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| {
+                let label = if strict {
+                    "--config-dir"
+                } else {
+                    "config folder"
+                };
+                format!("{label} {}: {e}", dir.display())
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "conf"))
             .collect();
         confs.sort();
-        oslo_files.extend(confs);
+        oslo_files.extend(confs.into_iter().map(|p| (p, strict)));
     }
     let mut layer = |entries: Vec<(String, Value)>, file: &str| -> Result<(), String> {
         for (k, v) in entries {
@@ -152,14 +203,20 @@ pub fn plan(parsed: &Parsed) -> Result<Plan, String> {
         }
         Ok(())
     };
-    for f in &oslo_files {
+    for (f, strict) in &oslo_files {
         let ini = ini::Ini::read(f)?;
         let entries = ini
             .defaults
             .iter()
             .map(|(k, v)| (k.replace('-', "_"), ini::upstream_value(v)))
+            .filter(|(k, _)| *strict || options::by_dest(k).is_some())
             .collect();
-        layer(entries, &format!("--config-file {}", f.display()))?;
+        let label = if *strict {
+            "--config-file"
+        } else {
+            "config file"
+        };
+        layer(entries, &format!("{label} {}", f.display()))?;
     }
     let job_file = match parsed.values.get("config") {
         Some(Value::String(path)) if !path.is_empty() => {
@@ -610,7 +667,12 @@ pub fn main() -> ExitCode {
             tracing::info!("freezer-agent succeeded");
             ExitCode::SUCCESS
         }
-        Err(Failure(m)) => critical(plan.quiet, &m),
+        Err(Failure(m)) => {
+            let code = critical(plan.quiet, &m);
+            // Cancelled by SIGTERM: die by it, as upstream's agent (its scheduler's "aborted").
+            crate::term::die_by_sigterm_if_received();
+            code
+        }
     }
 }
 

@@ -483,3 +483,141 @@ fn info_and_admin_on_local_storage() {
     ]);
     assert_status(&o, 0);
 }
+
+/// oslo's default places: without `--config-file`, `~/.freezer/freezer-agent.conf` (and the
+/// `.conf.d` folders) give the options; keys that are not the agent's (a shared file's) are
+/// left alone there; `--config-file` replaces the found files, and its unknown keys are errors.
+#[test]
+fn the_default_config_files_of_oslo_are_read() {
+    let s = Site::new();
+    let home = s.tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".freezer/freezer.conf.d")).unwrap();
+    let st = s.p("st");
+    std::fs::write(
+        home.join(".freezer/freezer-agent.conf"),
+        format!(
+            "[DEFAULT]\nstorage = local\ncontainer = {st}\nengine_name = native\n\
+             # the scheduler's, in a shared file: not the agent's\nclient_id = node-1\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join(".freezer/freezer.conf.d/10-name.conf"),
+        "[DEFAULT]\nbackup_name = from-conf-d\n",
+    )
+    .unwrap();
+    let with_home = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_freezer-agent"));
+        c.args(args)
+            .current_dir(s.tmp.path())
+            .env("HOME", &home)
+            .stdin(Stdio::null());
+        c.output().unwrap()
+    };
+    let src = s.p("src");
+    let o = with_home(&["--path-to-backup", &src, "--metadata-out", "-"]);
+    assert_status(&o, 0);
+    let meta: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(meta["backup_name"], "from-conf-d", "{meta}");
+    assert_eq!(meta["container"], st.as_str(), "{meta}");
+    let to = s.p("restored");
+    let o = with_home(&["--action", "restore", "--restore-abs-path", &to]);
+    assert_status(&o, 0);
+    assert_same_tree(Path::new(&src), Path::new(&to), false);
+
+    // A file named on the command line replaces the found ones: its container is used, and a
+    // key that is not an option is an error naming the file.
+    let named = s.tmp.path().join("named.conf");
+    let other = s.p("other");
+    std::fs::write(
+        &named,
+        format!("[DEFAULT]\nstorage = local\ncontainer = {other}\nengine_name = native\n"),
+    )
+    .unwrap();
+    assert!(!Path::new(&other).exists());
+    let o = with_home(&[
+        "--config-file",
+        named.to_str().unwrap(),
+        "--path-to-backup",
+        &src,
+        "--backup-name",
+        "web",
+    ]);
+    assert_status(&o, 0);
+    assert!(Path::new(&other).is_dir());
+    std::fs::write(&named, "[DEFAULT]\nclient_id = node-1\n").unwrap();
+    let o = with_home(&[
+        "--config-file",
+        named.to_str().unwrap(),
+        "--path-to-backup",
+        &src,
+    ]);
+    assert_status(&o, 1);
+    assert!(text(&o.stderr).contains("client_id"), "{}", text(&o.stderr));
+}
+
+/// SIGTERM stops a running backup cleanly, then the agent dies by SIGTERM (status -15), as
+/// upstream's does: upstream's scheduler reports such a run as aborted, not failed.
+#[test]
+fn sigterm_stops_the_backup_and_the_agent_dies_by_it() {
+    use std::io::Write;
+    use std::os::unix::process::ExitStatusExt;
+    let s = Site::new();
+    let st = s.p("st");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_freezer-agent"))
+        .args([
+            "--mode",
+            "stdin",
+            "--container",
+            &st,
+            "--backup-name",
+            "piped",
+            "--storage",
+            "local",
+            "--engine",
+            "native",
+        ])
+        .current_dir(s.tmp.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The backup is under way and waits for more input, which never comes.
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(&vec![7u8; 1 << 20]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed().as_secs() > 30 {
+            let _ = child.kill();
+            panic!("freezer-agent still runs 30 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    drop(input);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(status.signal(), Some(15), "{status:?}: {}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("SIGTERM"), "{}", text(&o.stderr));
+    // Nothing was saved: the restore finds no backup of that name.
+    let o = s.run(&[
+        "--action",
+        "restore",
+        "--restore-abs-path",
+        &s.p("out"),
+        "--container",
+        &st,
+        "--backup-name",
+        "piped",
+        "--storage",
+        "local",
+        "--engine",
+        "native",
+    ]);
+    assert_status(&o, 1);
+}

@@ -697,6 +697,7 @@ impl FreezerAction {
     /// (`endpoint`, `access_key`, `secret_key`, `ssh_*`, ...) first, then `storages`.
     /// Storage options other than the typed fields are read from [`FreezerAction::other`];
     /// an option of the wrong type is named.
+    /// A `container` that is a storage URL selects that storage ([`StorageSpec::resolved`]).
     pub fn all_storages(&self) -> Result<Vec<StorageSpec>> {
         let mut out = Vec::new();
         if self.container.is_some() || self.storage.is_some() {
@@ -707,16 +708,19 @@ impl FreezerAction {
                 .collect();
             let text = serde_json::Value::Object(map).to_string();
             let rest: StorageSpec = parse_json(&text, "")?;
-            out.push(StorageSpec {
+            let spec = StorageSpec {
                 storage: self.storage.clone(),
                 container: self.container.clone(),
                 endpoint: self.endpoint.clone(),
                 access_key: self.access_key.clone(),
                 secret_key: self.secret_key.clone(),
                 ..rest
-            });
+            };
+            out.push(spec.resolved("container")?);
         }
-        out.extend(self.storages.iter().cloned());
+        for (i, s) in self.storages.iter().enumerate() {
+            out.push(s.resolved(&format!("storages[{i}]"))?);
+        }
         Ok(out)
     }
 

@@ -371,6 +371,85 @@ impl StorageSpec {
         }
     }
 
+    /// The spec with a `container` that is a storage URL (`s3://bucket/node1`,
+    /// `swift://c/p`, `ssh://host/path`, `file:///srv`...) read as that storage: its kind
+    /// becomes `storage` (a `storage` that names another kind is refused, naming both), and
+    /// what the URL says (endpoint, region, host, port, user) fills the options left unset
+    /// (one set to another value is refused). A container without `://` is left as it is.
+    /// `field` names the storage in errors.
+    pub fn resolved(&self, field: &str) -> Result<StorageSpec> {
+        let Some(container) = self.container.as_deref().filter(|c| c.contains("://")) else {
+            return Ok(self.clone());
+        };
+        let url = StorageSpec::from_url(container.trim()).map_err(|e| {
+            Error::bad_input(
+                field,
+                format!("container {container:?} is not a storage URL: {e}"),
+            )
+        })?;
+        let kind = url.kind().to_string();
+        if let Some(given) = self.storage.as_deref().filter(|s| !s.trim().is_empty())
+            && given.trim() != kind
+        {
+            return Err(Error::bad_input(
+                field,
+                format!(
+                    "container {container:?} is a {kind} storage URL but storage is {given:?}: \
+                     leave storage out, or give the container as a {given} storage takes it"
+                ),
+            ));
+        }
+        let mut out = self.clone();
+        out.storage = Some(kind);
+        out.container = url.container;
+        fn fill<T: Clone + PartialEq + fmt::Debug>(
+            mine: &mut Option<T>,
+            theirs: Option<T>,
+            name: &str,
+            field: &str,
+        ) -> Result<()> {
+            match (mine.as_ref(), theirs) {
+                (_, None) => Ok(()),
+                (None, t) => {
+                    *mine = t;
+                    Ok(())
+                }
+                (Some(m), Some(t)) if *m == t => Ok(()),
+                (Some(m), Some(t)) => Err(Error::bad_input(
+                    field,
+                    format!("the container's URL gives {name} {t:?} but {name} is {m:?}"),
+                )),
+            }
+        }
+        fill(&mut out.endpoint, url.endpoint, "endpoint", field)?;
+        fill(&mut out.region, url.region, "region", field)?;
+        fill(&mut out.ssh_host, url.ssh_host, "ssh_host", field)?;
+        fill(&mut out.ssh_port, url.ssh_port, "ssh_port", field)?;
+        fill(
+            &mut out.ssh_username,
+            url.ssh_username,
+            "ssh_username",
+            field,
+        )?;
+        fill(&mut out.storage_url, url.storage_url, "storage_url", field)?;
+        fill(
+            &mut out.segment_size,
+            url.segment_size,
+            "segment_size",
+            field,
+        )?;
+        fill(&mut out.ftp_host, url.ftp_host, "ftp_host", field)?;
+        fill(&mut out.ftp_port, url.ftp_port, "ftp_port", field)?;
+        fill(
+            &mut out.ftp_username,
+            url.ftp_username,
+            "ftp_username",
+            field,
+        )?;
+        out.virtual_hosted |= url.virtual_hosted;
+        Ok(out)
+    }
+
     /// The kind, `local` when unset.
     pub fn kind(&self) -> &str {
         self.storage.as_deref().unwrap_or("local")
@@ -715,6 +794,70 @@ pub(crate) fn limits(up: Option<&str>, down: Option<&str>) -> Result<(Option<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_container_that_is_a_url_selects_its_storage() {
+        let spec = |storage: Option<&str>, container: &str| StorageSpec {
+            storage: storage.map(String::from),
+            container: Some(container.into()),
+            ..Default::default()
+        };
+        // No storage: the URL's.
+        let s = spec(
+            None,
+            "s3://bucket/node1?endpoint=http%3A%2F%2F127.0.0.1%3A9000",
+        )
+        .resolved("container")
+        .unwrap();
+        assert_eq!(s.kind(), "s3");
+        assert_eq!(s.container.as_deref(), Some("bucket/node1"));
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        // The same kind: the URL is read; ssh's host, port and user fill the options.
+        let s = spec(Some("ssh"), "ssh://backup@nas:2022/srv/freezer")
+            .resolved("container")
+            .unwrap();
+        assert_eq!(
+            (s.ssh_host.as_deref(), s.ssh_port, s.ssh_username.as_deref()),
+            (Some("nas"), Some(2022), Some("backup"))
+        );
+        assert_eq!(s.container.as_deref(), Some("/srv/freezer"));
+        let s = spec(None, "file:///srv/backups").resolved("c").unwrap();
+        assert_eq!(
+            (s.kind(), s.container.as_deref()),
+            ("local", Some("/srv/backups"))
+        );
+        // Another kind is refused, naming both; never a local folder named "s3:".
+        let e = spec(Some("local"), "s3://bucket/node1")
+            .resolved("container")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("s3 storage URL") && e.contains("\"local\""),
+            "{e}"
+        );
+        // A URL that contradicts an option is refused, naming it.
+        let mut s = spec(None, "s3://b?endpoint=http%3A%2F%2Fa");
+        s.endpoint = Some("http://b".into());
+        let e = s.resolved("storages[0]").unwrap_err().to_string();
+        assert!(e.contains("storages[0]") && e.contains("endpoint"), "{e}");
+        // A bad URL is named as the container.
+        let e = spec(None, "s3://")
+            .resolved("container")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("container") && e.contains("no bucket"), "{e}");
+        let e = spec(None, "gopher://x")
+            .resolved("container")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown scheme"), "{e}");
+        // A folder is a folder.
+        let s = spec(None, "/srv/backups").resolved("container").unwrap();
+        assert_eq!(
+            (s.storage, s.container.as_deref()),
+            (None, Some("/srv/backups"))
+        );
+    }
 
     #[test]
     fn urls_read_as_storages() {

@@ -47,11 +47,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use suppaftp::FtpError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, check_key, clamp};
+use super::{ByteStream, GetBody, ObjectMeta, Payload, PutMode, Sink, check_key, clamp};
 use crate::error::{Error, Result};
 
 mod listing;
@@ -277,13 +278,15 @@ impl FtpSink {
         }
     }
 
+    /// Sends `body` into a temporary file while it is read, then renames it into place.
+    /// Returns the size.
     async fn put_on(
         &self,
         c: &mut Conn,
         key: &str,
-        payload: &Payload,
+        mut body: ByteStream,
         mode: PutMode,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let what = self.what(key);
         let target = join(&self.root(c), key);
         let dir = target.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
@@ -304,8 +307,20 @@ impl FtpSink {
             }
             Err(e) => return Err(ftp_err(e, &what)),
         };
+        let mut len = 0u64;
+        // An error of the body itself (not of the connection): the transfer is ended cleanly,
+        // so that the connection stays usable, and the temporary file removed.
+        let mut body_failed = None;
         let sent: Result<()> = async {
-            for part in payload.parts() {
+            while let Some(part) = body.next().await {
+                let part = match part {
+                    Ok(p) => p,
+                    Err(e) => {
+                        body_failed = Some(e);
+                        break;
+                    }
+                };
+                len += part.len() as u64;
                 for piece in part.chunks(1 << 20) {
                     match tokio::time::timeout(self.opts.timeout, upload.write_all(piece)).await {
                         Ok(Ok(())) => {}
@@ -323,6 +338,10 @@ impl FtpSink {
             self.t(upload.finish()).await.map_err(|e| ftp_err(e, &what))
         }
         .await;
+        let sent = match (sent, body_failed) {
+            (Ok(()), Some(e)) => Err(e),
+            (sent, _) => sent,
+        };
         let placed = match sent {
             Err(e) => Err(e),
             Ok(()) => {
@@ -347,7 +366,7 @@ impl FtpSink {
         if placed.is_err() && !matches!(placed, Err(Error::Transient { .. })) {
             let _ = self.t(c.ftp.rm(&tmp)).await;
         }
-        placed
+        placed.map(|()| len)
     }
 
     async fn get_on(&self, c: &mut Conn, key: &str, range: Option<Range<u64>>) -> Result<GetBody> {
@@ -523,9 +542,16 @@ impl Sink for FtpSink {
     }
 
     async fn put(&self, key: &str, payload: Payload, mode: PutMode) -> Result<()> {
+        let parts = payload.parts().to_vec();
+        let body = futures::stream::iter(parts.into_iter().map(Ok)).boxed();
+        self.put_stream(key, body, mode).await.map(|_| ())
+    }
+
+    /// Sent while the body is read: nothing of it is held beyond the piece in hand.
+    async fn put_stream(&self, key: &str, body: ByteStream, mode: PutMode) -> Result<u64> {
         self.check(key)?;
         let mut lease = self.lease().await?;
-        let res = self.put_on(&mut lease.conn, key, &payload, mode).await;
+        let res = self.put_on(&mut lease.conn, key, body, mode).await;
         self.give_back(lease, &res);
         res
     }

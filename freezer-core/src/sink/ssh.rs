@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use russh::client;
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::SftpSession;
@@ -25,7 +26,7 @@ use russh_sftp::protocol::{OpenFlags, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary, check_key, clamp};
+use super::{ByteStream, GetBody, ObjectMeta, Payload, PutMode, Sink, Temporary, check_key, clamp};
 use crate::error::{Error, Result};
 
 /// How to reach a folder over SSH.
@@ -500,6 +501,14 @@ impl Sink for SshSink {
     }
 
     async fn put(&self, key: &str, payload: Payload, mode: PutMode) -> Result<()> {
+        let parts = payload.parts().to_vec();
+        let body = futures::stream::iter(parts.into_iter().map(Ok)).boxed();
+        self.put_stream(key, body, mode).await.map(|_| ())
+    }
+
+    /// Written into a temporary file while the body is read, then renamed (or linked, for a
+    /// create-only put) into place; nothing of the body is held beyond the piece in hand.
+    async fn put_stream(&self, key: &str, mut body: ByteStream, mode: PutMode) -> Result<u64> {
         let target = self.remote(key)?;
         let what = self.what(key);
         self.with(|c| async move {
@@ -529,9 +538,12 @@ impl Sink for SshSink {
                 }
                 Err(e) => return Err(sftp_err(e, &what)),
             };
+            let mut len = 0u64;
             let written: Result<()> = async {
-                for part in payload.parts() {
-                    file.write_all(part).await.map_err(|e| io_err(e, &what))?;
+                while let Some(piece) = body.next().await {
+                    let piece = piece?;
+                    file.write_all(&piece).await.map_err(|e| io_err(e, &what))?;
+                    len += piece.len() as u64;
                 }
                 file.flush().await.map_err(|e| io_err(e, &what))?;
                 file.sync_all().await.map_err(|e| sftp_err(e, &what))?;
@@ -572,7 +584,7 @@ impl Sink for SshSink {
             if placed.is_err() || mode == PutMode::Create {
                 let _ = c.sftp.remove_file(tmp).await;
             }
-            placed
+            placed.map(|()| len)
         })
         .await
     }

@@ -485,7 +485,7 @@ impl Source for StreamSource {
                     .ok_or_else(|| {
                         Error::unsupported("stdin read a second time (it is read once)")
                     })?;
-                Ok(Box::new(InputReader { input, read: 0 }))
+                Ok(Box::new(InputReader::start(input, self.cancel.clone())?))
             }
         }
     }
@@ -613,9 +613,58 @@ impl Drop for ProducedReader {
     }
 }
 
+/// Reads the front-end's input on a thread of its own, a few buffers ahead: a read blocked on
+/// a pipe that stays open with nothing to say (a stalled producer) cannot hold a cancelled
+/// backup. On a cancel the backup ends at once; the thread ends at its next read's return.
 struct InputReader {
-    input: StreamInput,
+    rx: crossbeam_channel::Receiver<std::io::Result<Vec<u8>>>,
+    /// The buffer being handed out, and how much of it was.
+    pending: Vec<u8>,
+    at: usize,
+    ended: bool,
     read: u64,
+    cancel: crate::CancelToken,
+}
+
+/// What the reading thread reads at once, and how many such buffers wait at most.
+const INPUT_BUFFER: usize = 256 * 1024;
+const INPUT_AHEAD: usize = 2;
+
+impl InputReader {
+    fn start(mut input: StreamInput, cancel: crate::CancelToken) -> Result<InputReader> {
+        let (tx, rx) = crossbeam_channel::bounded(INPUT_AHEAD);
+        std::thread::Builder::new()
+            .name("freezer-input".into())
+            .spawn(move || {
+                loop {
+                    let mut buf = vec![0u8; INPUT_BUFFER];
+                    let got = loop {
+                        match input.read(&mut buf) {
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            other => break other,
+                        }
+                    };
+                    let last = !matches!(got, Ok(n) if n > 0);
+                    let msg = got.map(|n| {
+                        buf.truncate(n);
+                        buf
+                    });
+                    // The reader is gone (the backup ended or was cancelled): stop reading.
+                    if tx.send(msg).is_err() || last {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::io("a thread to read the standard input", e))?;
+        Ok(InputReader {
+            rx,
+            pending: Vec::new(),
+            at: 0,
+            ended: false,
+            read: 0,
+            cancel,
+        })
+    }
 }
 
 impl ContentReader for InputReader {
@@ -625,7 +674,28 @@ impl ContentReader for InputReader {
 
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<usize> {
         in_order(self.read, offset)?;
-        let n = read_some(&mut self.input, buf, "reading the standard input")?;
+        while self.at == self.pending.len() {
+            if self.ended || buf.is_empty() {
+                return Ok(0);
+            }
+            // Waits for the reading thread, looking at the cancel token between waits.
+            let got = loop {
+                self.cancel.check()?;
+                match self.rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Ok(got) => break got,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        break Ok(Vec::new());
+                    }
+                }
+            };
+            self.pending = got.map_err(|e| Error::io("reading the standard input", e))?;
+            self.at = 0;
+            self.ended = self.pending.is_empty();
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
         self.read += n as u64;
         Ok(n)
     }

@@ -34,7 +34,7 @@ pub async fn init(sinks: Vec<Arc<dyn Sink>>, passphrase: Option<&str>) {
 
 /// Runs the benchmark corpus generator into `out`.
 pub fn corpus(out: &Path, size_mb: u32, seed: u32) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/corpus.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/corpus.py");
     assert!(
         script.exists(),
         "the corpus generator is missing: {}",
@@ -57,7 +57,7 @@ pub fn corpus(out: &Path, size_mb: u32, seed: u32) {
 
 /// Runs `corpus.py mutate`.
 pub fn mutate(out: &Path, percent: u32, seed: u32) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/corpus.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/corpus.py");
     let st = std::process::Command::new("python3")
         .arg(&script)
         .args(["mutate", "--out"])

@@ -1,7 +1,8 @@
 //! Upstream Freezer's `tar` backups, made by upstream's own agent (freezer==19.0.0, through
 //! tests/upstream/make_upstream_backups.py), restored by `freezer_core::upstream::tar`: every
-//! chain and level of the fixture, from local storage and from a real S3 server, compared with
-//! what the source tree was; and damaged storage.
+//! chain and level of the fixture, from local storage, a real S3 server and a real Swift
+//! (upstream's segments under a Dynamic Large Object manifest), compared with what the source
+//! tree was; and damaged storage.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -9,14 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use freezer_core::sink::{LocalSink, Payload, PutMode, S3Sink, Sink};
+use freezer_core::sink::{LocalSink, Payload, PutMode, S3Sink, Sink, SwiftSink};
 use freezer_core::upstream::openssl::KeyDigest;
 use freezer_core::upstream::tar::{TarRestoreOptions, restore};
 use freezer_core::{ErrorKind, Timestamp};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::servers::S3Server;
+use crate::servers::{S3Server, SwiftServer};
 
 /// The fixture: made once per test binary (about 70 s), shared by the tests of this module.
 fn fixture() -> &'static Path {
@@ -41,10 +42,6 @@ fn fixture() -> &'static Path {
             .arg(&agent)
             .arg("--out")
             .arg(&out);
-        let nocloud = ws.join("../shared/peers/nocloud");
-        if std::env::var_os("FREEZER_NOCLOUD").is_none() && nocloud.exists() {
-            cmd.arg("--nocloud").arg(&nocloud);
-        }
         let o = cmd.output().expect("python3 runs");
         assert!(
             o.status.success(),
@@ -234,6 +231,82 @@ async fn every_upstream_backup_restores_from_s3() {
             .unwrap();
     }
     let n = restore_everything(s3, "s3").await;
+    assert!(n >= 36, "{n} restores");
+}
+
+/// Upstream's Swift layout: each `data` object is a zero-byte Dynamic Large Object manifest
+/// (`X-Object-Manifest: <container>/<...>/segments`) over `<...>/segments/%08d`, the other
+/// objects plain (docs/UPSTREAM-TAR.md). The fixture's storage is put into a real Swift that
+/// way, with segments small enough that most data objects have several, and every backup is
+/// restored through the Swift sink.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_upstream_backup_restores_from_swift_segments() {
+    const SEGMENT: usize = 16 * 1024;
+    let server = SwiftServer::shared();
+    let container = "upstream_dlo";
+    let swift = Arc::new(SwiftSink::new(server.options(container, 1 << 20)).unwrap());
+    swift.prepare().await.unwrap();
+    // A token of `test:tester`, for the manifests the sink does not write.
+    let http = reqwest::Client::new();
+    let auth = http
+        .get(server.auth_url())
+        .header("X-Auth-User", "test:tester")
+        .header("X-Auth-Key", "testing")
+        .send()
+        .await
+        .unwrap();
+    let token = auth.headers()["x-auth-token"].to_str().unwrap().to_string();
+    let storage_url = auth.headers()["x-storage-url"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut segmented = 0;
+    for (key, data) in files_under(&fixture().join("storage")) {
+        if !(key.starts_with("data/") && key.ends_with("/data")) {
+            swift
+                .put(&key, Payload::from(data), PutMode::Overwrite)
+                .await
+                .unwrap();
+            continue;
+        }
+        let dir = key.strip_suffix("/data").unwrap();
+        let chunks: Vec<&[u8]> = if data.is_empty() {
+            vec![&[][..]]
+        } else {
+            data.chunks(SEGMENT).collect()
+        };
+        if chunks.len() > 1 {
+            segmented += 1;
+        }
+        for (i, c) in chunks.iter().enumerate() {
+            swift
+                .put(
+                    &format!("{dir}/segments/{i:08}"),
+                    Payload::from(c.to_vec()),
+                    PutMode::Overwrite,
+                )
+                .await
+                .unwrap();
+        }
+        let r = http
+            .put(format!("{storage_url}/{container}/{key}"))
+            .header("X-Auth-Token", &token)
+            .header("X-Object-Manifest", format!("{container}/{dir}/segments"))
+            .header("Content-Length", "0")
+            .body(Vec::new())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "manifest {key}: {}", r.status());
+        // The manifest is what a listing shows: zero bytes.
+        let listed = swift.list(&key).await.unwrap();
+        assert_eq!(listed[0].size, 0, "{key}");
+    }
+    assert!(
+        segmented >= 5,
+        "{segmented} data objects of several segments"
+    );
+    let n = restore_everything(swift, "swift").await;
     assert!(n >= 36, "{n} restores");
 }
 

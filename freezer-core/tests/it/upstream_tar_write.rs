@@ -29,12 +29,12 @@ fn agent() -> PathBuf {
     p
 }
 
-/// The folder of the nocloud sitecustomize.py: `../shared/peers/nocloud` beside the repository.
+/// The folder of the nocloud sitecustomize.py, which lets upstream's agent run without a cloud.
 fn nocloud() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/nocloud");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/upstream/nocloud");
     assert!(
         p.join("sitecustomize.py").exists(),
-        "the nocloud peer is missing: {}",
+        "the nocloud sitecustomize.py is missing: {}",
         p.display()
     );
     p

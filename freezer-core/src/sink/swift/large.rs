@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
@@ -12,6 +13,7 @@ use super::{
     Body, MAX_SEGMENTS, PARALLEL_SEGMENTS, Payload, Request, SwiftSink, header, transport,
 };
 use crate::error::{Error, Result};
+use crate::sink::ByteStream;
 
 #[derive(Deserialize)]
 struct ManifestEntry {
@@ -108,6 +110,29 @@ impl SwiftSink {
                 payload.len()
             )));
         }
+        let parts = payload.parts().to_vec();
+        self.put_segments(
+            name,
+            futures::stream::iter(parts.into_iter().map(Ok)).boxed(),
+            create,
+            what,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Uploads `body` as segments of the segment size while it is read (at most
+    /// [`PARALLEL_SEGMENTS`] uploads in flight, so a stream holds a few segments, never the
+    /// whole object), then makes them visible at once with the manifest. Returns the size.
+    /// On any failure, the body's included, the segments written are deleted.
+    pub(super) async fn put_segments(
+        &self,
+        name: &str,
+        mut body: ByteStream,
+        create: bool,
+        what: &str,
+    ) -> Result<u64> {
+        let size = self.opts.segment_size;
         if create {
             let resp = self
                 .send(
@@ -131,69 +156,90 @@ impl SwiftSink {
         } else {
             self.segments_of(name, what).await?
         };
-        // Slices of the payload's buffers, `size` bytes each.
-        let mut segments: Vec<Vec<Bytes>> = Vec::with_capacity(count);
-        let mut current: Vec<Bytes> = Vec::new();
-        let mut filled = 0;
-        for part in payload.parts() {
-            let mut b = part.clone();
-            while !b.is_empty() {
-                let take = (size - filled).min(b.len());
-                current.push(b.split_to(take));
-                filled += take;
-                if filled == size {
-                    segments.push(std::mem::take(&mut current));
-                    filled = 0;
+        let id = upload_id();
+        let seg_name = |i: usize| format!("{name}/{id}/{i:08}");
+        // The size of each segment launched, by index; the paths of those stored.
+        let mut sizes: Vec<usize> = Vec::new();
+        let mut written: Vec<String> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut total = 0u64;
+        let upload = |i: usize, parts: Vec<Bytes>| {
+            let (seg_container, path) = (&seg_container, seg_name(i));
+            async move {
+                let what = format!("{what} (segment {i})");
+                self.put_object(seg_container, &path, Body::Parts(parts), false, &[], &what)
+                    .await
+                    .map(|()| format!("{seg_container}/{path}"))
+            }
+        };
+        let uploaded: Result<()> = async {
+            // Slices of the body's buffers, `size` bytes each: no copy.
+            let mut current: Vec<Bytes> = Vec::new();
+            let mut filled = 0;
+            let mut ended = false;
+            while !(ended && in_flight.is_empty()) {
+                tokio::select! {
+                    biased;
+                    Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                        written.push(done?);
+                    }
+                    piece = body.next(), if !ended && in_flight.len() < PARALLEL_SEGMENTS => {
+                        let mut full = Vec::new();
+                        match piece {
+                            None => {
+                                ended = true;
+                                if filled > 0 {
+                                    full.push(std::mem::take(&mut current));
+                                }
+                            }
+                            Some(piece) => {
+                                let mut b = piece?;
+                                total += b.len() as u64;
+                                while !b.is_empty() {
+                                    let take = (size - filled).min(b.len());
+                                    current.push(b.split_to(take));
+                                    filled += take;
+                                    if filled == size {
+                                        full.push(std::mem::take(&mut current));
+                                        filled = 0;
+                                    }
+                                }
+                            }
+                        }
+                        for parts in full {
+                            let i = sizes.len();
+                            if i == MAX_SEGMENTS {
+                                return Err(Error::unsupported(format!(
+                                    "{what}: more than {} bytes in segments of {size} bytes make more than Swift's {MAX_SEGMENTS} segments (raise the segment size)",
+                                    MAX_SEGMENTS * size
+                                )));
+                            }
+                            sizes.push(parts.iter().map(Bytes::len).sum());
+                            in_flight.push(upload(i, parts));
+                        }
+                    }
+                    else => break,
                 }
             }
+            Ok(())
         }
-        if filled > 0 {
-            segments.push(current);
-        }
-        let id = upload_id();
-        let names: Vec<String> = (0..segments.len())
-            .map(|i| format!("{name}/{id}/{i:08}"))
-            .collect();
-        let sizes: Vec<usize> = segments
-            .iter()
-            .map(|s| s.iter().map(Bytes::len).sum())
-            .collect();
-        // Segments go up a few at a time; the first failure stops the rest, and the segments
-        // already written are deleted.
-        let written = std::sync::Mutex::new(Vec::with_capacity(names.len()));
-        let uploaded = futures::stream::iter(segments.into_iter().enumerate().map(Ok))
-            .try_for_each_concurrent(PARALLEL_SEGMENTS, |(i, parts)| {
-                let (seg_container, names, written) = (&seg_container, &names, &written);
-                async move {
-                    let what = format!("{what} (segment {i})");
-                    self.put_object(
-                        seg_container,
-                        &names[i],
-                        Body::Parts(parts),
-                        false,
-                        &[],
-                        &what,
-                    )
-                    .await?;
-                    written
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(format!("{seg_container}/{}", names[i]));
-                    Ok::<(), Error>(())
-                }
-            })
-            .await;
-        let written = written.into_inner().unwrap_or_else(|e| e.into_inner());
+        .await;
         if let Err(e) = uploaded {
+            // The uploads still running finish first, so that none lands after the clean-up.
+            while let Some(done) = in_flight.next().await {
+                if let Ok(path) = done {
+                    written.push(path);
+                }
+            }
             self.delete_segments(&written).await;
             return Err(e);
         }
-        let manifest: Vec<serde_json::Value> = names
+        let manifest: Vec<serde_json::Value> = sizes
             .iter()
-            .zip(&sizes)
-            .map(|(n, s)| {
+            .enumerate()
+            .map(|(i, s)| {
                 serde_json::json!({
-                    "path": format!("/{seg_container}/{n}"),
+                    "path": format!("/{seg_container}/{}", seg_name(i)),
                     "size_bytes": s,
                     "etag": null,
                 })
@@ -213,7 +259,7 @@ impl SwiftSink {
         match res {
             Ok(()) => {
                 self.delete_segments(&old).await;
-                Ok(())
+                Ok(total)
             }
             Err(e) => {
                 // The manifest may have been stored even though its answer was lost: only

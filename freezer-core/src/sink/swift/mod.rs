@@ -17,7 +17,9 @@
 //!   removes the manifest and its segments (`?multipart-manifest=delete`). Replacing a large
 //!   object deletes the old one's segments after the new manifest is in place. An interrupted
 //!   large upload deletes the segments it wrote when it still can; segments it could not
-//!   delete stay in `<container>_segments`, never visible as objects of the sink.
+//!   delete stay in `<container>_segments`, never visible as objects of the sink. A streamed
+//!   put (`put_stream`) uploads its segments while it reads the stream: a few segments are in
+//!   memory at once, whatever the object's size.
 //! * **Create-only puts** send `If-None-Match: *`, which Swift answers with 412 when the
 //!   object exists.
 //! * **Errors** are sorted by what the caller does: 404 is `NotFound`; 412 `AlreadyExists`;
@@ -42,7 +44,7 @@ use reqwest::header::{CONTENT_LENGTH, HeaderMap};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 
-use super::{GetBody, ObjectMeta, Payload, PutMode, Sink, check_key, clamp};
+use super::{ByteStream, GetBody, ObjectMeta, Payload, PutMode, Sink, check_key, clamp};
 use crate::error::{Error, Result};
 
 mod auth;
@@ -440,6 +442,35 @@ impl Sink for SwiftSink {
         let body = Body::Parts(payload.parts().to_vec());
         self.put_object(&self.opts.container, &name, body, create, &[], &what)
             .await
+    }
+
+    /// Up to the segment size, the body is gathered and put as one object; a larger body is
+    /// uploaded as segments while it is read (a few segments in memory, never the whole).
+    async fn put_stream(&self, key: &str, mut body: ByteStream, mode: PutMode) -> Result<u64> {
+        let name = self.name(key)?;
+        let what = self.what(key);
+        let create = mode == PutMode::Create;
+        let mut head = Vec::new();
+        let mut len = 0;
+        while len <= self.opts.segment_size {
+            match body.next().await {
+                Some(piece) => {
+                    let piece = piece?;
+                    len += piece.len();
+                    head.push(piece);
+                }
+                None => {
+                    let body = Body::Parts(head);
+                    self.put_object(&self.opts.container, &name, body, create, &[], &what)
+                        .await?;
+                    return Ok(len as u64);
+                }
+            }
+        }
+        let whole = futures::stream::iter(head.into_iter().map(Ok))
+            .chain(body)
+            .boxed();
+        self.put_segments(&name, whole, create, &what).await
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetBody> {
