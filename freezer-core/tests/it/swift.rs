@@ -160,6 +160,20 @@ async fn bad_credentials_and_missing_containers_are_named() {
     assert!(e.is_transient(), "{e}");
 }
 
+/// A token and storage URL taken by hand from `server`'s TempAuth, for requests no sink makes
+/// (here and in upstream_tar).
+pub async fn token(server: &SwiftServer, user: &str, key: &str) -> (String, String) {
+    let answer = reqwest::Client::new()
+        .get(server.auth_url())
+        .header("X-Auth-User", user)
+        .header("X-Auth-Key", key)
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| answer.headers()[name].to_str().unwrap().to_string();
+    (header("x-auth-token"), header("x-storage-url"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_token_is_renewed() {
     let server = SwiftServer::start_with(
@@ -175,19 +189,9 @@ async fn an_expired_token_is_renewed() {
         key: "expiring".into(),
     };
     // A token taken by hand, to show that it really expires.
-    let answer = reqwest::Client::new()
-        .get(server.auth_url())
-        .header("X-Auth-User", "test:expiring")
-        .header("X-Auth-Key", "expiring")
-        .send()
-        .await
-        .unwrap();
-    let token = answer.headers()["x-auth-token"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let (token, storage_url) = token(&server, "test:expiring", "expiring").await;
     let mut fixed = SwiftOptions::new("expiry", SwiftAuth::Token(token.clone()));
-    fixed.storage_url = Some(answer.headers()["x-storage-url"].to_str().unwrap().into());
+    fixed.storage_url = Some(storage_url);
     let fixed = sink(fixed);
     let renewing = sink(SwiftOptions::new("expiry", auth));
     renewing.prepare().await.unwrap();

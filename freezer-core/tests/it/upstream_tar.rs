@@ -248,18 +248,7 @@ async fn every_upstream_backup_restores_from_swift_segments() {
     swift.prepare().await.unwrap();
     // A token of `test:tester`, for the manifests the sink does not write.
     let http = reqwest::Client::new();
-    let auth = http
-        .get(server.auth_url())
-        .header("X-Auth-User", "test:tester")
-        .header("X-Auth-Key", "testing")
-        .send()
-        .await
-        .unwrap();
-    let token = auth.headers()["x-auth-token"].to_str().unwrap().to_string();
-    let storage_url = auth.headers()["x-storage-url"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let (token, storage_url) = crate::swift::token(server, "test:tester", "testing").await;
     let mut segmented = 0;
     for (key, data) in files_under(&fixture().join("storage")) {
         if !(key.starts_with("data/") && key.ends_with("/data")) {
