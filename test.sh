@@ -39,6 +39,10 @@ command -v c++ >/dev/null || need_apt+=(g++)
 # file and diff: tests/agent (the tempest agent tests' ports) check stored data and restores.
 command -v file >/dev/null || need_apt+=(file)
 command -v diff >/dev/null || need_apt+=(diffutils)
+# pkg-config and valgrind: the C example is built against the installed library as a user
+# would (`cc example.c $(pkg-config --cflags --libs freezer)`) and run under valgrind.
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v valgrind >/dev/null || need_apt+=(valgrind)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
@@ -155,7 +159,7 @@ cargo check --manifest-path fuzz/Cargo.toml --all-targets --locked
 step "python tests"
 venv=target/pyenv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check 'maturin>=1.16,<2' pytest
+"$venv/bin/pip" install -q --disable-pip-version-check 'maturin>=1.16,<2' pytest mypy
 (cd freezer-py && VIRTUAL_ENV="$PWD/../$venv" "../$venv/bin/maturin" develop -q --locked)
 "$venv/bin/pytest" -q freezer-py/tests
 

@@ -534,7 +534,13 @@ fn main() -> ExitCode {
         Err(e) => {
             out.clear_progress();
             eprintln!("freezer: {e}");
-            ExitCode::from(EXIT_FAILURE)
+            // Ran to its end but left part undone (a restore's damaged files): as a result
+            // that says so.
+            if e.kind() == freezer_core::ErrorKind::Incomplete {
+                ExitCode::from(EXIT_INCOMPLETE)
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
         }
     }
 }

@@ -75,10 +75,7 @@ pub fn quiet_panics(program: &'static str) {
 
 /// The environment variables that may hold storage credentials, for the library.
 pub fn environment() -> job::Environment {
-    job::CREDENTIAL_VARIABLES
-        .iter()
-        .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
-        .collect()
+    job::credential_environment(std::env::vars_os())
 }
 
 /// Whether SIGTERM cancelled the run.

@@ -95,6 +95,14 @@ pub enum Error {
     /// The operation was cancelled by its caller.
     #[error("cancelled")]
     Cancelled,
+    /// The operation ran to its end but left part of its work undone (a restore that left
+    /// damaged files behind); callers that accept partial results ask for the report instead
+    /// (`RestoreOptions::accept_partial`).
+    #[error("{what}")]
+    Incomplete {
+        /// What was left undone, naming the first things concerned.
+        what: String,
+    },
 }
 
 /// The category of an [`Error`], stable for bindings (C result codes, Python exceptions).
@@ -125,6 +133,8 @@ pub enum ErrorKind {
     Io,
     /// See [`Error::Cancelled`].
     Cancelled,
+    /// See [`Error::Incomplete`].
+    Incomplete,
 }
 
 impl fmt::Display for ErrorKind {
@@ -142,6 +152,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Io => "I/O error",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Incomplete => "incomplete",
         };
         f.write_str(s)
     }
@@ -163,6 +174,7 @@ impl Error {
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Io { .. } => ErrorKind::Io,
             Error::Cancelled => ErrorKind::Cancelled,
+            Error::Incomplete { .. } => ErrorKind::Incomplete,
         }
     }
 
@@ -256,6 +268,7 @@ impl Error {
                 source,
             },
             Error::Cancelled => Error::Cancelled,
+            Error::Incomplete { what } => Error::Incomplete { what: p(what) },
         }
     }
 }

@@ -90,6 +90,24 @@ typedef enum FreezerResult {
 } FreezerResult;
 
 /*
+ A token that cancels the calls given it (through [`freezer_control::cancel`]), from any
+ thread. Made by [`freezer_cancel_new`], released by [`freezer_cancel_free`].
+ */
+typedef struct freezer_cancel freezer_cancel;
+
+/*
+ A checked job document. Made by [`freezer_job_new`], released by [`freezer_job_free`].
+ */
+typedef struct freezer_job freezer_job;
+
+/*
+ A repository, named by upstream's storage options and opened with its passphrase. Made by
+ [`freezer_repository_init`] or [`freezer_repository_open`], released by
+ [`freezer_repository_free`]. Each call opens the repository afresh.
+ */
+typedef struct freezer_repository freezer_repository;
+
+/*
  Reads up to `len` bytes of the stream into `buf`. Returns how many it read (at most `len`),
  0 at the end of the stream, or a negative value on failure (`-errno`, e.g. `-EIO`, names
  the cause in the error). Called from a thread of the library, one call at a time, only
@@ -103,6 +121,36 @@ typedef intptr_t (*freezer_read_cb)(void *user_data, uint8_t *buf, uintptr_t len
  Called as a [`freezer_read_cb`] is.
  */
 typedef intptr_t (*freezer_write_cb)(void *user_data, const uint8_t *buf, uintptr_t len);
+
+/*
+ Receives progress, on the thread that called the running function, about ten times a
+ second: bytes processed, total bytes expected (`UINT64_MAX` while unknown), entries
+ (files, folders) processed. Returning non-zero cancels the call (it stops at its next
+ check, the repository valid, and returns [`FreezerResult::Cancelled`]).
+ */
+typedef int (*freezer_progress_cb)(void *user_data,
+                                   uint64_t bytes,
+                                   uint64_t total_bytes,
+                                   uint64_t entries);
+
+/*
+ What a caller gives a long call to watch and stop it; every field may be null, and so may
+ the pointer to it.
+ */
+typedef struct freezer_control {
+  /*
+   Called with progress (see [`freezer_progress_cb`]).
+   */
+  freezer_progress_cb progress;
+  /*
+   Passed to `progress` as is.
+   */
+  void *progress_data;
+  /*
+   Cancels the call when [`freezer_cancel_request`] is called on it.
+   */
+  const struct freezer_cancel *cancel;
+} freezer_control;
 
 #ifdef __cplusplus
 extern "C" {
@@ -215,6 +263,18 @@ enum FreezerResult freezer_run_job_callbacks(const char *job_json,
                                              char **result);
 
 /*
+ Copies the message of the last call on this thread that did not return
+ [`FreezerResult::Ok`] into `buf` (at most `len` bytes with the closing NUL; cut short when
+ longer), and returns the message's length without the NUL (so a caller can size `buf`:
+ `len` at least that plus one). 0 when no call failed on this thread. `buf` may be null
+ when `len` is 0.
+
+ # Safety
+ `buf` is null or valid for `len` bytes of writes.
+ */
+uintptr_t freezer_last_error(char *buf, uintptr_t len);
+
+/*
  Frees a string returned by this library. Null is ignored.
 
  # Safety
@@ -226,6 +286,208 @@ void freezer_string_free(char *s);
  The library's version, a static NUL-terminated string (do not free).
  */
 const char *freezer_version(void);
+
+/*
+ Makes a cancel token. Never fails; release it with [`freezer_cancel_free`].
+ */
+struct freezer_cancel *freezer_cancel_new(void);
+
+/*
+ Asks every call given `cancel` to stop. Callable from any thread (not from a signal
+ handler: there, return non-zero from the progress callback instead). Null is ignored.
+
+ # Safety
+ `cancel` is null or a live token.
+ */
+void freezer_cancel_request(const struct freezer_cancel *cancel);
+
+/*
+ Releases a cancel token. Null is ignored.
+
+ # Safety
+ `cancel` is null or a live token no running call uses.
+ */
+void freezer_cancel_free(struct freezer_cancel *cancel);
+
+/*
+ Creates a repository where `storage_json` says (upstream's storage options: `{"container":
+ "/srv/backups"}`, `{"container": "s3://bucket/node1?endpoint=..."}`, `{"storage": "swift",
+ "container": "c"}`...), encrypted with `passphrase` (null: not encrypted, unless the options
+ hold `encrypt_pass_file`). On success `*repo` holds the new handle and `*result` the report
+ (`{"id", "created", "existing"}`). [`FreezerResult::AlreadyExists`] where a repository is,
+ [`FreezerResult::BadInput`] where other files are.
+
+ # Safety
+ `storage_json` and `passphrase` are null or NUL-terminated strings; `repo` and `result`
+ are null or valid for one pointer write.
+ */
+enum FreezerResult freezer_repository_init(const char *storage_json,
+                                           const char *passphrase,
+                                           struct freezer_repository **repo,
+                                           char **result);
+
+/*
+ Opens the repository `storage_json` names with `passphrase` (or the options'
+ `encrypt_pass_file`). On success `*repo` holds the handle and `*result` `{"id": ...}`.
+ [`FreezerResult::NotFound`] where none is, [`FreezerResult::WrongKey`] for a wrong passphrase.
+
+ # Safety
+ As [`freezer_repository_init`].
+ */
+enum FreezerResult freezer_repository_open(const char *storage_json,
+                                           const char *passphrase,
+                                           struct freezer_repository **repo,
+                                           char **result);
+
+/*
+ Releases a repository handle. Null is ignored.
+
+ # Safety
+ `repo` is null or a live handle no running call uses.
+ */
+void freezer_repository_free(struct freezer_repository *repo);
+
+/*
+ Runs a `freezer_action` on the repository: `action_json` holds `action` (`backup`,
+ `restore`, `info`, `admin`, `check`, `prune`) and its options by upstream's names (the
+ repository's storage options are added; the action's win). `*result` is the outcome, with
+ upstream's metadata keys for a backup (`curr_backup_level`, `fs_real_path`, `client_os`...;
+ the whole document as `backup_metadata`). [`FreezerResult::Incomplete`] when it did not
+ do everything (a restore that left damaged files: the result names them). `control` may
+ be null.
+
+ # Safety
+ `repo` is null or a live handle; `action_json` null or a NUL-terminated string; `control`
+ null or valid for the call (its callback as [`freezer_progress_cb`] says); `result` null or
+ valid for one pointer write.
+ */
+enum FreezerResult freezer_repository_run(const struct freezer_repository *repo,
+                                          const char *action_json,
+                                          const struct freezer_control *control,
+                                          char **result);
+
+/*
+ The snapshots, oldest first: `*result` is `{"snapshots": [{"id", "hostname",
+ "backup_name", "level", "time", "time_stamp", "size", "files", "added", "path_to_backup",
+ "parent", "mode"}...], "unreadable": [{"id", "error"}...]}`.
+
+ # Safety
+ `repo` is null or a live handle; `result` null or valid for one pointer write.
+ */
+enum FreezerResult freezer_repository_snapshots(const struct freezer_repository *repo,
+                                                char **result);
+
+/*
+ The keys: `*result` is `{"keys": [{"id", "current", "created", "hostname", "username"}]}`.
+
+ # Safety
+ As [`freezer_repository_snapshots`].
+ */
+enum FreezerResult freezer_repository_keys(const struct freezer_repository *repo, char **result);
+
+/*
+ Adds a key for `new_passphrase` to an encrypted repository opened with a passphrase.
+
+ # Safety
+ `repo` is null or a live handle; `new_passphrase` null or a NUL-terminated string; `result`
+ null or valid for one pointer write.
+ */
+enum FreezerResult freezer_repository_add_key(const struct freezer_repository *repo,
+                                              const char *new_passphrase,
+                                              char **result);
+
+/*
+ Replaces the key the passphrase opened by one for `new_passphrase` (open the repository
+ again with it).
+
+ # Safety
+ As [`freezer_repository_add_key`].
+ */
+enum FreezerResult freezer_repository_change_passphrase(const struct freezer_repository *repo,
+                                                        const char *new_passphrase,
+                                                        char **result);
+
+/*
+ Removes the key `key_id` (an id or a unique prefix; never the one in use).
+
+ # Safety
+ As [`freezer_repository_add_key`], with `key_id` for `new_passphrase`.
+ */
+enum FreezerResult freezer_repository_remove_key(const struct freezer_repository *repo,
+                                                 const char *key_id,
+                                                 char **result);
+
+/*
+ Rebuilds the repository's index from its packs' headers (not cancellable: it runs to its
+ end). `*result` is the report.
+
+ # Safety
+ `repo` is null or a live handle; `control` as [`freezer_repository_run`] takes it; `result`
+ null or valid for one pointer write.
+ */
+enum FreezerResult freezer_repository_repair_index(const struct freezer_repository *repo,
+                                                   const struct freezer_control *control,
+                                                   char **result);
+
+/*
+ Copies snapshots into `target`, another repository: all, or as `options_json` (null, or
+ `{"snapshots": ["id"...], "backup_name": "...", "hostname": "..."}`) says; what the target
+ has already is skipped. `*result` is the report.
+
+ # Safety
+ `repo` and `target` are null or live handles; `options_json` null or a NUL-terminated
+ string; `control` and `result` as [`freezer_repository_run`] takes them.
+ */
+enum FreezerResult freezer_repository_copy_to(const struct freezer_repository *repo,
+                                              const struct freezer_repository *target,
+                                              const char *options_json,
+                                              const struct freezer_control *control,
+                                              char **result);
+
+/*
+ Restores a lost or damaged config (and its copies) of the repository `storage_json` names,
+ from a copy, another of its storages, or the key `passphrase` opens; never overwrites an
+ intact config. [`FreezerResult::Incomplete`] when a storage could not be repaired.
+
+ # Safety
+ As [`freezer_repository_init`], without `repo`.
+ */
+enum FreezerResult freezer_repair_config(const char *storage_json,
+                                         const char *passphrase,
+                                         char **result);
+
+/*
+ Checks a job document (upstream's job: `job_actions`...; errors name the field) and makes
+ a handle to run it; `flags` as [`super::freezer_run_job`] takes them.
+
+ # Safety
+ `job_json` is null or a NUL-terminated string; `job` and `result` null or valid for one
+ pointer write.
+ */
+enum FreezerResult freezer_job_new(const char *job_json,
+                                   uint32_t flags,
+                                   struct freezer_job **job,
+                                   char **result);
+
+/*
+ Runs a job: `*result` is one report per action, as [`super::freezer_run_job`] gives;
+ [`FreezerResult::Incomplete`] when an action failed or did not complete.
+
+ # Safety
+ `job` is null or a live handle; `control` and `result` as [`freezer_repository_run`]
+ takes them.
+ */
+enum FreezerResult freezer_job_run(const struct freezer_job *job,
+                                   const struct freezer_control *control,
+                                   char **result);
+
+/*
+ Releases a job handle. Null is ignored.
+
+ # Safety
+ `job` is null or a live handle no running call uses.
+ */
+void freezer_job_free(struct freezer_job *job);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -13,14 +13,24 @@
 //! [`freezer_run_action_callbacks`] with [`freezer_read_cb`] and [`freezer_write_cb`]); the
 //! plain ones give none, and those actions fail saying so.
 
+mod handles;
 mod streams;
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use freezer_core::job::{FreezerAction, RunContext, StdStreams, append_warnings, run_action};
+use freezer_core::job::{FreezerAction, RunContext, StdStreams, run_action};
 
 use freezer_core::{Error, ErrorKind};
+pub use handles::{
+    freezer_cancel, freezer_cancel_free, freezer_cancel_new, freezer_cancel_request,
+    freezer_control, freezer_job, freezer_job_free, freezer_job_new, freezer_job_run,
+    freezer_progress_cb, freezer_repair_config, freezer_repository, freezer_repository_add_key,
+    freezer_repository_change_passphrase, freezer_repository_copy_to, freezer_repository_free,
+    freezer_repository_init, freezer_repository_keys, freezer_repository_open,
+    freezer_repository_remove_key, freezer_repository_repair_index, freezer_repository_run,
+    freezer_repository_snapshots,
+};
 pub use streams::{freezer_read_cb, freezer_write_cb};
 
 /// Result codes. Stable: values are never reused or renumbered.
@@ -75,6 +85,7 @@ impl From<&Error> for FreezerResult {
             ErrorKind::Locked => FreezerResult::Locked,
             ErrorKind::Unsupported => FreezerResult::Unsupported,
             ErrorKind::Cancelled => FreezerResult::Cancelled,
+            ErrorKind::Incomplete => FreezerResult::Incomplete,
             _ => FreezerResult::Io,
         }
     }
@@ -103,12 +114,7 @@ unsafe fn give(out: *mut *mut c_char, doc: String) {
 }
 
 fn run_json(input: &str, streams: StdStreams) -> (FreezerResult, String) {
-    let fail = |e: Error| {
-        (
-            FreezerResult::from(&e),
-            error_doc(&e.kind().to_string(), &e.to_string()),
-        )
-    };
+    let fail = |e: Error| failure(&e);
     // An unknown option name is refused (bad input) unless the options say
     // `"allow_unknown_options": true`; the result's `warnings` then name those ignored.
     let (action, warnings) = match FreezerAction::from_json(input)
@@ -120,29 +126,25 @@ fn run_json(input: &str, streams: StdStreams) -> (FreezerResult, String) {
     if let Err(e) = streams.refuse_unused([&action]) {
         return fail(e);
     }
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(r) => return r,
-    };
     let mut ctx = context();
     ctx.std_streams = streams;
-    match rt.block_on(run_action(&action, &ctx)) {
-        Ok(outcome) => {
-            let code = if outcome.is_complete() {
+    let run = async move {
+        let outcome = run_action(&action, &ctx).await?;
+        Ok((
+            outcome.is_complete(),
+            outcome.to_document(&action, &ctx, warnings),
+        ))
+    };
+    match freezer_core::runtime::block_ticking(run, TICK, || {}).and_then(|r| r) {
+        Ok((complete, doc)) => {
+            let code = if complete {
                 FreezerResult::Ok
             } else {
                 FreezerResult::Incomplete
             };
-            let doc = serde_json::to_value(&outcome).map(|mut doc| {
-                append_warnings(&mut doc, warnings);
-                doc.to_string()
-            });
-            (
-                code,
-                doc.unwrap_or_else(|e| error_doc("bug", &e.to_string())),
-            )
+            (code, doc.to_string())
         }
-        Err(e) => fail(e),
+        Err(e) => failure(&e),
     }
 }
 
@@ -244,29 +246,24 @@ pub const FREEZER_JOB_ALLOW_UNKNOWN_OPTIONS: u32 = 1;
 /// A flag of [`freezer_run_job`]: refuse `exec` actions (as a scheduler's `--disable-exec`).
 pub const FREEZER_JOB_DISABLE_EXEC: u32 = 2;
 
-fn runtime() -> Result<tokio::runtime::Runtime, (FreezerResult, String)> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            (
-                FreezerResult::Io,
-                error_doc("I/O error", &format!("cannot start the runtime: {e}")),
-            )
-        })
-}
+/// How often a blocked call wakes (for the progress callbacks of the handle functions).
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
-fn run_job_json(input: &str, flags: u32, streams: StdStreams) -> (FreezerResult, String) {
+/// The context a job runs in with `flags`.
+fn job_context(flags: u32) -> RunContext {
     let mut ctx = context();
-    ctx.std_streams = streams;
     ctx.allow_unknown_options = flags & FREEZER_JOB_ALLOW_UNKNOWN_OPTIONS != 0;
     ctx.allow_exec = flags & FREEZER_JOB_DISABLE_EXEC == 0;
     ctx.exec_env = freezer_core::job::exec_environment(std::env::vars());
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(r) => return r,
-    };
-    match rt.block_on(freezer_core::job::run_job_document(input, &ctx)) {
+    ctx
+}
+
+fn run_job_json(input: &str, flags: u32, streams: StdStreams) -> (FreezerResult, String) {
+    let mut ctx = job_context(flags);
+    ctx.std_streams = streams;
+    let input = input.to_string();
+    let run = async move { freezer_core::job::run_job_document(&input, &ctx).await };
+    match freezer_core::runtime::block_ticking(run, TICK, || {}).and_then(|r| r) {
         Ok(reports) => {
             let complete = reports.iter().all(|r| r["complete"] == true);
             let code = if complete {
@@ -276,10 +273,7 @@ fn run_job_json(input: &str, flags: u32, streams: StdStreams) -> (FreezerResult,
             };
             (code, serde_json::Value::Array(reports).to_string())
         }
-        Err(e) => (
-            FreezerResult::from(&e),
-            error_doc(&e.kind().to_string(), &e.to_string()),
-        ),
+        Err(e) => failure(&e),
     }
 }
 
@@ -364,6 +358,93 @@ pub unsafe extern "C" fn freezer_run_job_callbacks(
     }
 }
 
+/// The error document and code of `e`.
+fn failure(e: &Error) -> (FreezerResult, String) {
+    (
+        FreezerResult::from(e),
+        error_doc(&e.kind().to_string(), &e.to_string()),
+    )
+}
+
+/// A string argument: `None` for null when `optional`, else null is an error naming `name`;
+/// invalid UTF-8 always is.
+///
+/// # Safety
+/// `ptr` is null or a NUL-terminated string that outlives the call.
+unsafe fn text_arg<'a>(
+    ptr: *const c_char,
+    name: &str,
+    optional: bool,
+) -> Result<Option<&'a str>, (FreezerResult, String)> {
+    let refuse = |why: &str| {
+        (
+            FreezerResult::InvalidArgument,
+            error_doc("bad input", &format!("{name} {why}")),
+        )
+    };
+    if ptr.is_null() {
+        return if optional {
+            Ok(None)
+        } else {
+            Err(refuse("is null"))
+        };
+    }
+    // SAFETY: per the contract above.
+    let s = unsafe { CStr::from_ptr(ptr) };
+    s.to_str().map(Some).map_err(|_| refuse("is not UTF-8"))
+}
+
+/// Stores a new handle in the caller's out-pointer (a null one: the handle is released).
+///
+/// # Safety
+/// `out` is null or valid for one pointer write; `value` came from `Box::into_raw`.
+unsafe fn give_ptr<T>(out: *mut *mut T, value: *mut T) {
+    if out.is_null() {
+        // SAFETY: `value` came from Box::into_raw and was given to nobody.
+        drop(unsafe { Box::from_raw(value) });
+    } else {
+        // SAFETY: the caller guarantees `out` is valid for a write.
+        unsafe { *out = value };
+    }
+}
+
+thread_local! {
+    /// The message of the last call on this thread that did not return FREEZER_RESULT_OK.
+    static LAST_ERROR: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs `f` behind the panic boundary, writes its document to `*result`, remembers its error
+/// for [`freezer_last_error`], and returns its code.
+///
+/// # Safety
+/// `result` is null or valid for one pointer write.
+unsafe fn boundary(
+    result: *mut *mut c_char,
+    f: impl FnOnce() -> Result<(FreezerResult, String), (FreezerResult, String)>,
+) -> FreezerResult {
+    let (code, doc) = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(r)) | Ok(Err(r)) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            (FreezerResult::Panic, error_doc("panic", &msg))
+        }
+    };
+    if code != FreezerResult::Ok {
+        let message = serde_json::from_str::<serde_json::Value>(&doc)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| "the action did not complete everything (see its result)".into());
+        LAST_ERROR.with(|l| *l.borrow_mut() = message);
+    }
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { give(result, doc) };
+    code
+}
+
 /// Reads the input string and runs `f` on it behind the panic boundary, writing its document
 /// to `*result`.
 ///
@@ -375,37 +456,40 @@ unsafe fn guarded(
     result: *mut *mut c_char,
     f: impl FnOnce(&str) -> (FreezerResult, String),
 ) -> FreezerResult {
-    if input.is_null() {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { give(result, error_doc("bad input", &format!("{name} is null"))) };
-        return FreezerResult::InvalidArgument;
-    }
-    // SAFETY: the caller passes a NUL-terminated string.
-    let input = unsafe { CStr::from_ptr(input) };
-    let Ok(input) = input.to_str() else {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe {
-            give(
-                result,
-                error_doc("bad input", &format!("{name} is not UTF-8")),
-            )
-        };
-        return FreezerResult::InvalidArgument;
-    };
-    let (code, doc) = match catch_unwind(AssertUnwindSafe(|| f(input))) {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            (FreezerResult::Panic, error_doc("panic", &msg))
-        }
-    };
     // SAFETY: forwarded from the caller's contract.
-    unsafe { give(result, doc) };
-    code
+    unsafe {
+        boundary(result, || {
+            let input = text_arg(input, name, false)?.unwrap_or_default();
+            Ok(f(input))
+        })
+    }
+}
+
+/// Copies the message of the last call on this thread that did not return
+/// [`FreezerResult::Ok`] into `buf` (at most `len` bytes with the closing NUL; cut short when
+/// longer), and returns the message's length without the NUL (so a caller can size `buf`:
+/// `len` at least that plus one). 0 when no call failed on this thread. `buf` may be null
+/// when `len` is 0.
+///
+/// # Safety
+/// `buf` is null or valid for `len` bytes of writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn freezer_last_error(buf: *mut c_char, len: usize) -> usize {
+    catch_unwind(|| {
+        LAST_ERROR.with(|l| {
+            let msg = l.borrow();
+            if !buf.is_null() && len > 0 {
+                let n = msg.len().min(len - 1);
+                // SAFETY: `buf` is valid for `len` bytes and n < len; the source is the message.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(msg.as_ptr().cast::<c_char>(), buf, n);
+                    *buf.add(n) = 0;
+                }
+            }
+            msg.len()
+        })
+    })
+    .unwrap_or(0)
 }
 
 /// Frees a string returned by this library. Null is ignored.
@@ -429,9 +513,6 @@ pub extern "C" fn freezer_version() -> *const c_char {
 /// This process's context, with the credential variables of its environment.
 fn context() -> RunContext {
     let mut ctx = RunContext::current();
-    ctx.env = freezer_core::job::CREDENTIAL_VARIABLES
-        .iter()
-        .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
-        .collect();
+    ctx.env = freezer_core::job::credential_environment(std::env::vars_os());
     ctx
 }

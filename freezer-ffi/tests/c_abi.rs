@@ -51,12 +51,20 @@ fn compile_c(lib: &std::path::Path, name: &str, extra: &[&str], exe: &std::path:
     assert!(st.success(), "the C test {name}.c does not compile");
 }
 
+/// The folder of the built library, with the name its SONAME gives programs linked with it
+/// (`libfreezer.so.0`, which `make install` makes) beside it.
 fn lib_dir() -> PathBuf {
-    std::env::current_exe()
+    let dir = std::env::current_exe()
         .unwrap()
         .parent()
         .unwrap()
-        .to_path_buf()
+        .to_path_buf();
+    let link = dir.join("libfreezer.so.0");
+    if std::fs::symlink_metadata(&link).is_err() {
+        // Tests run in parallel: another may make it first.
+        let _ = std::os::unix::fs::symlink("libfreezer_ffi.so", &link);
+    }
+    dir
 }
 
 #[test]
@@ -149,4 +157,169 @@ fn a_c_program_streams_through_descriptors_and_callbacks() {
             .len(),
         6 << 20
     );
+}
+
+/// `cmd`'s output, failing with its stderr.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_library_has_a_soname_and_exports_only_its_abi() {
+    let so = lib_dir().join("libfreezer_ffi.so");
+    let dynamic = run(Command::new("readelf").arg("-d").arg(&so));
+    assert!(
+        dynamic.contains("Library soname: [libfreezer.so.0]"),
+        "{dynamic}"
+    );
+    let syms = run(Command::new("readelf")
+        .args(["--dyn-syms", "--wide"])
+        .arg(&so));
+    let exported: Vec<&str> = syms
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Num: Value Size Type Bind Vis Ndx Name
+            (f.len() >= 8 && f[4] == "GLOBAL" && f[6] != "UND").then(|| f[7])
+        })
+        .collect();
+    assert!(
+        exported.contains(&"freezer_repository_open"),
+        "{exported:?}"
+    );
+    let foreign: Vec<_> = exported
+        .iter()
+        .filter(|s| !s.starts_with("freezer_"))
+        .collect();
+    assert!(foreign.is_empty(), "exported besides the ABI: {foreign:?}");
+}
+
+/// The README's way: the library, header and pkg-config file installed by `make install`,
+/// the example built with `cc example.c $(pkg-config --cflags --libs freezer)`, run with and
+/// without a passphrase, and under valgrind: no leak, no invalid access.
+#[test]
+fn the_example_builds_against_the_installed_library_and_runs_clean_under_valgrind() {
+    let lib = lib_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("prefix");
+    run(Command::new("make")
+        .arg("-C")
+        .arg(crate_dir())
+        .arg("install")
+        .arg(format!("PREFIX={}", prefix.display()))
+        .arg(format!("LIBSRC={}", lib.display())));
+    let pc = prefix.join("lib/pkgconfig");
+    let flags = run(Command::new("pkg-config")
+        .args(["--cflags", "--libs", "freezer"])
+        .env("PKG_CONFIG_PATH", &pc));
+    let exe = tmp.path().join("backup");
+    run(Command::new("cc")
+        .arg(crate_dir().join("examples/backup.c"))
+        .args(flags.split_whitespace())
+        .args(["-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe));
+    // The installed shared library is stripped; the static one has no debug sections.
+    let installed = prefix.join("lib/libfreezer.so.0");
+    let sections = run(Command::new("readelf").arg("-S").arg(&installed));
+    assert!(
+        !sections.contains(".debug_") && !sections.contains(".symtab"),
+        "{sections}"
+    );
+    let archive = run(Command::new("readelf")
+        .arg("-S")
+        .arg(prefix.join("lib/libfreezer.a")));
+    assert!(
+        !archive.contains(".debug_"),
+        "the static library keeps debug sections"
+    );
+    eprintln!(
+        "installed sizes: libfreezer.so {} bytes, libfreezer.a {} bytes (debug profile)",
+        std::fs::metadata(&installed).unwrap().len(),
+        std::fs::metadata(prefix.join("lib/libfreezer.a"))
+            .unwrap()
+            .len()
+    );
+
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("sub/a.txt"), "from the C example\n").unwrap();
+    std::fs::write(data.join("b.bin"), vec![7u8; 300_000]).unwrap();
+    let example = |repo: &str, out: &str, pass: Option<&str>, valgrind: bool| {
+        let mut cmd = if valgrind {
+            let mut c = Command::new("valgrind");
+            c.args([
+                "--quiet",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite,indirect",
+                "--show-leak-kinds=definite,indirect",
+                "--error-exitcode=99",
+            ])
+            .arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        cmd.arg(&data)
+            .arg(tmp.path().join(repo))
+            .arg(tmp.path().join(out))
+            .env("LD_LIBRARY_PATH", prefix.join("lib"))
+            .env_remove("FREEZER_PASSPHRASE");
+        if let Some(p) = pass {
+            cmd.env("FREEZER_PASSPHRASE", p);
+        }
+        let stdout = run(&mut cmd);
+        assert_eq!(
+            std::fs::read(tmp.path().join(out).join("b.bin")).unwrap(),
+            vec![7u8; 300_000]
+        );
+        stdout
+    };
+    let encrypted = example("enc", "out-enc", Some("c secret"), false);
+    assert!(encrypted.contains("backed up: level 0"), "{encrypted}");
+    assert!(encrypted.contains("restored: whole"), "{encrypted}");
+    assert!(
+        encrypted.contains("opened again with a wrong passphrase: result 3"),
+        "{encrypted}"
+    );
+    assert!(
+        encrypted.contains("opened the data folder: result 1, repository at"),
+        "{encrypted}"
+    );
+    // Valgrind's run: without a passphrase (Argon2id under valgrind takes minutes).
+    let checked = example("plain", "out-plain", None, true);
+    assert!(checked.contains("restored: whole"), "{checked}");
+}
+
+#[test]
+fn a_c_program_uses_the_handles_and_their_bad_cases() {
+    let lib = lib_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("handles");
+    compile_c(&lib, "handles", &[], &exe);
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f.txt"), "handles from C\n").unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = Command::new(&exe)
+        .arg(&data)
+        .arg(&work)
+        .env("LD_LIBRARY_PATH", &lib)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "handles: ok\n");
+    // Nothing was made where the refused calls pointed.
+    assert!(!work.join("missing").exists());
 }

@@ -224,7 +224,7 @@ fn failures_exit_non_zero_with_one_line_on_stderr() {
     let missing = e.run(&["snapshots", "--repo", "nowhere", "--encrypt-pass-file", p]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(
-        stderr(&missing).contains("freezer init"),
+        stderr(&missing).contains("first with init"),
         "{}",
         stderr(&missing)
     );

@@ -46,7 +46,7 @@ impl CopyOptions {
 }
 
 /// One copied snapshot.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct CopiedSnapshot {
     /// Its id in the source.
     pub source: Id,
@@ -55,7 +55,7 @@ pub struct CopiedSnapshot {
 }
 
 /// What a copy did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct CopyReport {
     /// Snapshots copied, oldest first.
     pub copied: Vec<CopiedSnapshot>,

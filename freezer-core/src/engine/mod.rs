@@ -68,6 +68,53 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {}
 
+/// A [`Progress`] that counts, for a front-end that reads the counts on its own schedule (the
+/// bindings' progress callbacks, called from the caller's thread every tenth of a second).
+#[derive(Debug)]
+pub struct ProgressCounts {
+    total: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+    entries: std::sync::atomic::AtomicU64,
+}
+
+impl Default for ProgressCounts {
+    fn default() -> Self {
+        ProgressCounts {
+            total: u64::MAX.into(),
+            bytes: 0.into(),
+            entries: 0.into(),
+        }
+    }
+}
+
+impl ProgressCounts {
+    /// Bytes processed, total bytes expected (`None` while unknown), entries processed.
+    pub fn get(&self) -> (u64, Option<u64>, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = self.total.load(Relaxed);
+        (
+            self.bytes.load(Relaxed),
+            (total != u64::MAX).then_some(total),
+            self.entries.load(Relaxed),
+        )
+    }
+}
+
+impl Progress for ProgressCounts {
+    fn set_total(&self, bytes: u64) {
+        self.total
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn add_bytes(&self, bytes: u64) {
+        self.bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn add_entries(&self, entries: u64) {
+        self.entries
+            .fetch_add(entries, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// How blobs are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {

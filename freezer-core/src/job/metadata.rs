@@ -50,7 +50,8 @@ pub fn backup_metadata(action: &FreezerAction, result: &BackupResult, ctx: &RunC
         "time_stamp": snap.time_stamp,
         "engine_name": "freezer-rs",
         "compression": action.compression.as_deref().unwrap_or("zstd"),
-        "encrypted": action.encrypt_pass_file.as_deref().is_some_and(|p| !p.is_empty()),
+        "encrypted": ctx.passphrase.is_some()
+            || action.encrypt_pass_file.as_deref().is_some_and(|p| !p.is_empty()),
         "dry_run": if action.dry_run { Value::Bool(true) } else { Value::from("") },
         "total_fs_files": snap.stats.files,
         "total_directories": snap.stats.dirs,

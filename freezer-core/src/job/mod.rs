@@ -5,6 +5,7 @@
 //! backup needs (which storages, which passphrase, which parent snapshot and level, which
 //! snapshot to restore) are made here, once, for all of them.
 
+mod bound;
 mod metadata;
 mod names;
 mod options;
@@ -20,9 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::process as exec;
 pub use crate::process::{ExecResult, TAIL_BYTES, exec_environment, split_words};
+pub use bound::RepositoryOptions;
 pub use metadata::{backup_metadata, write_metadata};
 pub use options::{Action, Engine, FreezerAction, OtherOptions, SourceMode};
-pub use storage::{CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec, read_secret_file};
+pub use storage::{
+    CREDENTIAL_VARIABLES, Environment, Secret, StorageSpec, credential_environment,
+    read_secret_file,
+};
 
 use crate::crypto::Passphrase;
 use crate::engine::{
@@ -297,6 +302,9 @@ pub struct RunContext {
     /// The mount table an LVM snapshot backup reads to find the volume holding
     /// `path_to_backup` (default `/proc/self/mounts`; tests give their own).
     pub mount_table: std::path::PathBuf,
+    /// The passphrase, given directly by a binding (`freezer_py.Repository(...,
+    /// passphrase=...)`): when set, actions use it and never read `encrypt_pass_file`.
+    pub passphrase: Option<Passphrase>,
 }
 
 /// A front-end's standard input (read by a backup in mode `stdin`) and standard output
@@ -452,6 +460,7 @@ impl RunContext {
             job_id: None,
             std_streams: StdStreams::default(),
             mount_table: crate::source::lvm::DEFAULT_MOUNT_TABLE.into(),
+            passphrase: None,
         }
     }
 }
@@ -518,6 +527,54 @@ pub fn append_warnings(doc: &mut serde_json::Value, warnings: Vec<String>) {
 }
 
 impl ActionOutcome {
+    /// For a backup that wrote a snapshot (native or upstream's `tar`): upstream's backup
+    /// metadata document of `action` (see [`backup_metadata`]), what upstream's agent writes
+    /// with `--metadata-out` and a scheduler posts to freezer-api's `/backups`.
+    pub fn backup_metadata(
+        &self,
+        action: &FreezerAction,
+        ctx: &RunContext,
+    ) -> Option<serde_json::Value> {
+        match self {
+            ActionOutcome::Backup(b) if b.snapshot_id.is_some() => {
+                Some(backup_metadata(action, b, ctx))
+            }
+            ActionOutcome::TarBackup(b) => {
+                Some(crate::upstream::run::backup_metadata(action, b, ctx))
+            }
+            _ => None,
+        }
+    }
+
+    /// The outcome of `action` as one JSON document, what the bindings return: the outcome's
+    /// fields (`action`, ...), `complete`, the `warnings` of
+    /// [`FreezerAction::validate_with`] appended to its own; for a backup, every key of
+    /// upstream's metadata document (`curr_backup_level`, `fs_real_path`, `client_os`...) the
+    /// outcome does not already have, and the document whole as `backup_metadata`.
+    pub fn to_document(
+        &self,
+        action: &FreezerAction,
+        ctx: &RunContext,
+        warnings: Vec<String>,
+    ) -> serde_json::Value {
+        let mut doc = serde_json::to_value(self).unwrap_or_else(
+            |e| serde_json::json!({"error": format!("the result does not serialize: {e}")}),
+        );
+        append_warnings(&mut doc, warnings);
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("complete".into(), self.is_complete().into());
+            if let Some(meta) = self.backup_metadata(action, ctx) {
+                if let Some(m) = meta.as_object() {
+                    for (k, v) in m {
+                        obj.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                obj.insert("backup_metadata".into(), meta);
+            }
+        }
+        doc
+    }
+
     /// Whether the action did all it was asked to.
     pub fn is_complete(&self) -> bool {
         match self {
@@ -545,6 +602,17 @@ pub fn sinks_of(action: &FreezerAction, env: &Environment) -> Result<Vec<Arc<dyn
         .collect()
 }
 
+impl RunContext {
+    /// The passphrase of `action` run in this context: [`RunContext::passphrase`] when set,
+    /// else the first line of the action's `encrypt_pass_file`.
+    pub fn passphrase_for(&self, action: &FreezerAction) -> Result<Option<Passphrase>> {
+        match &self.passphrase {
+            Some(p) => Ok(Some(p.clone())),
+            None => passphrase_of(action),
+        }
+    }
+}
+
 /// The passphrase of an action, read from `encrypt_pass_file`.
 pub fn passphrase_of(action: &FreezerAction) -> Result<Option<Passphrase>> {
     action
@@ -565,7 +633,7 @@ pub async fn open_repository(action: &FreezerAction, ctx: &RunContext) -> Result
             "no storage given: set container (a folder for storage local, bucket[/prefix] for s3)",
         ));
     }
-    let pass = passphrase_of(action)?;
+    let pass = ctx.passphrase_for(action)?;
     let mut repo = Repository::open(sinks, pass.as_ref()).await?;
     repo.set_lock_wait(ctx.lock_wait);
     Ok(repo)
@@ -653,7 +721,7 @@ async fn run_one_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             if action.action() == Action::Backup && ctx.create_repository && !action.dry_run =>
         {
             // A missing passphrase file is that, not a reason to create anything.
-            let passphrase = passphrase_of(action)?;
+            let passphrase = ctx.passphrase_for(action)?;
             created = create_repository(action, ctx, passphrase)
                 .await
                 .map_err(|e| e.context("creating the repository for this backup"))?;
@@ -859,6 +927,8 @@ async fn run_one_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             opts.dry_run = action.dry_run;
             opts.sub_path = action.sub_path.clone();
             opts.cancel = ctx.cancel.clone();
+            // The outcome reports damaged files (`is_complete`); the front-end decides.
+            opts.accept_partial = true;
             let _lock = if action.dry_run {
                 None
             } else {
@@ -1116,17 +1186,7 @@ pub async fn run_job(job: &dyn JobSpec, ctx: &RunContext) -> Vec<ActionReport> {
         };
         let report = match outcome {
             Ok(o) => {
-                let backup_metadata = match &o {
-                    ActionOutcome::Backup(b) if b.snapshot_id.is_some() => {
-                        Some(backup_metadata(&a.freezer_action, b, ctx))
-                    }
-                    ActionOutcome::TarBackup(b) => Some(crate::upstream::run::backup_metadata(
-                        &a.freezer_action,
-                        b,
-                        ctx,
-                    )),
-                    _ => None,
-                };
+                let backup_metadata = o.backup_metadata(&a.freezer_action, ctx);
                 ActionReport {
                     outcome: Ok(o),
                     attempts,

@@ -70,6 +70,22 @@ pub const CREDENTIAL_VARIABLES: &[&str] = &[
     "ST_KEY",
 ];
 
+/// The credential environment from `vars` (a front-end's `std::env::vars_os()`): the
+/// [`CREDENTIAL_VARIABLES`] it holds whose values are UTF-8, nothing else. Every front-end
+/// builds its [`RunContext::env`](super::RunContext::env) with this.
+pub fn credential_environment(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Environment {
+    vars.into_iter()
+        .filter_map(|(name, value)| {
+            let name = name.into_string().ok()?;
+            CREDENTIAL_VARIABLES
+                .contains(&name.as_str())
+                .then(|| value.into_string().ok().map(|v| (name, v)))?
+        })
+        .collect()
+}
+
 /// A secret value: serialized as itself, never shown by `Debug`.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]

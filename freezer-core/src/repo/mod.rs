@@ -145,7 +145,7 @@ pub(crate) async fn read_config(sink: &dyn Sink) -> Result<Config> {
     let what = format!("{}/config", sink.describe());
     let data = sink.get_bytes("config").await.map_err(|e| match e {
         Error::NotFound { .. } => Error::not_found(format!(
-            "repository at {} (no config; run `freezer init` first)",
+            "repository at {} (no config; create a repository there first with init)",
             sink.describe()
         )),
         e => e,

@@ -122,13 +122,10 @@ pub(crate) async fn refuse_unless_empty(sink: &dyn Sink, maker: Maker) -> Result
     }
     let parts: Vec<&String> = found.iter().filter(|k| is_repository_part(k)).collect();
     let (who, also) = match maker {
-        Maker::Init => (
-            "`freezer init` makes a repository only where nothing is",
-            "",
-        ),
+        Maker::Init => ("init makes a repository only where nothing is", ""),
         Maker::FirstBackup => (
             "a backup creates its repository only where nothing is",
-            ", as `freezer init` does",
+            ", as init does",
         ),
     };
     let why = if let Some(part) = parts.first() {

@@ -308,7 +308,7 @@ fn map_err(e: object_store::Error, what: &str) -> Error {
                 }
             } else if lower.contains("nosuchbucket") {
                 Error::NotFound {
-                    what: format!("{what}: the bucket does not exist (run `freezer init`)"),
+                    what: format!("{what}: the bucket does not exist (init creates it)"),
                 }
             } else if lower.contains("connect")
                 || lower.contains("timed out")

@@ -130,9 +130,13 @@ pub struct TarRetentionResult {
     pub dry_run: bool,
 }
 
-/// The passphrase upstream's `openssl enc -pass file:F` uses: the first line of
+/// The passphrase upstream's `openssl enc -pass file:F` uses: the context's
+/// ([`RunContext::passphrase`]) when a binding gave one, else the first line of
 /// `encrypt_pass_file`.
-fn passphrase(action: &FreezerAction) -> Result<Option<Vec<u8>>> {
+fn passphrase(action: &FreezerAction, ctx: &RunContext) -> Result<Option<Vec<u8>>> {
+    if let Some(p) = &ctx.passphrase {
+        return Ok(Some(p.as_bytes().to_vec()));
+    }
     let Some(path) = action
         .encrypt_pass_file
         .as_deref()
@@ -292,7 +296,7 @@ async fn backup(
         ));
     }
     let (hostname, backup_name, name) = names(action, ctx)?;
-    let pass = passphrase(action)?;
+    let pass = passphrase(action, ctx)?;
     let compression = Compression::parse(action.compression.as_deref().unwrap_or("gzip"))?;
     let src: PathBuf = match &action.snapshot.read_from {
         Some(view) => view.clone(),
@@ -509,7 +513,7 @@ async fn restore(
         .ok_or_else(|| Error::bad_input("restore_abs_path", "engine tar restores into a folder"))?;
     let mut opts = TarRestoreOptions::new(&dest);
     opts.restore_from_date = restore_date(action)?;
-    opts.passphrase = passphrase(action)?;
+    opts.passphrase = passphrase(action, ctx)?;
     opts.overwrite = action.overwrite;
     // The first storage that holds the name; the others are replicas.
     let mut last = None;

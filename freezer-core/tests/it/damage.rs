@@ -67,16 +67,40 @@ async fn a_flipped_byte_in_any_pack_is_named_and_the_rest_restores() {
         let target = tmp.path().join(format!("out{n}"));
         let mut r = open(&[&repo_dir], Some("pw")).await;
         r.load_index().await.unwrap();
+        // By default a restore with holes is an error, naming a damaged file...
+        let strict = freezer_core::engine::restore(
+            &r,
+            snap_id,
+            &snap,
+            &RestoreOptions::new(tmp.path().join(format!("strict{n}"))),
+            Arc::new(freezer_core::engine::NoProgress),
+        )
+        .await
+        .expect_err("a restore that leaves damaged files is not Ok by default");
+        // ...and with `accept_partial` the report names them all.
+        let mut partial = RestoreOptions::new(&target);
+        partial.accept_partial = true;
         match freezer_core::engine::restore(
             &r,
             snap_id,
             &snap,
-            &RestoreOptions::new(&target),
+            &partial,
             Arc::new(freezer_core::engine::NoProgress),
         )
         .await
         {
             Ok(out) => {
+                assert_eq!(
+                    strict.kind(),
+                    freezer_core::ErrorKind::Incomplete,
+                    "{strict}"
+                );
+                let first = out.damaged[0].files.first().expect("a damaged file");
+                assert!(
+                    strict.to_string().contains(first.as_str())
+                        && strict.to_string().contains("accept_partial"),
+                    "{strict}"
+                );
                 assert!(
                     !out.damaged.is_empty(),
                     "pack {n}: a flipped byte went unnoticed"
@@ -98,10 +122,13 @@ async fn a_flipped_byte_in_any_pack_is_named_and_the_rest_restores() {
                 );
             }
             // The top tree itself is unreadable: nothing can be restored, and the error says why.
-            Err(e) => assert!(
-                e.to_string().contains("top tree") && e.to_string().contains("corrupt"),
-                "{e}"
-            ),
+            Err(e) => {
+                assert_eq!(strict.to_string(), e.to_string());
+                assert!(
+                    e.to_string().contains("top tree") && e.to_string().contains("corrupt"),
+                    "{e}"
+                )
+            }
         }
         std::fs::write(pack, &original).unwrap();
     }

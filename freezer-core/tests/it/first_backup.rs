@@ -100,7 +100,7 @@ async fn a_place_holding_other_files_is_never_taken_over() {
         text.contains(&repo.display().to_string()) && text.contains("photos/cat.jpg"),
         "{text}"
     );
-    assert!(text.contains("freezer init"), "{text}");
+    assert!(text.contains("as init does"), "{text}");
     assert_eq!(fingerprint(&repo), before, "nothing was written");
     assert!(!repo.join("config").exists() && !repo.join("keys").exists());
 }
@@ -185,7 +185,7 @@ async fn dry_runs_and_front_ends_that_ask_create_nothing() {
     ctx.create_repository = false;
     let e = run_action(&a, &ctx).await.unwrap_err();
     assert!(
-        matches!(e, Error::NotFound { .. }) && e.to_string().contains("freezer init"),
+        matches!(e, Error::NotFound { .. }) && e.to_string().contains("first with init"),
         "{e}"
     );
     // Restores, listings and retention never create one either.

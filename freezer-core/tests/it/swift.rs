@@ -138,7 +138,7 @@ async fn bad_credentials_and_missing_containers_are_named() {
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     let e = missing.list("").await.unwrap_err();
     assert!(
-        matches!(e, Error::NotFound { .. }) && e.to_string().contains("freezer init"),
+        matches!(e, Error::NotFound { .. }) && e.to_string().contains("init creates it"),
         "{e}"
     );
     let e = missing
@@ -146,7 +146,7 @@ async fn bad_credentials_and_missing_containers_are_named() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, Error::NotFound { .. }) && e.to_string().contains("freezer init"),
+        matches!(e, Error::NotFound { .. }) && e.to_string().contains("init creates it"),
         "{e}"
     );
     // Nothing listens: transient.

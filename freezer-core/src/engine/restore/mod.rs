@@ -72,6 +72,11 @@ pub struct RestoreOptions {
     /// finished keep their temporary names (the same restore run again finishes them), a
     /// folder the restore created is removed, and it fails with [`Error::Cancelled`].
     pub cancel: crate::CancelToken,
+    /// Whether a restore that leaves damaged files behind (an object of the snapshot is
+    /// missing or corrupt) returns its [`RestoreResult`], whose `damaged` names them, rather
+    /// than failing with [`Error::Incomplete`]. Default off: a caller who does not look at the
+    /// result is never told that a restore with holes succeeded.
+    pub accept_partial: bool,
 }
 
 impl RestoreOptions {
@@ -85,6 +90,7 @@ impl RestoreOptions {
             owners: None,
             concurrency: 0,
             cancel: crate::CancelToken::new(),
+            accept_partial: false,
         }
     }
 }
@@ -515,8 +521,38 @@ async fn restore_prepared(
             _ => result.others += 1,
         }
     }
+    if !damaged.is_empty() && !opts.accept_partial {
+        return Err(partial_restore(&result.snapshot_id, &opts.target, &damaged));
+    }
     result.damaged = damaged;
     result.warnings = warnings;
     result.skipped = skipped;
     Ok(result)
+}
+
+/// The error of a restore of `snapshot` into `target` that left the files of `damaged`
+/// incomplete, naming the first of them.
+fn partial_restore(snapshot: &Id, target: &std::path::Path, damaged: &[Damage]) -> Error {
+    let files: Vec<&str> = damaged
+        .iter()
+        .flat_map(|d| d.files.iter().map(String::as_str))
+        .collect();
+    let first: Vec<&str> = files.iter().take(3).copied().collect();
+    let more = files.len().saturating_sub(first.len());
+    let object = &damaged[0];
+    Error::Incomplete {
+        what: format!(
+            "the restore of snapshot {snapshot} into {} is incomplete: {} damaged ({}), {} file(s) incomplete: {}{} (restore with accept_partial to keep what could be restored)",
+            target.display(),
+            object.object,
+            object.error,
+            files.len(),
+            first.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
+        ),
+    }
 }

@@ -406,7 +406,7 @@ impl SwiftSink {
         let text = resp.text().await.unwrap_or_default();
         Err(match status {
             StatusCode::NOT_FOUND => Error::NotFound {
-                what: format!("{what}: container {container} (run `freezer init` to create it)"),
+                what: format!("{what}: container {container} (init creates it)"),
             },
             StatusCode::PRECONDITION_FAILED => Error::AlreadyExists {
                 what: what.to_string(),
@@ -543,7 +543,7 @@ impl Sink for SwiftSink {
             if status == StatusCode::NOT_FOUND {
                 return Err(Error::NotFound {
                     what: format!(
-                        "{}: container {} (run `freezer init` to create it)",
+                        "{}: container {} (init creates it)",
                         self.location(),
                         self.opts.container
                     ),
