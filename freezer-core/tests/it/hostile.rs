@@ -100,7 +100,8 @@ async fn hostile_names_in_a_snapshot_never_leave_the_target() {
         let mut repo = open(&[&repo_dir], Some("pw")).await;
         let snaps = repo.snapshots().await.unwrap().0;
         repo.load_index().await.unwrap();
-        let out = restore(
+        // By default a restore that leaves anything undone is an error.
+        let strict = restore(
             &repo,
             id,
             &snaps[0].1,
@@ -108,7 +109,13 @@ async fn hostile_names_in_a_snapshot_never_leave_the_target() {
             Arc::new(NoProgress),
         )
         .await
-        .unwrap();
+        .unwrap_err();
+        assert_eq!(strict.kind(), freezer_core::ErrorKind::Incomplete, "{strict}");
+        let mut partial = RestoreOptions::new(&target);
+        partial.accept_partial = true;
+        let out = restore(&repo, id, &snaps[0].1, &partial, Arc::new(NoProgress))
+            .await
+            .unwrap();
         assert!(!out.is_complete());
         assert!(
             out.damaged
