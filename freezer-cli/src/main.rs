@@ -87,8 +87,10 @@ impl RepoArgs {
     }
 
     async fn open(&self) -> freezer_core::Result<Repository> {
-        let mut r = Repository::open(self.sinks()?, self.passphrase()?.as_ref()).await?;
-        r.set_lock_wait(self.lock_wait());
+        let mut ctx = job::RunContext::current();
+        ctx.env = environment();
+        ctx.lock_wait = self.lock_wait();
+        let r = job::open_repository(&self.action()?, &ctx).await?;
         // A config read from its copy or another storage, a key passed over: said at once.
         for w in r.warnings() {
             eprintln!("warning: {w}");

@@ -110,7 +110,11 @@ async fn hostile_names_in_a_snapshot_never_leave_the_target() {
         )
         .await
         .unwrap_err();
-        assert_eq!(strict.kind(), freezer_core::ErrorKind::Incomplete, "{strict}");
+        assert_eq!(
+            strict.kind(),
+            freezer_core::ErrorKind::Incomplete,
+            "{strict}"
+        );
         let mut partial = RestoreOptions::new(&target);
         partial.accept_partial = true;
         let out = restore(&repo, id, &snaps[0].1, &partial, Arc::new(NoProgress))
