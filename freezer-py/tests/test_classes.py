@@ -360,3 +360,33 @@ def test_the_module_is_typed_and_versioned():
     assert issubclass(freezer_py.TransientError, ConnectionError)
     assert issubclass(freezer_py.CancelledError, freezer_py.FreezerError)
     assert freezer_py.Repository.backup.__doc__
+
+
+def test_every_async_twin_gives_what_its_blocking_call_gives(tmp_path):
+    data = tree(tmp_path / "data")
+
+    async def main():
+        repo = await freezer_py.Repository.init_async(tmp_path / "repo", passphrase="p")
+        other = await freezer_py.Repository.init_async(tmp_path / "other")
+        for _ in range(2):
+            await repo.backup_async(data, backup_name="b", hostname="h")
+        copied = await repo.copy_to_async(other)
+        checked = await repo.check_async(read_data="all")
+        forgot = await repo.forget_async(keep_last=1, backup_name="b", hostname="h")
+        pruned = await repo.prune_async(max_unused="100%")
+        repaired = await repo.repair_index_async()
+        job = {"job_actions": [{"freezer_action": {
+            "action": "backup", "path_to_backup": str(data), "backup_name": "j",
+            "container": str(tmp_path / "jobs")}}]}
+        by_function = await freezer_py.run_job_async(job)
+        by_object = await freezer_py.Job(job).run_async()
+        info = await freezer_py.run_action_async({"action": "info", "container": str(tmp_path / "jobs")})
+        return copied, checked, forgot, pruned, repaired, by_function, by_object, info
+    copied, checked, forgot, pruned, repaired, by_function, by_object, info = asyncio.run(main())
+    assert len(copied["copied"]) == 2
+    assert checked["damaged"] == []
+    assert len(forgot["forget"]["forgotten"]) == 1
+    assert pruned["dry_run"] is False
+    assert repaired["storages"][0]["index_files_written"] >= 1
+    assert by_function[0]["complete"] and by_object[0]["complete"]
+    assert [s["level"] for s in info["snapshots"]] == [0, 1]
