@@ -236,9 +236,24 @@ fn the_example_builds_against_the_installed_library_and_runs_clean_under_valgrin
         .arg("-S")
         .arg(prefix.join("lib/libfreezer.a")));
     assert!(
-        !archive.contains(".debug_"),
-        "the static library keeps debug sections"
+        !archive.contains(".debug_") && !archive.contains(".llvmbc"),
+        "the static library keeps debug sections or bitcode"
     );
+    // Linked statically: the archive and the private libraries the pkg-config file names.
+    let private = run(Command::new("pkg-config")
+        .args(["--static", "--libs-only-l", "freezer"])
+        .env("PKG_CONFIG_PATH", &pc));
+    let static_exe = tmp.path().join("backup-static");
+    run(Command::new("cc")
+        .arg(crate_dir().join("examples/backup.c"))
+        .arg("-I")
+        .arg(prefix.join("include"))
+        .arg(prefix.join("lib/libfreezer.a"))
+        .args(private.split_whitespace().filter(|l| *l != "-lfreezer"))
+        .arg("-o")
+        .arg(&static_exe));
+    let needed = run(Command::new("readelf").arg("-d").arg(&static_exe));
+    assert!(!needed.contains("libfreezer"), "{needed}");
     eprintln!(
         "installed sizes: libfreezer.so {} bytes, libfreezer.a {} bytes (debug profile)",
         std::fs::metadata(&installed).unwrap().len(),
@@ -292,6 +307,12 @@ fn the_example_builds_against_the_installed_library_and_runs_clean_under_valgrin
         encrypted.contains("opened the data folder: result 1, repository at"),
         "{encrypted}"
     );
+    let linked = run(Command::new(&static_exe)
+        .arg(&data)
+        .arg(tmp.path().join("static-repo"))
+        .arg(tmp.path().join("static-out"))
+        .env_remove("FREEZER_PASSPHRASE"));
+    assert!(linked.contains("restored: whole"), "{linked}");
     // Valgrind's run: without a passphrase (Argon2id under valgrind takes minutes).
     let checked = example("plain", "out-plain", None, true);
     assert!(checked.contains("restored: whole"), "{checked}");
