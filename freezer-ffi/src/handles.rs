@@ -166,6 +166,16 @@ fn passphrase_arg(text: Option<&str>) -> Result<Option<Passphrase>, (FreezerResu
         .map_err(|e| failure(&e))
 }
 
+/// The new passphrase of a key operation (never null).
+///
+/// # Safety
+/// `ptr` is null or a NUL-terminated string.
+unsafe fn new_passphrase_arg(ptr: *const c_char) -> Result<Passphrase, (FreezerResult, String)> {
+    // SAFETY: per the contract above.
+    let text = unsafe { text_arg(ptr, "new_passphrase", false) }?;
+    passphrase_arg(text)?.ok_or_else(|| failure(&Error::bad_input("new_passphrase", "is empty")))
+}
+
 /// The repository the caller's storage options and passphrase name.
 ///
 /// # Safety
@@ -487,8 +497,7 @@ pub unsafe extern "C" fn freezer_repository_add_key(
     unsafe {
         boundary(result, || {
             let repo = handle(repo, "repo")?;
-            let new = passphrase_arg(text_arg(new_passphrase, "new_passphrase", false)?)?
-                .ok_or_else(|| failure(&Error::bad_input("new_passphrase", "is empty")))?;
+            let new = new_passphrase_arg(new_passphrase)?;
             key_op(repo, KeyOp::Add(new))
         })
     }
@@ -509,8 +518,7 @@ pub unsafe extern "C" fn freezer_repository_change_passphrase(
     unsafe {
         boundary(result, || {
             let repo = handle(repo, "repo")?;
-            let new = passphrase_arg(text_arg(new_passphrase, "new_passphrase", false)?)?
-                .ok_or_else(|| failure(&Error::bad_input("new_passphrase", "is empty")))?;
+            let new = new_passphrase_arg(new_passphrase)?;
             key_op(repo, KeyOp::Change(new))
         })
     }

@@ -118,8 +118,7 @@ fn repository_options(
 impl PyRepository {
     /// A repository named by upstream's options (with `encrypt_pass_file` when encrypted),
     /// not opened yet.
-    pub(crate) fn from_options(py: Python<'_>, options: Map<String, Value>) -> PyResult<Self> {
-        let _ = py;
+    pub(crate) fn from_options(options: Map<String, Value>) -> PyResult<Self> {
         Ok(PyRepository {
             inner: RepositoryOptions::new(options, None).map_err(to_py)?,
             id: String::new(),

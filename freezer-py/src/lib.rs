@@ -311,7 +311,7 @@ fn repository_of<'py>(
     options: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, classes::PyRepository>> {
     let map = options_map(py, Some(options))?;
-    Bound::new(py, classes::PyRepository::from_options(py, map)?)
+    Bound::new(py, classes::PyRepository::from_options(map)?)
 }
 
 /// Verifies the repository `options` name; `Repository.check`.
