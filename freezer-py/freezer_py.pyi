@@ -124,13 +124,20 @@ class Repository:
     afresh and takes upstream's option names as keyword arguments."""
     @classmethod
     def init(cls, location: Storage | Path | None = None, /, *, passphrase: str | None = None,
+             pack_size: int | None = None, kdf_memory: int | None = None,
+             kdf_iterations: int | None = None, kdf_parallelism: int | None = None,
              **options: Any) -> Repository:
         """Creates a repository, encrypted with ``passphrase`` (or the first line of
-        ``encrypt_pass_file=``). ``AlreadyExistsError`` where one is; ``BadInputError`` where
-        other files are."""
+        ``encrypt_pass_file=``), with packs of ``pack_size`` MiB (1 to 512, default 8) and the
+        key's Argon2id costs (``kdf_memory`` MiB, default 32; ``kdf_iterations``, default 3;
+        ``kdf_parallelism``, default 1). ``AlreadyExistsError`` where one is; ``BadInputError``
+        where other files are."""
     @classmethod
     def init_async(cls, location: Storage | Path | None = None, /, *,
-                   passphrase: str | None = None, **options: Any) -> Awaitable[Repository]: ...
+                   passphrase: str | None = None, pack_size: int | None = None,
+                   kdf_memory: int | None = None, kdf_iterations: int | None = None,
+                   kdf_parallelism: int | None = None,
+                   **options: Any) -> Awaitable[Repository]: ...
     @classmethod
     def open(cls, location: Storage | Path | None = None, /, *, passphrase: str | None = None,
              **options: Any) -> Repository:
@@ -195,7 +202,8 @@ class Repository:
                       progress: Progress | None = None,
                       cancel: CancelToken | None = None) -> Awaitable[dict[str, Any]]: ...
     def keys(self) -> list[dict[str, Any]]:
-        """``[{"id", "current", "created", "hostname", "username"}]``."""
+        """``[{"id", "current", "created", "hostname", "username", "kdf": {"algorithm",
+        "memory_kib", "iterations", "parallelism"}}]``."""
     def add_key(self, new_passphrase: str) -> str: ...
     def change_passphrase(self, new_passphrase: str) -> str: ...
     def remove_key(self, id: str) -> str: ...
@@ -222,9 +230,12 @@ def version() -> str:
     """The version of freezer-rs."""
 
 def init(container: Path | None = None, encrypt_pass_file: Path | None = None, *,
-         passphrase: str | None = None, **options: Any) -> dict[str, Any]:
-    """Creates a repository in ``container`` (a folder or a storage URL); returns
-    ``{"id", "created", "existing"}``."""
+         passphrase: str | None = None, pack_size: int | None = None,
+         kdf_memory: int | None = None, kdf_iterations: int | None = None,
+         kdf_parallelism: int | None = None, **options: Any) -> dict[str, Any]:
+    """Creates a repository in ``container`` (a folder or a storage URL), with
+    ``Repository.init``'s ``pack_size`` and key costs; returns ``{"id", "created",
+    "existing"}``."""
 
 def run_action(options: Mapping[str, Any] | str,
                allow_unknown_options: bool = False, *,

@@ -519,7 +519,7 @@ impl Out {
         if self.json {
             let list: Vec<_> = keys
                 .iter()
-                .map(|(id, k, cur)| json!({"id": id, "current": cur, "created": k.created, "hostname": k.hostname, "username": k.username}))
+                .map(|(id, k, cur)| k.summary(id, *cur))
                 .collect();
             print_json(&json!({"keys": list}));
             return;

@@ -313,7 +313,8 @@ void freezer_cancel_free(struct freezer_cancel *cancel);
  Creates a repository where `storage_json` says (upstream's storage options: `{"container":
  "/srv/backups"}`, `{"container": "s3://bucket/node1?endpoint=..."}`, `{"storage": "swift",
  "container": "c"}`...), encrypted with `passphrase` (null: not encrypted, unless the options
- hold `encrypt_pass_file`). On success `*repo` holds the new handle and `*result` the report
+ hold `encrypt_pass_file`). The options may also set what only `init` sets: `pack_size`
+ (MiB, 1 to 512), `kdf_memory` (MiB), `kdf_iterations`, `kdf_parallelism`. On success `*repo` holds the new handle and `*result` the report
  (`{"id", "created", "existing"}`). [`FreezerResult::AlreadyExists`] where a repository is,
  [`FreezerResult::BadInput`] where other files are.
 
@@ -378,7 +379,8 @@ enum FreezerResult freezer_repository_snapshots(const struct freezer_repository 
                                                 char **result);
 
 /*
- The keys: `*result` is `{"keys": [{"id", "current", "created", "hostname", "username"}]}`.
+ The keys: `*result` is `{"keys": [{"id", "current", "created", "hostname", "username",
+ "kdf": {"algorithm", "memory_kib", "iterations", "parallelism"}}]}`.
 
  # Safety
  As [`freezer_repository_snapshots`].

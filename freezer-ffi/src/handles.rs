@@ -183,6 +183,7 @@ unsafe fn new_passphrase_arg(ptr: *const c_char) -> Result<Passphrase, (FreezerR
 unsafe fn repository_arg(
     storage_json: *const c_char,
     passphrase: *const c_char,
+    for_init: bool,
 ) -> Result<RepositoryOptions, (FreezerResult, String)> {
     // SAFETY: per the contract above.
     let storage = unsafe { text_arg(storage_json, "storage_json", false) }?;
@@ -190,7 +191,12 @@ unsafe fn repository_arg(
     let pass = unsafe { text_arg(passphrase, "passphrase", true) }?;
     let map = object_arg(storage, "storage_json")?;
     let pass = passphrase_arg(pass)?;
-    RepositoryOptions::new(map, pass).map_err(|e| failure(&e))
+    if for_init {
+        RepositoryOptions::for_init(map, pass)
+    } else {
+        RepositoryOptions::new(map, pass)
+    }
+    .map_err(|e| failure(&e))
 }
 
 /// Borrows a handle the caller passed.
@@ -242,7 +248,8 @@ pub unsafe extern "C" fn freezer_cancel_free(cancel: *mut freezer_cancel) {
 /// Creates a repository where `storage_json` says (upstream's storage options: `{"container":
 /// "/srv/backups"}`, `{"container": "s3://bucket/node1?endpoint=..."}`, `{"storage": "swift",
 /// "container": "c"}`...), encrypted with `passphrase` (null: not encrypted, unless the options
-/// hold `encrypt_pass_file`). On success `*repo` holds the new handle and `*result` the report
+/// hold `encrypt_pass_file`). The options may also set what only `init` sets: `pack_size`
+/// (MiB, 1 to 512), `kdf_memory` (MiB), `kdf_iterations`, `kdf_parallelism`. On success `*repo` holds the new handle and `*result` the report
 /// (`{"id", "created", "existing"}`). [`FreezerResult::AlreadyExists`] where a repository is,
 /// [`FreezerResult::BadInput`] where other files are.
 ///
@@ -259,7 +266,7 @@ pub unsafe extern "C" fn freezer_repository_init(
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         boundary(result, || {
-            let inner = repository_arg(storage_json, passphrase)?;
+            let inner = repository_arg(storage_json, passphrase, true)?;
             let ctx = ctx_of(&inner);
             let opts = inner.clone();
             let report = Control::none()
@@ -287,7 +294,7 @@ pub unsafe extern "C" fn freezer_repository_open(
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         boundary(result, || {
-            let inner = repository_arg(storage_json, passphrase)?;
+            let inner = repository_arg(storage_json, passphrase, false)?;
             let ctx = ctx_of(&inner);
             let opts = inner.clone();
             let id = Control::none()
@@ -417,7 +424,8 @@ pub unsafe extern "C" fn freezer_repository_snapshots(
     }
 }
 
-/// The keys: `*result` is `{"keys": [{"id", "current", "created", "hostname", "username"}]}`.
+/// The keys: `*result` is `{"keys": [{"id", "current", "created", "hostname", "username",
+/// "kdf": {"algorithm", "memory_kib", "iterations", "parallelism"}}]}`.
 ///
 /// # Safety
 /// As [`freezer_repository_snapshots`].
@@ -434,10 +442,7 @@ pub unsafe extern "C" fn freezer_repository_keys(
                 let keys = r.keys().await?;
                 Ok(keys
                     .iter()
-                    .map(|(id, k, current)| {
-                        serde_json::json!({"id": id, "current": current, "created": k.created,
-                            "hostname": k.hostname, "username": k.username})
-                    })
+                    .map(|(id, k, current)| k.summary(id, *current))
                     .collect::<Vec<_>>())
             })?;
             Ok(doc(&serde_json::json!({ "keys": keys }), true))
@@ -652,7 +657,7 @@ pub unsafe extern "C" fn freezer_repair_config(
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         boundary(result, || {
-            let inner = repository_arg(storage_json, passphrase)?;
+            let inner = repository_arg(storage_json, passphrase, false)?;
             let ctx = ctx_of(&inner);
             let report = Control::none()
                 .block(async move {

@@ -93,6 +93,7 @@ fn repository_options(
     location: Option<&Bound<'_, PyAny>>,
     passphrase: Option<String>,
     options: Option<&Bound<'_, PyDict>>,
+    for_init: bool,
 ) -> PyResult<RepositoryOptions> {
     let mut map = options_map(py, options.map(|o| o.as_any()))?;
     if let Some(loc) = location {
@@ -112,7 +113,12 @@ fn repository_options(
         }
     }
     let passphrase = passphrase.map(Passphrase::new).transpose().map_err(to_py)?;
-    RepositoryOptions::new(map, passphrase).map_err(to_py)
+    if for_init {
+        RepositoryOptions::for_init(map, passphrase)
+    } else {
+        RepositoryOptions::new(map, passphrase)
+    }
+    .map_err(to_py)
 }
 
 impl PyRepository {
@@ -146,7 +152,7 @@ impl PyRepository {
         options: Option<&Bound<'_, PyDict>>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let inner = repository_options(py, location, passphrase, options)?;
+        let inner = repository_options(py, location, passphrase, options, true)?;
         let ctx = inner.context(context(None));
         call(py, Control::none(), asynchronous, async move {
             let report = inner.init(&ctx).await?;
@@ -167,7 +173,7 @@ impl PyRepository {
         options: Option<&Bound<'_, PyDict>>,
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
-        let inner = repository_options(py, location, passphrase, options)?;
+        let inner = repository_options(py, location, passphrase, options, false)?;
         let ctx = inner.context(context(None));
         call(py, Control::none(), asynchronous, async move {
             let opened = inner.open(&ctx).await?;
@@ -391,8 +397,10 @@ impl PyRepository {
 impl PyRepository {
     /// Creates a repository (a `Storage`, a URL such as ``s3://bucket/node1``, or a folder;
     /// or upstream's ``storage=``/``container=``...), encrypted with ``passphrase`` or the
-    /// first line of ``encrypt_pass_file``; returns it. Raises ``AlreadyExistsError`` where a
-    /// repository is, ``BadInputError`` where other files are.
+    /// first line of ``encrypt_pass_file``; returns it. ``pack_size`` (MiB, 1 to 512),
+    /// ``kdf_memory`` (MiB), ``kdf_iterations`` and ``kdf_parallelism`` set the pack size and the
+    /// key's Argon2id costs. Raises ``AlreadyExistsError`` where a repository is,
+    /// ``BadInputError`` where other files are.
     #[classmethod]
     #[pyo3(signature = (location = None, /, *, passphrase = None, **options))]
     fn init(
@@ -716,17 +724,14 @@ impl PyRepository {
         )
     }
 
-    /// The keys: ``[{"id", "current", "created", "hostname", "username"}]``; ``current`` is
-    /// the one the passphrase opened.
+    /// The keys: ``[{"id", "current", "created", "hostname", "username", "kdf"}]``;
+    /// ``current`` is the one the passphrase opened, ``kdf`` its Argon2id costs.
     fn keys(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.lifecycle(py, Control::none(), false, |repo, _, _| async move {
             let keys = repo.keys().await?;
             let list = keys
                 .iter()
-                .map(|(id, k, current)| {
-                    serde_json::json!({"id": id, "current": current, "created": k.created,
-                        "hostname": k.hostname, "username": k.username})
-                })
+                .map(|(id, k, current)| k.summary(id, *current))
                 .collect();
             Ok(Reply::List(list))
         })

@@ -273,7 +273,8 @@ fn run_job_async(
 
 /// Creates a repository in `container` (a folder or a storage URL: `s3://bucket/prefix`,
 /// `swift://container/prefix`, `ssh://host/path`...; or upstream's `storage=` and options);
-/// encrypted with `passphrase` or the first line of `encrypt_pass_file`. Returns
+/// encrypted with `passphrase` or the first line of `encrypt_pass_file`; `pack_size` (MiB),
+/// `kdf_memory` (MiB), `kdf_iterations` and `kdf_parallelism` set its layout. Returns
 /// `{"id": ..., "created": [...], "existing": [...]}`.
 #[pyfunction]
 #[pyo3(signature = (container = None, encrypt_pass_file = None, *, passphrase = None, **options))]
@@ -296,7 +297,7 @@ fn init(
         }
     }
     let pass = passphrase.map(Passphrase::new).transpose().map_err(to_py)?;
-    let repo = freezer_core::job::RepositoryOptions::new(map, pass).map_err(to_py)?;
+    let repo = freezer_core::job::RepositoryOptions::for_init(map, pass).map_err(to_py)?;
     let ctx = repo.context(context(None));
     call(py, Control::none(), false, async move {
         let report = repo.init(&ctx).await?;

@@ -93,6 +93,38 @@ def test_wrong_key_missing_repository_and_bad_options(tmp_path):
     assert "backup_name" in str(e.value)
 
 
+def test_init_sets_the_pack_size_and_the_key_costs(tmp_path):
+    repo = freezer_py.Repository.init(tmp_path / "repo", passphrase="pw", pack_size=1,
+                                      kdf_memory=4, kdf_iterations=2, kdf_parallelism=1)
+    [key] = repo.keys()
+    assert key["kdf"] == {"algorithm": "argon2id", "memory_kib": 4096, "iterations": 2,
+                          "parallelism": 1}
+    data = tmp_path / "data"
+    data.mkdir()
+    # 6 MiB in chunks of 0.5 to 8 MiB: with 1 MiB packs, a pack per chunk or so, and one of
+    # trees.
+    (data / "big.bin").write_bytes(os.urandom(6 << 20))
+    repo.backup(data, backup_name="b")
+    packs = [p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file()]
+    assert len(packs) >= 4, packs
+    # Defaults where nothing (or None) is given: 8 MiB packs, 32 MiB Argon2id.
+    other = freezer_py.Repository.init(tmp_path / "other", passphrase="pw", pack_size=None)
+    assert other.keys()[0]["kdf"]["memory_kib"] == 32 * 1024
+    other.backup(data, backup_name="b")
+    assert len([p for p in (tmp_path / "other" / "data").rglob("*") if p.is_file()]) == 2
+    # Out of range, of the wrong type, or given to anything but init.
+    for bad in ({"pack_size": 0}, {"pack_size": 1024}, {"pack_size": "8"},
+                {"kdf_memory": 4096}, {"kdf_iterations": 0}):
+        with pytest.raises(freezer_py.BadInputError) as e:
+            freezer_py.Repository.init(tmp_path / "bad", **bad)
+        assert next(iter(bad)) in str(e.value)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(freezer_py.BadInputError) as e:
+        freezer_py.Repository.open(tmp_path / "repo", passphrase="pw", pack_size=2)
+    assert "only init takes it" in str(e.value)
+    assert freezer_py.init(tmp_path / "fn", pack_size=2)["id"]
+
+
 def test_storage_reads_urls_and_upstream_options(tmp_path):
     s = freezer_py.Storage(f"file://{tmp_path}/r")
     assert s.kind == "local"

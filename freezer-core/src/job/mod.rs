@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::process as exec;
 pub use crate::process::{ExecResult, TAIL_BYTES, exec_environment, split_words};
-pub use bound::RepositoryOptions;
+pub use bound::{INIT_OPTION_NAMES, RepositoryOptions};
 pub use metadata::{backup_metadata, write_metadata};
 pub use options::{Action, Engine, FreezerAction, OtherOptions, SourceMode};
 pub use storage::{

@@ -142,6 +142,22 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
+    /// What a listing of keys shows of this one (key `id`; `current` when the passphrase in
+    /// use opened it): `{"id", "current", "created", "hostname", "username", "kdf":
+    /// {"algorithm", "memory_kib", "iterations", "parallelism"}}`; never the salt or the key.
+    pub fn summary(&self, id: &Id, current: bool) -> serde_json::Value {
+        serde_json::json!({
+            "id": id, "current": current, "created": self.created,
+            "hostname": self.hostname, "username": self.username,
+            "kdf": {
+                "algorithm": self.kdf.algorithm,
+                "memory_kib": self.kdf.params.memory_kib,
+                "iterations": self.kdf.params.iterations,
+                "parallelism": self.kdf.params.parallelism,
+            },
+        })
+    }
+
     /// Seals `master` under `pass`; a passphrase of only whitespace is refused.
     pub fn wrap(
         master: &MasterKey,

@@ -71,11 +71,24 @@ int main(int argc, char **argv) {
     freezer_string_free(doc);
 
     /* init, a second init, a wrong key. */
-    snprintf(json, sizeof json, "{\"container\":\"%s/r\"}", work);
+    snprintf(json, sizeof json, "{\"container\":\"%s/r\",\"pack_size\":0}", work);
+    expect(freezer_repository_init(json, "one", &repo, &doc), FREEZER_RESULT_BAD_INPUT, doc, "pack size 0");
+    contains(doc, "pack_size", "pack size 0");
+    freezer_string_free(doc);
+    snprintf(json, sizeof json, "{\"container\":\"%s/r\",\"pack_size\":2}", work);
+    expect(freezer_repository_open(json, "one", &none, &doc), FREEZER_RESULT_BAD_INPUT, doc, "pack size to open");
+    contains(doc, "only init takes it", "pack size to open");
+    freezer_string_free(doc);
+    snprintf(json, sizeof json, "{\"container\":\"%s/r\",\"pack_size\":2,\"kdf_memory\":4,\"kdf_iterations\":2}", work);
     expect(freezer_repository_init(json, "one", &repo, &doc), FREEZER_RESULT_OK, doc, "init");
     contains(doc, "\"created\"", "init");
     freezer_string_free(doc);
+    expect(freezer_repository_keys(repo, &doc), FREEZER_RESULT_OK, doc, "init's key costs");
+    contains(doc, "\"memory_kib\":4096", "init's key costs");
+    contains(doc, "\"iterations\":2", "init's key costs");
+    freezer_string_free(doc);
     expect(freezer_repository_init(json, "one", &none, NULL), FREEZER_RESULT_ALREADY_EXISTS, NULL, "init again");
+    snprintf(json, sizeof json, "{\"container\":\"%s/r\"}", work);
     expect(freezer_repository_open(json, "two", &none, NULL), FREEZER_RESULT_WRONG_KEY, NULL, "wrong key");
 
     /* A token cancelled before the call; a progress callback that asks to stop. */
