@@ -2,7 +2,8 @@
 """Compare freezer-rs with restic and borg on the same corpus, on this machine.
 
     python3 benches/compare.py [--runs 3] [--size-mb 512] [--work DIR] [--freezer PATH]
-                               [--json-out FILE] [--markdown-out FILE] [--quick] [--keep]
+                               [--freezer-args '--threads 16'] [--json-out FILE]
+                               [--markdown-out FILE] [--quick] [--keep]
 
 One invocation makes the corpus (benches/corpus.py, seed 1), then, in each run, copies
 it to a working copy (`cp -a`) and for each tool, with a fresh encrypted repository, measures:
@@ -216,8 +217,9 @@ def du_apparent_kib(path):
 class Freezer:
     name = "freezer"
 
-    def __init__(self, binary, secrets):
+    def __init__(self, binary, secrets, extra=()):
         self.binary = binary
+        self.extra = list(extra)
         self.pass_file = os.path.join(secrets, "freezer.pass")
         write_secret(self.pass_file, PASSPHRASE + "\n")
         self.env = dict(os.environ)
@@ -227,11 +229,11 @@ class Freezer:
 
     def backup(self, repo, src, label):
         return [self.binary, "backup", "--repo", repo, "--encrypt-pass-file", self.pass_file,
-                "--path-to-backup", src, "-N", "bench"]
+                "--path-to-backup", src, "-N", "bench", *self.extra]
 
     def restore(self, repo, target, label):
         return [self.binary, "restore", "--repo", repo, "--encrypt-pass-file", self.pass_file,
-                "-N", "bench", "--restore-abs-path", target], None
+                "-N", "bench", "--restore-abs-path", target, *self.extra], None
 
     def env_for(self, repo, cache):
         return self.env
@@ -753,6 +755,8 @@ def main():
     ap.add_argument("--size-mb", type=int, default=None, help="corpus size (default 512; 24 with --quick)")
     ap.add_argument("--work", help="work folder, empty or missing (default: a new folder under /tmp)")
     ap.add_argument("--freezer", help="the freezer binary (default: target/release/freezer, built if missing)")
+    ap.add_argument("--freezer-args", default="",
+                    help="options added to freezer's backup and restore, e.g. '--threads 16 --max-memory 64M'")
     ap.add_argument("--json-out", help="write every measurement and the summary as JSON")
     ap.add_argument("--markdown-out", help="write the tables as Markdown")
     ap.add_argument("--quick", action="store_true", help="a small corpus and one run: a sanity check in < 1 min")
@@ -790,7 +794,7 @@ def main():
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     secrets = os.path.join(work, "secrets")
     runner = Runner(os.path.join(work, "logs"), args.idle_timeout, args.drop_caches)
-    tools = [Freezer(freezer, secrets), Restic(secrets), Borg()]
+    tools = [Freezer(freezer, secrets, shlex.split(args.freezer_args)), Restic(secrets), Borg()]
 
     report = {
         "started": started,

@@ -39,6 +39,26 @@ struct Cli {
     command: Command,
 }
 
+/// How much of the machine a backup or restore may use.
+#[derive(Args, Debug, Clone)]
+struct ResourceArgs {
+    /// Workers of every pool (readers, compressors, fetchers, the runtime's threads); by
+    /// default one per core. Fewer leave cores to the services of a node.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
+    /// The memory budget of the buffers in flight (256M, 1G; at least 8M; default 48M): the
+    /// run slows down when it is reached, it never fails.
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
+}
+
+impl ResourceArgs {
+    fn apply(&self, action: &mut job::FreezerAction) {
+        action.threads = self.threads;
+        action.max_memory = self.max_memory.clone();
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 struct RepoArgs {
     /// Repository: a folder, file://PATH, s3://BUCKET/PREFIX?endpoint=URL&region=R,
@@ -219,6 +239,8 @@ enum Command {
 struct BackupArgs {
     #[command(flatten)]
     repo: RepoArgs,
+    #[command(flatten)]
+    resources: ResourceArgs,
     /// What to back up: a folder or a file (mode fs); `-` or nothing in modes command and stdin.
     #[arg(long)]
     path_to_backup: Option<PathBuf>,
@@ -381,6 +403,8 @@ impl CopyArgs {
 struct RestoreArgs {
     #[command(flatten)]
     repo: RepoArgs,
+    #[command(flatten)]
+    resources: ResourceArgs,
     /// The folder to restore into (created if missing); `-` writes a stream backup (mode
     /// command or stdin) to stdout; for a mode image backup, the image file (holes kept) or
     /// block device to write.
@@ -517,10 +541,16 @@ fn main() -> ExitCode {
             "freezer_core={level},freezer={level}"
         )))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = match &cli.command {
+        Command::Backup(a) => a.resources.threads,
+        Command::Restore(a) => a.resources.threads,
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n as usize);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("freezer: cannot start the runtime: {e}");
@@ -599,6 +629,7 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
                 .map_err(|e| Error::bad_input("dereference_symlink", e))?;
             action.one_file_system = a.one_file_system;
             action.dry_run = a.dry_run;
+            a.resources.apply(&mut action);
             action.incremental = a.incremental.then_some(true);
             action.no_incremental = a.no_incremental;
             action.max_level = a.max_level;
@@ -654,6 +685,7 @@ async fn run(command: Command, out: &Out) -> freezer_core::Result<bool> {
             action.sub_path = a.sub_path;
             action.overwrite = a.overwrite;
             action.dry_run = a.dry_run;
+            a.resources.apply(&mut action);
             action.consistency_checksum = a.consistency_checksum;
             action.db = freezer_core::db::DbOptions {
                 restore_datadir: a.restore_datadir,

@@ -611,6 +611,7 @@ fn backup_json(r: &BackupResult) -> serde_json::Value {
         "snapshot": r.snapshot,
         "retention": r.retention,
         "created_repository": r.created_repository,
+        "memory": r.memory,
     })
 }
 

@@ -109,6 +109,15 @@ impl IoBuf {
         }
     }
 
+    /// [`IoBuf::freeze`], holding `lease` until the last slice of it is dropped.
+    pub(crate) fn freeze_leased(self, len: usize, lease: crate::memory::Lease) -> Bytes {
+        let bytes = self.freeze(len);
+        Bytes::from_owner(Leased {
+            bytes,
+            _lease: lease,
+        })
+    }
+
     /// The first `len` bytes, as `Bytes` that own the buffer.
     pub(crate) fn freeze(self, len: usize) -> Bytes {
         match self.0 {
@@ -119,6 +128,18 @@ impl IoBuf {
             Kind::Pooled(p, cap) => Bytes::from_owner(p).slice(..len.min(cap)),
             Kind::Map(m) => Bytes::from_owner(m).slice(..len),
         }
+    }
+}
+
+/// Bytes and the budget they hold.
+struct Leased {
+    bytes: Bytes,
+    _lease: crate::memory::Lease,
+}
+
+impl AsRef<[u8]> for Leased {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 

@@ -117,6 +117,7 @@ mod error;
 mod id;
 pub mod job;
 mod keystone;
+pub mod memory;
 pub mod policy;
 mod process;
 pub mod repo;

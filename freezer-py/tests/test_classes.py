@@ -125,6 +125,24 @@ def test_init_sets_the_pack_size_and_the_key_costs(tmp_path):
     assert freezer_py.init(tmp_path / "fn", pack_size=2)["id"]
 
 
+def test_threads_and_a_memory_budget_by_option(tmp_path):
+    data = tree(tmp_path / "data", files=4, size=1 << 20)
+    repo = freezer_py.Repository.init(tmp_path / "repo")
+    r = repo.backup(data, backup_name="b", threads=3, max_memory="16M")
+    assert r["memory"]["budget"] == 16 << 20 and r["memory"]["peak_leased"] > 0
+    assert r["memory"]["peak_rss"] > 0
+    out = tmp_path / "out"
+    r = repo.restore(out, backup_name="b", threads=1, max_memory="8M")
+    assert r["memory"]["budget"] == 8 << 20
+    assert same_tree(data, out)
+    for bad, says in (({"max_memory": "1M"}, "smallest budget"),
+                      ({"max_memory": "lots"}, "is not a size"),
+                      ({"threads": "many"}, "threads")):
+        with pytest.raises(freezer_py.BadInputError) as e:
+            repo.backup(data, backup_name="b", **bad)
+        assert says in str(e.value), e.value
+
+
 def test_storage_reads_urls_and_upstream_options(tmp_path):
     s = freezer_py.Storage(f"file://{tmp_path}/r")
     assert s.kind == "local"

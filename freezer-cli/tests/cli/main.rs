@@ -21,6 +21,7 @@ mod init_config;
 mod jobs;
 mod lifecycle;
 mod lvm;
+mod memory;
 mod mysql;
 mod options;
 mod pipe;

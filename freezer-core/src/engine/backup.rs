@@ -27,6 +27,7 @@ use super::{Compression, Progress};
 use crate::chunker::ChunkState;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::memory::Lease;
 use crate::repo::index::IndexFile;
 use crate::repo::pack::{BlobType, EncodedBlob, FinishedPack, PackWriter, PackedBlob};
 use crate::repo::snapshot::{SNAPSHOT_VERSION, Snapshot, SnapshotStats};
@@ -58,10 +59,11 @@ pub struct BackupOptions {
     pub dry_run: bool,
     /// The snapshot's time; now when `None` (tests inject a clock here).
     pub time: Option<Timestamp>,
-    /// Files read at once; 0 picks from the number of cores.
-    pub read_threads: usize,
-    /// Compression threads; 0 picks one more than the number of cores.
-    pub cpu_threads: usize,
+    /// The workers and the memory budget: files read at once (`threads`, at most 8) and
+    /// compressors (`threads`; by default one more than the cores); the blocks read, the chunks
+    /// waiting for a compressor and the packs being filled and uploaded are leased from
+    /// `memory` (readers wait when it is full).
+    pub resources: crate::memory::Resources,
     /// Exclusion patterns, recorded in the snapshot.
     pub excludes: Vec<String>,
     /// Who runs the backup.
@@ -86,8 +88,7 @@ impl BackupOptions {
             level: 0,
             dry_run: false,
             time: None,
-            read_threads: 0,
-            cpu_threads: 0,
+            resources: crate::memory::Resources::default(),
             excludes: vec![],
             actor,
             consistency_checksum: None,
@@ -128,6 +129,8 @@ pub struct BackupResult {
     /// first backup, as upstream's agent creates its container); the engine leaves it empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub created_repository: Vec<String>,
+    /// The memory budget and what the run took of it.
+    pub memory: crate::memory::MemoryUse,
 }
 
 impl BackupResult {
@@ -215,6 +218,7 @@ struct Shared {
     level: Option<i32>,
     pack_size: usize,
     dry_run: bool,
+    memory: Arc<crate::memory::Budget>,
 }
 
 impl Shared {
@@ -321,9 +325,6 @@ pub async fn backup(
         }
         None => (None, Default::default()),
     };
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
     // The parent's trees, fetched many at a time: one per folder in turn would cost the
     // storage's latency for every folder of an unchanged tree.
     let parent_trees = match parent_root {
@@ -346,20 +347,17 @@ pub async fn backup(
         level: opts.compression.level(),
         pack_size: repo.config().pack_size as usize,
         dry_run: opts.dry_run,
+        memory: opts.resources.memory.clone(),
     });
-    let read_threads = if opts.read_threads > 0 {
-        opts.read_threads
+    let workers = opts.resources.workers();
+    let (read_threads, cpu_threads) = if opts.resources.threads > 0 {
+        (workers.min(8), workers)
     } else {
-        cores.clamp(2, 8)
-    };
-    // One compressor more than cores: one blocked on a full queue leaves no core idle.
-    let cpu_threads = if opts.cpu_threads > 0 {
-        opts.cpu_threads
-    } else {
-        cores + 1
+        // One compressor more than cores: one blocked on a full queue leaves no core idle.
+        (workers.clamp(2, 8), workers + 1)
     };
 
-    let (upload_tx, upload_rx) = tokio::sync::mpsc::channel::<(FinishedPack, SinkMask)>(1);
+    let (upload_tx, upload_rx) = tokio::sync::mpsc::channel::<Upload>(1);
     let uploader = tokio::spawn(upload_loop(shared.clone(), upload_rx));
     let chunker = repo.chunker().clone();
     let crypto = repo.crypto().clone();
@@ -464,6 +462,7 @@ pub async fn backup(
             warnings,
             retention: None,
             created_repository: Vec::new(),
+            memory: crate::memory::MemoryUse::of(&opts.resources.memory),
         });
     }
 
@@ -539,6 +538,7 @@ pub async fn backup(
         warnings,
         retention: None,
         created_repository: Vec::new(),
+        memory: crate::memory::MemoryUse::of(&opts.resources.memory),
     })
 }
 
@@ -586,12 +586,13 @@ fn run_pipeline(
     parent_root: Option<Id>,
     read_threads: usize,
     cpu_threads: usize,
-    upload_tx: tokio::sync::mpsc::Sender<(FinishedPack, SinkMask)>,
+    upload_tx: tokio::sync::mpsc::Sender<Upload>,
 ) -> Result<Id> {
     let (item_tx, item_rx) = bounded::<Item>(4096);
     let (read_tx, read_rx) = bounded::<ReadJob>(64);
     let (blob_tx, blob_rx) = bounded::<BlobJob>(cpu_threads * 2);
-    let (pack_tx, pack_rx) = bounded::<(EncodedBlob, SinkMask)>(cpu_threads * 2);
+    // The packer only appends: a short queue keeps it fed and holds little.
+    let (pack_tx, pack_rx) = bounded::<(EncodedBlob, SinkMask, Lease)>(4);
     std::thread::scope(|s| {
         let walker = std::thread::Builder::new()
             .name("freezer-walk".into())
@@ -636,8 +637,9 @@ fn run_pipeline(
                 let mut enc = crate::repo::pack::BlobEncoder::new(crypto, shared.level);
                 for job in blob_rx {
                     let blob = enc.encode(job.id, job.kind, &job.parts);
+                    let lease = shared.memory.charge(blob.data.len());
                     drop(job.parts);
-                    if pack_tx.send((blob, job.need)).is_err() {
+                    if pack_tx.send((blob, job.need, lease)).is_err() {
                         break;
                     }
                 }
@@ -882,6 +884,17 @@ fn read_file(
                         want = want.min((next - pos) as usize);
                     }
                 }
+                // Wait for room at a cut only: a reader in the middle of a chunk holds blocks
+                // that go nowhere until the chunk is whole, so it takes the next one at once
+                // (the budget may be overdrawn by a chunk per reader, no more).
+                let lease = if pending.is_empty() {
+                    shared
+                        .memory
+                        .acquire(want, || shared.aborted())
+                        .ok_or(Error::Cancelled)?
+                } else {
+                    shared.memory.charge(want)
+                };
                 let mut buf = crate::buffer::IoBuf::new(want);
                 let mut got = 0;
                 while got < want {
@@ -893,7 +906,7 @@ fn read_file(
                     }
                     got += n;
                 }
-                let block = buf.freeze(got);
+                let block = buf.freeze_leased(got, lease);
                 let mut start = 0;
                 while let Some(cut) = chunker.next_cut(&mut state, &block[start..]) {
                     pending.push(block.slice(start..start + cut));
@@ -1122,28 +1135,36 @@ fn build_trees(
     store_tree(shared, crypto, top, &blobs)
 }
 
+/// A pack for the storages of a mask, with the budget its bytes hold until it is stored.
+type Upload = (FinishedPack, SinkMask, Vec<Lease>);
+
 fn pack_loop(
     shared: &Shared,
     crypto: &crate::crypto::Crypto,
-    blobs: Receiver<(EncodedBlob, SinkMask)>,
-    upload: tokio::sync::mpsc::Sender<(FinishedPack, SinkMask)>,
+    blobs: Receiver<(EncodedBlob, SinkMask, Lease)>,
+    upload: tokio::sync::mpsc::Sender<Upload>,
 ) {
-    let mut open: HashMap<(SinkMask, BlobType), PackWriter> = HashMap::new();
-    let flush =
-        |w: PackWriter, mask: SinkMask| upload.blocking_send((w.finish(crypto), mask)).is_ok();
-    for (blob, need) in blobs {
+    // The blobs' leases go with the pack they were copied into.
+    let mut open: HashMap<(SinkMask, BlobType), (PackWriter, Vec<Lease>)> = HashMap::new();
+    let flush = |(w, leases): (PackWriter, Vec<Lease>), mask: SinkMask| {
+        upload
+            .blocking_send((w.finish(crypto), mask, leases))
+            .is_ok()
+    };
+    for (blob, need, lease) in blobs {
         let key = (need, blob.kind);
-        let w = open.entry(key).or_default();
+        let (w, leases) = open.entry(key).or_default();
         w.add(&blob);
+        leases.push(lease);
         if w.size() >= shared.pack_size {
-            let w = open.remove(&key).expect("just used");
-            if !flush(w, need) {
+            let pack = open.remove(&key).expect("just used");
+            if !flush(pack, need) {
                 return;
             }
         }
     }
-    for ((mask, _), w) in open {
-        if w.count() > 0 && !flush(w, mask) {
+    for ((mask, _), pack) in open {
+        if pack.0.count() > 0 && !flush(pack, mask) {
             return;
         }
     }
@@ -1153,10 +1174,10 @@ type WrittenPack = (Id, SinkMask, Vec<PackedBlob>);
 
 async fn upload_loop(
     shared: Arc<Shared>,
-    mut rx: tokio::sync::mpsc::Receiver<(FinishedPack, SinkMask)>,
+    mut rx: tokio::sync::mpsc::Receiver<Upload>,
 ) -> Result<Vec<WrittenPack>> {
     let mut written = Vec::new();
-    while let Some((pack, mask)) = rx.recv().await {
+    while let Some((pack, mask, _leases)) = rx.recv().await {
         if shared.cancel.is_cancelled() {
             // Cancelled: what is still in flight is dropped, not stored (nothing refers to it).
             continue;

@@ -795,6 +795,7 @@ async fn run_one_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             opts.time = ctx.now;
             opts.excludes = action.exclude.clone();
             opts.cancel = ctx.cancel.clone();
+            opts.resources = action.resources()?;
             let (series_host, series_name) = (opts.hostname.clone(), opts.backup_name.clone());
             let mut r =
                 crate::engine::backup(&mut repo, source, &opts, ctx.progress.clone()).await?;
@@ -927,6 +928,7 @@ async fn run_one_action(action: &FreezerAction, ctx: &RunContext) -> Result<Acti
             opts.dry_run = action.dry_run;
             opts.sub_path = action.sub_path.clone();
             opts.cancel = ctx.cancel.clone();
+            opts.resources = action.resources()?;
             // The outcome reports damaged files (`is_complete`); the front-end decides.
             opts.accept_partial = true;
             let _lock = if action.dry_run {

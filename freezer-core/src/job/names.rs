@@ -66,6 +66,8 @@ const TYPED: &[&str] = &[
     "restore_command",
     "shell",
     "metadata_out",
+    "threads",
+    "max_memory",
 ];
 
 /// Upstream's options that do not apply to this release, accepted and ignored: the rest of

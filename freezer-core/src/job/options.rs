@@ -380,6 +380,22 @@ pub struct FreezerAction {
     /// (upstream's `--metadata-out`; `-`, stdout, is written by the front-end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_out: Option<String>,
+    /// `backup`, `restore`: the workers of every pool (an extension; none or 0: one per
+    /// core). See [`crate::memory::Resources`].
+    #[serde(
+        default,
+        deserialize_with = "lenient_level",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub threads: Option<u32>,
+    /// `backup`, `restore`: the memory budget of the buffers in flight, as `256M` or bytes (an
+    /// extension; default [`crate::memory::DEFAULT_MAX_MEMORY`]).
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_memory: Option<String>,
     /// Accept option names this release does not know, with a warning each, instead of
     /// refusing the action (an extension, for documents written for a newer release).
     #[serde(
@@ -906,8 +922,25 @@ impl FreezerAction {
         Ok(names.warnings)
     }
 
+    /// The workers and the memory budget `threads` and `max_memory` ask for.
+    pub fn resources(&self) -> Result<crate::memory::Resources> {
+        let threads = self.threads.unwrap_or(0) as usize;
+        if threads > 1024 {
+            return Err(Error::bad_input(
+                "threads",
+                format!("{threads} is more than 1024 workers"),
+            ));
+        }
+        let memory = match self.max_memory.as_deref() {
+            Some(m) => crate::memory::parse_max_memory("max_memory", m)?,
+            None => 0,
+        };
+        Ok(crate::memory::Resources::new(threads, memory))
+    }
+
     fn validate_values(&self) -> Result<()> {
         self.engine()?;
+        self.resources()?;
         if self.action() == Action::Exec {
             // A command needs no storage and backs up nothing.
             crate::process::command_words(self.command.as_deref())?;

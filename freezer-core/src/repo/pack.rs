@@ -84,8 +84,6 @@ pub struct BlobEncoder {
     crypto: Crypto,
     level: Option<i32>,
     cctx: CCtx<'static>,
-    /// Compressed bytes before sealing; reused from blob to blob.
-    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for BlobEncoder {
@@ -103,7 +101,6 @@ impl BlobEncoder {
             crypto,
             level,
             cctx: CCtx::create(),
-            scratch: Vec::new(),
         }
     }
 
@@ -117,35 +114,49 @@ impl BlobEncoder {
             ulen: 0,
             plain_len: plain_len as u32,
         };
-        if let Some(level) = self.level
-            && self.compress(parts, plain_len, level).is_some()
-        {
-            // Sealing copies the compressed bytes into a buffer of exactly their size.
-            let mut out = Vec::new();
-            self.crypto.seal_into(&self.scratch, &mut out);
-            blob.data = Bytes::from(out);
-            blob.ulen = plain_len as u32;
-            return blob;
+        // Compressed (or, when that saves too little, copied) straight into the blob's own
+        // buffer after room for the nonce, then sealed in place: no buffer per thread that
+        // would keep the largest chunk's size, and the block the chunk was read into goes
+        // back as soon as it is hashed and compressed, instead of waiting in a pack.
+        let prefix = self.crypto.prefix_len();
+        let room = match self.level {
+            Some(_) if plain_len >= 64 => zstd_safe::compress_bound(plain_len),
+            _ => plain_len,
         }
-        // Stored uncompressed: sealed (or, without encryption, copied) into a buffer of its
-        // own, so that the block it was read into goes back as soon as it is hashed and
-        // compressed, instead of waiting in a pack for the upload.
-        blob.data = Bytes::from(self.crypto.seal_parts(parts));
+        .max(plain_len);
+        let mut out = Vec::with_capacity(prefix + room + self.crypto.overhead());
+        out.resize(prefix, 0);
+        if let Some(level) = self.level
+            && self.compress(parts, plain_len, level, &mut out).is_some()
+        {
+            blob.ulen = plain_len as u32;
+        } else {
+            out.truncate(prefix);
+            parts.iter().for_each(|p| out.extend_from_slice(p));
+        }
+        self.crypto.seal_in_place(&mut out);
+        // Well compressed: give back the room (in place: the allocator shrinks, not copies).
+        if out.capacity() > out.len() + out.len() / 4 {
+            out.shrink_to_fit();
+        }
+        blob.data = Bytes::from(out);
         blob
     }
 
-    /// Compresses into the scratch buffer; `None` when that would not save at least 1/32 of
-    /// the size (incompressible data is stored as it is).
-    fn compress(&mut self, parts: &[Bytes], len: usize, level: i32) -> Option<()> {
+    /// Compresses after `out`'s first bytes (its capacity holds the bound); `None` when that
+    /// would not save at least 1/32 of the size (incompressible data is stored as it is).
+    fn compress(
+        &mut self,
+        parts: &[Bytes],
+        len: usize,
+        level: i32,
+        out: &mut Vec<u8>,
+    ) -> Option<()> {
         if len < 64 {
             return None;
         }
+        let start = out.len();
         let limit = len - len / 32;
-        let bound = zstd_safe::compress_bound(len);
-        self.scratch.clear();
-        if self.scratch.capacity() < bound {
-            self.scratch.reserve_exact(bound);
-        }
         self.cctx
             .reset(zstd_safe::ResetDirective::SessionOnly)
             .ok()?;
@@ -153,7 +164,7 @@ impl BlobEncoder {
             .set_parameter(CParameter::CompressionLevel(level))
             .ok()?;
         self.cctx.set_pledged_src_size(Some(len as u64)).ok()?;
-        let mut out = OutBuffer::around(&mut self.scratch);
+        let mut out = OutBuffer::around_pos(out, start);
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
             let mut input = InBuffer::around(part);
@@ -174,7 +185,7 @@ impl BlobEncoder {
                 }
             }
         }
-        (out.pos() <= limit).then_some(())
+        (out.pos() - start <= limit).then_some(())
     }
 }
 

@@ -380,6 +380,7 @@ async fn backup(
         encrypt_pass: pass.clone(),
         exclude: action.exclude.clone(),
         dereference: action.dereference_symlink.unwrap_or_default(),
+        threads: action.threads.unwrap_or(0) as usize,
         ..TarWriteOptions::default()
     };
     let mut senders = Vec::new();

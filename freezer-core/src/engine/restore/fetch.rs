@@ -22,13 +22,8 @@ use crate::sink::SinkExt;
 
 /// Runs of needed bytes closer than this are fetched in one request...
 const MERGE_GAP: u64 = 1024 * 1024;
-/// ...as long as the run stays below this size (memory is runs in flight times this).
+/// ...as long as the run stays below this size (each run in flight leases it from the budget).
 const MAX_RUN: u64 = 8 * 1024 * 1024;
-
-thread_local! {
-    /// Decoding buffers of each worker thread, reused from blob to blob.
-    static SCRATCH: std::cell::RefCell<pack::DecodeScratch> = std::cell::RefCell::default();
-}
 
 pub(super) struct PackCtx {
     pub reader: BlobReader,
@@ -39,6 +34,11 @@ pub(super) struct PackCtx {
     pub bytes: Arc<std::sync::atomic::AtomicU64>,
     pub progress: Arc<dyn Progress>,
     pub cancel: crate::CancelToken,
+    pub memory: Arc<crate::memory::Budget>,
+    /// Decoding buffers, one per run being decoded, kept for the next run: buffers of a
+    /// megabyte or more freed on one thread and made again on another would stay in the
+    /// allocator's arenas of each (glibc's), doubling a restore's memory at many workers.
+    pub scratches: Arc<Mutex<Vec<pack::DecodeScratch>>>,
 }
 
 impl PackCtx {
@@ -80,9 +80,18 @@ pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, L
     }
     let tee = ctx.reader.tee().clone();
     for Run { start, end, blobs } in runs {
-        if ctx.cancel.is_cancelled() {
-            return;
-        }
+        // The run's bytes, and the decoding buffers of its largest blob: opened (the stored
+        // length) and decompressed.
+        let largest = blobs
+            .iter()
+            .map(|(id, l)| l.length as usize + l.packed(*id).ulen as usize)
+            .max()
+            .unwrap_or(0);
+        let _lease = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return,
+            l = ctx.memory.acquire_async((end - start) as usize + largest) => l,
+        };
         let mut data: Option<Bytes> = None;
         let mut fetch_err = None;
         for i in 0..tee.len() {
@@ -118,26 +127,34 @@ pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, L
             Some(data) => {
                 let crypto = ctx.reader.crypto().clone();
                 let work = WriteWork::from(ctx);
+                let scratches = ctx.scratches.clone();
                 tokio::task::spawn_blocking(move || {
-                    SCRATCH.with_borrow_mut(|scratch| {
-                        let mut retry = Vec::new();
-                        for (id, l) in blobs {
-                            let from = (u64::from(l.offset) - start) as usize;
-                            let stored = &data[from..from + l.length as usize];
-                            let what = format!("blob {} in pack {}", id.short(), pack.id);
-                            match pack::decode_blob_with(
-                                &crypto,
-                                scratch,
-                                stored,
-                                &l.packed(id),
-                                &what,
-                            ) {
-                                Ok(plain) => work.write(id, plain),
-                                Err(e) => retry.push((id, l, e)),
-                            }
+                    let mut scratch = scratches
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop()
+                        .unwrap_or_default();
+                    let mut retry = Vec::new();
+                    for (id, l) in blobs {
+                        let from = (u64::from(l.offset) - start) as usize;
+                        let stored = &data[from..from + l.length as usize];
+                        let what = format!("blob {} in pack {}", id.short(), pack.id);
+                        match pack::decode_blob_with(
+                            &crypto,
+                            &mut scratch,
+                            stored,
+                            &l.packed(id),
+                            &what,
+                        ) {
+                            Ok(plain) => work.write(id, plain),
+                            Err(e) => retry.push((id, l, e)),
                         }
-                        retry
-                    })
+                    }
+                    scratches
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(scratch);
+                    retry
                 })
                 .await
                 .map(|v| {

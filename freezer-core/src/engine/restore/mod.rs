@@ -66,8 +66,9 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Restore owners; `None` does when running as root.
     pub owners: Option<bool>,
-    /// Packs processed at once; 0 picks from the number of cores.
-    pub concurrency: usize,
+    /// The workers and the memory budget: runs of packs fetched and decoded at once (twice
+    /// `threads`, at least 4), each leasing its bytes and its plaintext from `memory` first.
+    pub resources: crate::memory::Resources,
     /// Stops the restore between folders of the plan and between runs of a pack: files not
     /// finished keep their temporary names (the same restore run again finishes them), a
     /// folder the restore created is removed, and it fails with [`Error::Cancelled`].
@@ -88,7 +89,7 @@ impl RestoreOptions {
             sub_path: None,
             dry_run: false,
             owners: None,
-            concurrency: 0,
+            resources: crate::memory::Resources::default(),
             cancel: crate::CancelToken::new(),
             accept_partial: false,
         }
@@ -116,6 +117,8 @@ pub struct RestoreResult {
     pub skipped: Vec<String>,
     /// Unreadable snapshots passed over to choose this one (asked for with `newest_readable`).
     pub passed_over: Vec<String>,
+    /// The memory budget and what the run took of it.
+    pub memory: crate::memory::MemoryUse,
 }
 
 impl RestoreResult {
@@ -390,15 +393,9 @@ async fn restore_prepared(
             .unwrap_or_else(|e| e.into_inner())
             .push((id, Error::not_found(format!("blob {id} (in no index)"))));
     }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let concurrency = if opts.concurrency > 0 {
-        opts.concurrency
-    } else {
-        (cores * 2).max(4)
-    };
+    let concurrency = (opts.resources.workers() * 2).max(4);
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let scratches = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     let mut packs: Vec<(u32, Vec<(Id, Location)>)> = by_pack.into_iter().collect();
     packs.sort_by_key(|(p, _)| *p);
@@ -417,6 +414,8 @@ async fn restore_prepared(
             bytes: bytes_written.clone(),
             progress: progress.clone(),
             cancel: opts.cancel.clone(),
+            memory: opts.resources.memory.clone(),
+            scratches: Arc::clone(&scratches),
         };
         tasks.spawn(async move {
             fetch::restore_pack(&ctx, pack_pos, blobs).await;
@@ -474,6 +473,7 @@ async fn restore_prepared(
     let mut result = RestoreResult {
         snapshot_id,
         bytes: bytes_written.load(Ordering::Relaxed),
+        memory: crate::memory::MemoryUse::of(&opts.resources.memory),
         ..RestoreResult::default()
     };
     if !unfinished.is_empty() {
