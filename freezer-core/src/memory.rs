@@ -233,11 +233,15 @@ impl Resources {
 
     /// The workers: `threads`, or the cores when it is 0.
     pub fn workers(&self) -> usize {
-        if self.threads > 0 {
-            self.threads
-        } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        }
+        workers(self.threads)
+    }
+}
+
+/// `threads` workers, or one per core when it is 0 (2 where the cores cannot be counted).
+pub fn workers(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
     }
 }
 

@@ -59,70 +59,68 @@ fn a_backup_and_a_restore_stay_within_the_budget_at_16_threads() {
     assert_same_tree(&src, &out, true);
 }
 
+/// Runs `freezer <args> --json` and gives its document, failing the test when it takes more
+/// than two minutes (a budget that deadlocks its pipeline would hang, not fail).
+fn json_within_deadline(e: &Env, args: &[&str]) -> serde_json::Value {
+    let mut child = e
+        .cmd(args)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("freezer {args:?} did not finish in 120 s: the budget stalled the run");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "freezer {args:?}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 #[test]
 fn a_tiny_budget_slows_a_backup_down_and_bad_values_are_named() {
     let e = Env::new();
     let src = e.path("corpus");
     corpus(&src, 24, 14);
-    let repo = e.path("repo");
-    let repo = repo.to_str().unwrap();
+    let (repo, out) = (e.path("repo"), e.path("out"));
+    let (repo, src_s, out_s) = (
+        repo.to_str().unwrap(),
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
     e.ok(&["init", "-r", repo, "--encrypt-pass-file", e.pass()]);
-    let src_s = src.to_str().unwrap();
-    // The smallest budget with one thread and with many: backpressure, never a failure.
+    let backup = |name: &'static str, extra: &[&'static str]| {
+        let mut a = vec!["backup", "-r", repo, "--encrypt-pass-file", e.pass()];
+        a.extend(["--path-to-backup", src_s, "--backup-name", name]);
+        a.extend(extra);
+        a
+    };
+    // The smallest budget with one thread and with many: backpressure, never a failure (nor a
+    // stall: readers that waited for room in the middle of a chunk once held each other up).
     for threads in ["1", "16"] {
-        let b = e.json(&[
-            "backup",
-            "-r",
-            repo,
-            "--encrypt-pass-file",
-            e.pass(),
-            "--path-to-backup",
-            src_s,
-            "--backup-name",
-            threads,
-            "--threads",
-            threads,
-            "--max-memory",
-            "8M",
-        ]);
+        let b = json_within_deadline(
+            &e,
+            &backup(threads, &["--threads", threads, "--max-memory", "8M"]),
+        );
         assert_eq!(b["complete"], true);
         assert_eq!(memory(&b).0, 8 << 20);
     }
-    let out = e.path("out");
-    e.ok(&[
-        "restore",
-        "-r",
-        repo,
-        "--encrypt-pass-file",
-        e.pass(),
-        "--restore-abs-path",
-        out.to_str().unwrap(),
-        "--backup-name",
-        "1",
-        "--threads",
-        "1",
-        "--max-memory",
-        "8M",
-    ]);
+    let mut restore = vec!["restore", "-r", repo, "--encrypt-pass-file", e.pass()];
+    restore.extend(["--restore-abs-path", out_s, "--backup-name", "1"]);
+    restore.extend(["--threads", "1", "--max-memory", "8M"]);
+    json_within_deadline(&e, &restore);
     assert_same_tree(&src, &out, true);
     for (flag, value, says) in [
         ("--max-memory", "1M", "less than the smallest budget"),
         ("--max-memory", "lots", "is not a size"),
         ("--threads", "0", "0 is not in 1..=1024"),
     ] {
-        let o = e.run(&[
-            "backup",
-            "-r",
-            repo,
-            "--encrypt-pass-file",
-            e.pass(),
-            "--path-to-backup",
-            src_s,
-            "--backup-name",
-            "x",
-            flag,
-            value,
-        ]);
+        let o = e.run(&backup("x", &[flag, value]));
         assert!(!o.status.success(), "{flag} {value} was accepted");
         assert!(stderr(&o).contains(says), "{flag} {value}: {}", stderr(&o));
     }

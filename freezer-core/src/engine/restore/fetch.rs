@@ -84,7 +84,7 @@ pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, L
         // length) and decompressed.
         let largest = blobs
             .iter()
-            .map(|(id, l)| l.length as usize + l.packed(*id).ulen as usize)
+            .map(|(_, l)| l.length as usize + l.ulen as usize)
             .max()
             .unwrap_or(0);
         let _lease = tokio::select! {

@@ -171,10 +171,7 @@ pub(super) fn run<W: Write>(
             ),
         ));
     }
-    let threads = match opts.threads {
-        0 => thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
+    let threads = crate::memory::workers(opts.threads);
     let size = match opts.block_size {
         0 => comp.default_block_size(),
         n => n.max(512),
