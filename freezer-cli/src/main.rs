@@ -46,7 +46,7 @@ struct ResourceArgs {
     /// default one per core. Fewer leave cores to the services of a node.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
-    /// The memory budget of the buffers in flight (256M, 1G; at least 8M; default 48M): the
+    /// The memory budget of the buffers in flight (256M, 1G; at least 8M; default 32M): the
     /// run slows down when it is reached, it never fails.
     #[arg(long, value_name = "SIZE")]
     max_memory: Option<String>,

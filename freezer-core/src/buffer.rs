@@ -1,34 +1,41 @@
 //! Large I/O buffers.
 //!
 //! Buffers of a quarter megabyte or more that live for a moment (a block read from a file, a
-//! range read from a pack) are anonymous memory maps, not heap allocations. With the heap,
-//! glibc raises its mmap threshold after the first such free and keeps later buffers in
-//! per-thread arenas: a pipeline of a dozen threads then holds hundreds of megabytes it no
-//! longer uses. The common sizes ([`CLASSES`]: the blocks a backup reads, the runs a restore
-//! fetches) come from small pools and go back to them when the last `Bytes` slice of them is
-//! dropped, so their pages are faulted in and zeroed once, not once per buffer; each pool keeps
-//! at most [`POOL_MAX`] maps. Other buffers are maps or heap blocks of their own size, so a
-//! small file never pins a big map.
+//! range read from a pack, a blob being decrypted) are anonymous memory maps, not heap
+//! allocations. With the heap, glibc raises its mmap threshold after the first such free and
+//! keeps later buffers in per-thread arenas: a pipeline of a dozen threads then holds hundreds
+//! of megabytes it no longer uses. The common sizes ([`CLASSES`]: powers of two from 1 to
+//! 8 MiB, which hold the blocks a backup reads, the runs a restore fetches and the blobs it
+//! decrypts) come from small pools and go back to them when the last `Bytes` slice of them is
+//! dropped, so their pages are faulted in and zeroed once, not once per buffer. The pools keep
+//! at most [`FREE_MAX`] bytes of free maps between them, so what a process holds beyond the
+//! buffers in use is bounded whatever the mix of sizes. Other buffers are maps or heap blocks
+//! of their own size, so a small file never pins a big map.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 
 /// Buffers at least this large are mapped; smaller ones use the heap.
 const MAP_FROM: usize = 256 * 1024;
-/// The sizes of pooled maps: the blocks a backup reads files in, and the largest runs a
-/// restore fetches. A request of half a class up to the class takes a map of the class.
-pub(crate) const CLASSES: [usize; 2] = [1024 * 1024, 8 * 1024 * 1024];
-/// Free maps kept for reuse, per class.
-const POOL_MAX: usize = 8;
+/// The sizes of pooled maps: the blocks a backup reads files in (1 MiB), up to the largest
+/// runs a restore fetches and the largest chunks (8 MiB). A request of half a class up to the
+/// class takes a map of the class.
+pub(crate) const CLASSES: [usize; 4] = [1 << 20, 2 << 20, 4 << 20, 8 << 20];
+/// Bytes of free maps the pools keep for reuse, all classes together.
+pub(crate) const FREE_MAX: usize = 8 << 20;
+
+/// Bytes of free maps in the pools.
+static FREE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 struct Pool {
     size: usize,
     free: Mutex<Vec<memmap2::MmapMut>>,
 }
 
-fn pools() -> &'static [Pool; 2] {
-    static POOLS: OnceLock<[Pool; 2]> = OnceLock::new();
+fn pools() -> &'static [Pool; CLASSES.len()] {
+    static POOLS: OnceLock<[Pool; CLASSES.len()]> = OnceLock::new();
     POOLS.get_or_init(|| {
         CLASSES.map(|size| Pool {
             size,
@@ -46,14 +53,19 @@ fn pool_for(len: usize) -> Option<&'static Pool> {
 impl Pool {
     fn take(&self) -> Option<memmap2::MmapMut> {
         if let Some(m) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            FREE_BYTES.fetch_sub(self.size, Ordering::Relaxed);
             return Some(m);
         }
         memmap2::MmapOptions::new().len(self.size).map_anon().ok()
     }
 
+    /// Keeps `m` for reuse while the pools hold less than [`FREE_MAX`]; unmaps it otherwise.
     fn give(&self, m: memmap2::MmapMut) {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < POOL_MAX {
+        let room = FREE_BYTES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            (held + self.size <= FREE_MAX).then_some(held + self.size)
+        });
+        if room.is_ok() {
             free.push(m);
         }
     }
@@ -157,12 +169,20 @@ mod tests {
             let f = b.freeze(5);
             assert_eq!(&f[..], b"abc\0\0");
         }
-        let b = IoBuf::new(CLASSES[1]).freeze(1);
+        let b = IoBuf::new(CLASSES[3]).freeze(1);
         let slice = b.slice(..);
         drop(b);
-        let free = || pools()[1].free.lock().unwrap().len();
-        let before = free();
         drop(slice);
-        assert!(free() >= before.min(POOL_MAX - 1) && free() >= 1);
+        // Other tests share the pools: what holds whatever they do is the bound.
+        let held: Vec<Bytes> = (0..2 * FREE_MAX / CLASSES[0])
+            .map(|_| IoBuf::new(CLASSES[0]).freeze(1))
+            .collect();
+        drop(held);
+        assert!(FREE_BYTES.load(Ordering::Relaxed) <= FREE_MAX);
+        let counted: usize = pools()
+            .iter()
+            .map(|p| p.free.lock().unwrap().len() * p.size)
+            .sum();
+        assert!(counted <= FREE_MAX);
     }
 }

@@ -183,7 +183,7 @@ impl Crypto {
 
     /// The id of a blob: keyed BLAKE3 over the plaintext parts, taken as one byte string.
     pub fn blob_id<B: AsRef<[u8]>>(&self, parts: &[B]) -> Id {
-        let mut h = blake3::Hasher::new_keyed(&self.id_key);
+        let mut h = self.id_hasher();
         for p in parts {
             h.update(p.as_ref());
         }
@@ -284,6 +284,43 @@ impl Crypto {
                     "authentication failed (damaged or not of this repository)",
                 )
             })
+    }
+
+    /// Opens `sealed` into `out`, which must be exactly the plaintext's length (the sealed
+    /// length less [`Crypto::overhead`]). Only for encrypted repositories.
+    pub fn open_to(&self, sealed: &[u8], out: &mut [u8], what: &dyn fmt::Display) -> Result<()> {
+        let Some(cipher) = &self.cipher else {
+            out.copy_from_slice(sealed);
+            return Ok(());
+        };
+        if sealed.len() != out.len() + SEAL_OVERHEAD {
+            return Err(Error::corrupt(
+                what,
+                format!(
+                    "a sealed object of {} bytes, where {} were expected",
+                    sealed.len(),
+                    out.len() + SEAL_OVERHEAD
+                ),
+            ));
+        }
+        let tag_at = sealed.len() - TAG_LEN;
+        let tag = Tag::try_from(&sealed[tag_at..]).expect("16-byte tag");
+        let nonce = Nonce::try_from(&sealed[..NONCE_LEN]).expect("12-byte nonce");
+        let buf = aes_gcm::aead::inout::InOutBuf::new(&sealed[NONCE_LEN..tag_at], out)
+            .expect("equal lengths");
+        cipher
+            .decrypt_inout_detached(&nonce, b"", buf, &tag)
+            .map_err(|_| {
+                Error::corrupt(
+                    what,
+                    "authentication failed (damaged or not of this repository)",
+                )
+            })
+    }
+
+    /// A hasher that gives [`Crypto::blob_id`] of what it is fed, fed in pieces.
+    pub(crate) fn id_hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.id_key)
     }
 
     /// Opens a sealed buffer in place, leaving the plaintext. `what` names the object for errors.

@@ -22,7 +22,7 @@ use crate::{Error, Result};
 
 /// The default budget: enough for the pipelines to keep two to sixteen workers busy on local
 /// disks, small beside what a node runs besides backups.
-pub const DEFAULT_MAX_MEMORY: usize = 48 << 20;
+pub const DEFAULT_MAX_MEMORY: usize = 32 << 20;
 
 /// The smallest budget accepted: one chunk may be 8 MiB.
 pub const MIN_MAX_MEMORY: usize = 8 << 20;

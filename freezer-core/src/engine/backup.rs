@@ -469,9 +469,9 @@ pub async fn backup(
     // Index first, snapshot last: a snapshot is only ever visible where its data is. And
     // only where the config still names the repository whose keys sealed the data.
     repo.confirm_config().await;
+    repo.add_packs(packs.iter().map(|(id, mask, b)| (*id, *mask, b.as_slice())));
     let mut by_mask: HashMap<SinkMask, IndexFile> = HashMap::new();
     for (id, mask, blobs) in &packs {
-        repo.add_pack(*id, *mask, blobs);
         by_mask
             .entry(*mask)
             .or_default()
@@ -554,9 +554,9 @@ async fn abandon(
 ) -> Error {
     if !dry_run && !packs.is_empty() {
         repo.confirm_config().await;
+        repo.add_packs(packs.iter().map(|(id, mask, b)| (*id, *mask, b.as_slice())));
         let mut by_mask: HashMap<SinkMask, IndexFile> = HashMap::new();
         for (id, mask, blobs) in packs {
-            repo.add_pack(*id, *mask, blobs);
             by_mask
                 .entry(*mask)
                 .or_default()

@@ -174,6 +174,7 @@ async fn repair_storage(
             Err(e) => return Err(e.context("reading the index; nothing was changed")),
         }
     }
+    index.seal();
     let (records, skipped) = repo.damage_records(i).await?;
     warnings.extend(skipped.into_iter().map(|s| format!("{}: {s}", out.storage)));
     let sizes: HashMap<String, u64> = member
@@ -198,7 +199,7 @@ async fn repair_storage(
     let mut located: BTreeMap<u32, Vec<PackedBlob>> = BTreeMap::new();
     for (id, locs) in index.blobs() {
         for l in locs {
-            located.entry(l.pack).or_default().push(l.packed(*id));
+            located.entry(l.pack).or_default().push(l.packed(id));
         }
     }
     // Damaged packs: id -> (what is wrong, the blobs that verified).

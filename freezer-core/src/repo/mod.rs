@@ -490,19 +490,28 @@ impl Repository {
                 Err(e) => self.warnings.push(format!("index file skipped: {e}")),
             }
         }
+        index.seal();
         self.index = Arc::new(index);
         Ok(())
     }
 
     /// Replaces the loaded index with one built elsewhere (by `check`, which reads every
     /// storage's index files itself).
-    pub(crate) fn set_index(&mut self, index: Index) {
+    pub(crate) fn set_index(&mut self, mut index: Index) {
+        index.seal();
         self.index = Arc::new(index);
     }
 
-    /// Records a pack that was just written to `sinks`.
-    pub fn add_pack(&mut self, pack: Id, sinks: SinkMask, blobs: &[PackedBlob]) {
-        Arc::make_mut(&mut self.index).add_pack(pack, sinks, blobs);
+    /// Records packs that were just written, each to its storages.
+    pub fn add_packs<'a>(
+        &mut self,
+        packs: impl IntoIterator<Item = (Id, SinkMask, &'a [PackedBlob])>,
+    ) {
+        let index = Arc::make_mut(&mut self.index);
+        for (pack, sinks, blobs) in packs {
+            index.add_pack(pack, sinks, blobs);
+        }
+        index.seal();
     }
 
     /// A cheap, cloneable reader of this repository's blobs, for worker threads.
@@ -872,7 +881,7 @@ impl BlobReader {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             match self.index.get(id) {
-                Some(l) => by_pack.entry(l.pack).or_default().push((*id, *l)),
+                Some(l) => by_pack.entry(l.pack).or_default().push((*id, l)),
                 None => out.push((*id, self.read_blob(id).await)),
             }
         }

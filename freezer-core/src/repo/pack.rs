@@ -189,6 +189,18 @@ impl BlobEncoder {
     }
 }
 
+/// A zstd frame that says it holds `ulen` bytes, or the error that names `what`.
+fn check_frame_size(frame: &[u8], ulen: u32, what: &dyn std::fmt::Display) -> Result<()> {
+    match zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(n)) if n == u64::from(ulen) => Ok(()),
+        Ok(other) => Err(Error::corrupt(
+            what,
+            format!("zstd frame of {other:?} bytes, expected {ulen}"),
+        )),
+        Err(_) => Err(Error::corrupt(what, "not a zstd frame")),
+    }
+}
+
 /// Reusable buffers for decoding blobs; keep one per worker thread.
 pub struct DecodeScratch {
     opened: Vec<u8>,
@@ -229,16 +241,7 @@ pub fn decode_blob_with<'a>(
     };
     let plain: &[u8] = if blob.ulen > 0 {
         // Check the frame's own size before reserving what the index claims.
-        match zstd_safe::get_frame_content_size(opened) {
-            Ok(Some(n)) if n == u64::from(blob.ulen) => {}
-            Ok(other) => {
-                return Err(Error::corrupt(
-                    what,
-                    format!("zstd frame of {other:?} bytes, expected {}", blob.ulen),
-                ));
-            }
-            Err(_) => return Err(Error::corrupt(what, "not a zstd frame")),
-        }
+        check_frame_size(opened, blob.ulen, what)?;
         scratch.plain.clear();
         scratch.plain.reserve(blob.ulen as usize);
         let n = scratch
@@ -261,6 +264,101 @@ pub fn decode_blob_with<'a>(
         return Err(Error::corrupt(what, "content does not match its id"));
     }
     Ok(plain)
+}
+
+/// The most plaintext [`decode_blob_pieces`] holds at once.
+pub const DECODE_PIECE: usize = 256 * 1024;
+
+/// Opens, decompresses and verifies one stored blob, handing its plaintext to `out` in pieces
+/// of at most [`DECODE_PIECE`] bytes with their offsets in the blob: a blob is never held
+/// decompressed whole. The opened (decrypted) bytes take a buffer of the stored length; of
+/// `scratch`, only its decompression context and a piece's room are used.
+///
+/// `out` sees the pieces before the whole blob is verified against its id: an `Err` means what
+/// `out` was given must not be trusted (a restore writes it again from another copy).
+pub fn decode_blob_pieces(
+    crypto: &Crypto,
+    scratch: &mut DecodeScratch,
+    stored: &[u8],
+    blob: &PackedBlob,
+    what: &dyn std::fmt::Display,
+    mut out: impl FnMut(u64, &[u8]),
+) -> Result<()> {
+    let mut opened_buf;
+    let opened: &[u8] = if crypto.is_encrypted() {
+        let len = stored.len().checked_sub(crypto.overhead()).ok_or_else(|| {
+            Error::corrupt(
+                what,
+                format!("{} bytes is too short for a sealed object", stored.len()),
+            )
+        })?;
+        opened_buf = crate::buffer::IoBuf::new(len);
+        crypto.open_to(stored, opened_buf.as_mut(), what)?;
+        opened_buf.as_mut()
+    } else {
+        stored
+    };
+    if blob.ulen == 0 {
+        if crypto.blob_id(&[opened]) != blob.id {
+            return Err(Error::corrupt(what, "content does not match its id"));
+        }
+        out(0, opened);
+        return Ok(());
+    }
+    check_frame_size(opened, blob.ulen, what)?;
+    let zstd_err =
+        |code| Error::corrupt(what, format!("zstd: {}", zstd_safe::get_error_name(code)));
+    scratch
+        .dctx
+        .reset(zstd_safe::ResetDirective::SessionOnly)
+        .map_err(zstd_err)?;
+    let mut hasher = crypto.id_hasher();
+    let mut input = InBuffer::around(opened);
+    let mut at = 0u64;
+    let DecodeScratch { plain, dctx, .. } = scratch;
+    if plain.len() < DECODE_PIECE {
+        plain.resize(DECODE_PIECE, 0);
+    }
+    loop {
+        let mut output = OutBuffer::around(&mut plain[..DECODE_PIECE]);
+        let left = dctx
+            .decompress_stream(&mut output, &mut input)
+            .map_err(zstd_err)?;
+        let n = output.pos();
+        let piece = &plain[..n];
+        if at + n as u64 > u64::from(blob.ulen) {
+            return Err(Error::corrupt(
+                what,
+                format!("decompresses to more than {} bytes", blob.ulen),
+            ));
+        }
+        hasher.update(piece);
+        if n > 0 {
+            out(at, piece);
+        }
+        at += n as u64;
+        if left == 0 {
+            break;
+        }
+        if n == 0 && input.pos() == opened.len() {
+            return Err(Error::corrupt(what, "zstd frame ends early"));
+        }
+    }
+    if at != u64::from(blob.ulen) || input.pos() != opened.len() {
+        return Err(Error::corrupt(
+            what,
+            format!(
+                "decompressed to {at} bytes from {} of {}, expected {} from all",
+                input.pos(),
+                opened.len(),
+                blob.ulen
+            ),
+        ));
+    }
+    if Id(*hasher.finalize().as_bytes()) != blob.id {
+        return Err(Error::corrupt(what, "content does not match its id"));
+    }
+    Ok(())
 }
 
 /// Opens, decompresses and verifies one stored blob into a buffer of its own (no copy for an
@@ -464,13 +562,89 @@ mod tests {
                 want
             );
         }
+        // The same in pieces, at their offsets.
+        let mut pieces = DecodeScratch::default();
+        for (blob, want) in blobs.iter().zip([&text, &noise]) {
+            let stored = &bytes[blob.offset as usize..(blob.offset + blob.length) as usize];
+            let mut got = Vec::new();
+            decode_blob_pieces(&crypto, &mut pieces, stored, blob, &"blob", |at, p| {
+                assert_eq!(at, got.len() as u64);
+                got.extend_from_slice(p);
+            })
+            .unwrap();
+            assert_eq!(&got, want);
+        }
         // one flipped byte in a blob is caught, with or without encryption
         let blob = blobs[1];
         let mut damaged = bytes
             .slice(blob.offset as usize..(blob.offset + blob.length) as usize)
             .to_vec();
         damaged[3] ^= 0x40;
+        let e = decode_blob_pieces(&crypto, &mut pieces, &damaged, &blob, &"blob", |_, _| {});
+        assert!(e.is_err());
         assert!(decode_blob(&crypto, &mut dctx, damaged.into(), &blob, &"blob").is_err());
+    }
+
+    /// A blob larger than a piece is handed over in pieces; a damaged or cut frame, or content
+    /// of another id, is refused after them (the caller writes it again from another copy).
+    #[test]
+    fn large_blobs_decode_in_pieces_and_damage_is_caught() {
+        for encrypted in [false, true] {
+            let crypto = Crypto::new(&MasterKey::generate(encrypted));
+            let mut enc = BlobEncoder::new(crypto.clone(), Some(1));
+            let plain: Bytes = (0..3 * DECODE_PIECE + 1234)
+                .map(|i| (i / 7 % 251) as u8 ^ (i % 3) as u8)
+                .collect::<Vec<_>>()
+                .into();
+            let id = crypto.blob_id(&[&plain]);
+            let blob = enc.encode(id, BlobType::Data, std::slice::from_ref(&plain));
+            assert!(blob.ulen > 0);
+            let packed = PackedBlob {
+                kind: BlobType::Data,
+                id,
+                offset: 0,
+                length: blob.data.len() as u32,
+                ulen: blob.ulen,
+            };
+            let mut scratch = DecodeScratch::default();
+            let (mut got, mut calls) = (Vec::new(), 0);
+            decode_blob_pieces(&crypto, &mut scratch, &blob.data, &packed, &"b", |at, p| {
+                assert_eq!(at, got.len() as u64);
+                assert!(p.len() <= DECODE_PIECE);
+                calls += 1;
+                got.extend_from_slice(p);
+            })
+            .unwrap();
+            assert_eq!(got, plain);
+            assert!(calls >= 4, "{calls} pieces");
+
+            let other = PackedBlob {
+                id: Id([9; 32]),
+                ..packed
+            };
+            let e = decode_blob_pieces(&crypto, &mut scratch, &blob.data, &other, &"b", |_, _| {})
+                .unwrap_err();
+            assert!(e.to_string().contains("does not match its id"), "{e}");
+            if !encrypted {
+                let cut = &blob.data[..blob.data.len() / 2];
+                let short = PackedBlob {
+                    length: cut.len() as u32,
+                    ..packed
+                };
+                let e = decode_blob_pieces(&crypto, &mut scratch, cut, &short, &"b", |_, _| {})
+                    .unwrap_err();
+                assert!(e.to_string().contains("b"), "{e}");
+            } else {
+                let mut damaged = blob.data.to_vec();
+                damaged[40] ^= 1;
+                let e =
+                    decode_blob_pieces(&crypto, &mut scratch, &damaged, &packed, &"b", |_, _| {
+                        panic!("nothing of a blob that fails authentication is handed over")
+                    })
+                    .unwrap_err();
+                assert!(e.to_string().contains("authentication failed"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -57,7 +57,7 @@ async fn a_flipped_byte_in_any_pack_is_named_and_the_rest_restores() {
         let pos = index.pack_pos(&pack_id).expect("indexed");
         let (_, loc) = index
             .blobs()
-            .find_map(|(id, locs)| locs.iter().find(|l| l.pack == pos).map(|l| (*id, *l)))
+            .find_map(|(id, locs)| locs.iter().find(|l| l.pack == pos).map(|l| (id, *l)))
             .unwrap();
         let original = std::fs::read(pack).unwrap();
         let mut bad = original.clone();

@@ -416,7 +416,7 @@ async fn nothing_is_deleted_when_a_tree_snapshot_or_index_file_is_unreadable() {
 
     // The second snapshot's top tree does not verify.
     repo.load_index().await.unwrap();
-    let loc = *repo.index().get(&tree).unwrap();
+    let loc = repo.index().get(&tree).unwrap();
     let pack = repo.index().pack(loc.pack).id.to_hex();
     let pack_path = repo_dir.join("data").join(&pack[..2]).join(&pack);
     let original = flip(&pack_path, (loc.offset + loc.length / 2) as usize);

@@ -249,7 +249,7 @@ pub(super) async fn read_packs(
         let mut claimed: HashMap<u32, Vec<PackedBlob>> = HashMap::new();
         for (blob, locs) in index.blobs() {
             for l in locs.iter().filter(|l| wanted.contains(&l.pack)) {
-                claimed.entry(l.pack).or_default().push(l.packed(*blob));
+                claimed.entry(l.pack).or_default().push(l.packed(blob));
             }
         }
         let claimed = Arc::new(claimed);

@@ -144,7 +144,7 @@ pub(super) async fn map_damage(
         for (blob, locs) in index.blobs() {
             for l in locs {
                 if let Some(ps) = problems.packs.get(&l.pack) {
-                    let v = bad.entry(*blob).or_default();
+                    let v = bad.entry(blob).or_default();
                     for p in ps {
                         if !v.contains(p) {
                             v.push(*p);

@@ -279,7 +279,7 @@ impl Repacker<'_> {
             if !used.contains(&b.id) {
                 continue;
             }
-            let Some(loc) = plan.must_copy(repo.index().locations(&b.id)) else {
+            let Some(loc) = plan.must_copy(&repo.index().locations(&b.id)) else {
                 continue;
             };
             if loc.pack != pos || loc.offset != b.offset {

@@ -265,7 +265,7 @@ pub(super) async fn plan_storage(
         // file was lost, and the packs it listed would look like orphans.
         let mut lacking = used
             .iter()
-            .filter(|id| plan.pick(index.locations(id)).is_none());
+            .filter(|id| plan.pick(&index.locations(id)).is_none());
         if let Some(first) = lacking.next() {
             return Err(Error::corrupt(
                 format!("repository at {}", member.describe()),
@@ -278,8 +278,8 @@ pub(super) async fn plan_storage(
     }
     // Which copy of each used blob stays, and so how much of each pack is used.
     for (id, locs) in index.blobs() {
-        let pick = if used.contains(id) {
-            plan.pick(locs)
+        let pick = if used.contains(&id) {
+            plan.pick(&locs)
         } else {
             None
         };
@@ -289,7 +289,7 @@ pub(super) async fn plan_storage(
             };
             p.usage.total += u64::from(l.length);
             p.usage.blobs += 1;
-            if pick == Some(*l) {
+            if pick == Some(l) {
                 p.usage.used += u64::from(l.length);
                 p.usage.used_blobs += 1;
             }
@@ -300,10 +300,10 @@ pub(super) async fn plan_storage(
     }
     // What the repacks will copy: a blob a kept pack holds needs no other copy.
     for (id, locs) in index.blobs() {
-        if !used.contains(id) {
+        if !used.contains(&id) {
             continue;
         }
-        if let Some(l) = plan.must_copy(locs) {
+        if let Some(l) = plan.must_copy(&locs) {
             let p = plan.packs[l.pack as usize]
                 .as_mut()
                 .expect("a pick is in a listed pack");

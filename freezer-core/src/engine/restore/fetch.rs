@@ -35,9 +35,8 @@ pub(super) struct PackCtx {
     pub progress: Arc<dyn Progress>,
     pub cancel: crate::CancelToken,
     pub memory: Arc<crate::memory::Budget>,
-    /// Decoding buffers, one per run being decoded, kept for the next run: buffers of a
-    /// megabyte or more freed on one thread and made again on another would stay in the
-    /// allocator's arenas of each (glibc's), doubling a restore's memory at many workers.
+    /// Decompression contexts and their piece buffers, one per run being decoded, kept for
+    /// the next run (a blob's plaintext is written in pieces, never held whole).
     pub scratches: Arc<Mutex<Vec<pack::DecodeScratch>>>,
 }
 
@@ -80,13 +79,14 @@ pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, L
     }
     let tee = ctx.reader.tee().clone();
     for Run { start, end, blobs } in runs {
-        // The run's bytes, and the decoding buffers of its largest blob: opened (the stored
-        // length) and decompressed.
+        // The run's bytes, and its largest blob's decrypted bytes (its stored length); the
+        // plaintext is written a piece at a time.
         let largest = blobs
             .iter()
-            .map(|(_, l)| l.length as usize + l.ulen as usize)
+            .map(|(_, l)| l.length as usize)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + pack::DECODE_PIECE;
         let _lease = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => return,
@@ -139,14 +139,16 @@ pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, L
                         let from = (u64::from(l.offset) - start) as usize;
                         let stored = &data[from..from + l.length as usize];
                         let what = format!("blob {} in pack {}", id.short(), pack.id);
-                        match pack::decode_blob_with(
+                        let mut writing = work.begin(id);
+                        match pack::decode_blob_pieces(
                             &crypto,
                             &mut scratch,
                             stored,
                             &l.packed(id),
                             &what,
+                            |at, piece| writing.write(at, piece),
                         ) {
-                            Ok(plain) => work.write(id, plain),
+                            Ok(()) => writing.finish(),
                             Err(e) => retry.push((id, l, e)),
                         }
                     }
@@ -224,29 +226,84 @@ impl From<&PackCtx> for WriteWork {
 }
 
 impl WriteWork {
+    /// Writes a whole blob to every place it goes.
     fn write(&self, id: Id, plain: &[u8]) {
-        for &(entry, offset) in self.targets.get(&id).into_iter().flatten() {
-            let n = plain.len() as u64;
-            self.bytes.fetch_add(n, Ordering::Relaxed);
-            self.progress.add_bytes(n);
-            let Some(root) = &self.root else { continue };
-            let e = &self.entries[entry as usize];
-            let res = open_beneath(root, e.writing(), OFlags::WRONLY)
-                .and_then(|fd| write_all_at(&fd, plain, offset));
-            match res {
-                // The last chunk of the file: it is complete, it takes its name now. Should
-                // that fail, the last stage tries again and says why.
-                Ok(()) if e.left.fetch_sub(1, Ordering::AcqRel) == 1 => {
-                    let _ = e.put_in_place(root);
-                }
-                Ok(()) => {}
-                Err(err) => {
-                    let err = Error::io(lossy(&e.rel), err);
-                    self.failed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((id, err));
-                }
+        let mut writing = self.begin(id);
+        writing.write(0, plain);
+        writing.finish();
+    }
+
+    /// Opens every place blob `id` goes to, to write it piece by piece.
+    fn begin(&self, id: Id) -> Writing<'_> {
+        let places = self
+            .targets
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|&(entry, offset)| {
+                let fd = self.root.as_ref().and_then(|root| {
+                    let e = &self.entries[entry as usize];
+                    open_beneath(root, e.writing(), OFlags::WRONLY)
+                        .map_err(|err| self.write_failed(id, e, err))
+                        .ok()
+                });
+                (entry, offset, fd)
+            })
+            .collect();
+        Writing {
+            work: self,
+            id,
+            places,
+            len: 0,
+        }
+    }
+
+    fn write_failed(&self, id: Id, e: &Entry, err: std::io::Error) {
+        let err = Error::io(lossy(&e.rel), err);
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, err));
+    }
+}
+
+/// One blob being written to the places it goes (entry, offset in it, the open file: none
+/// once a write failed, or when nothing is written).
+struct Writing<'a> {
+    work: &'a WriteWork,
+    id: Id,
+    places: Vec<(u32, u64, Option<OwnedFd>)>,
+    len: u64,
+}
+
+impl Writing<'_> {
+    /// Writes the blob's bytes at `at`; a place whose write fails is reported and left.
+    fn write(&mut self, at: u64, piece: &[u8]) {
+        self.len = self.len.max(at + piece.len() as u64);
+        for (entry, offset, fd) in &mut self.places {
+            let Some(f) = fd else { continue };
+            if let Err(err) = write_all_at(f, piece, *offset + at) {
+                self.work
+                    .write_failed(self.id, &self.work.entries[*entry as usize], err);
+                *fd = None;
+            }
+        }
+    }
+
+    /// The blob is whole and verified: it is counted, and each file it completes takes its
+    /// name at once (should that fail, the last stage tries again and says why). Dropping a
+    /// `Writing` instead leaves its files unfinished, for another copy of the blob to mend.
+    fn finish(self) {
+        for (entry, _, fd) in self.places {
+            self.work.bytes.fetch_add(self.len, Ordering::Relaxed);
+            self.work.progress.add_bytes(self.len);
+            let (Some(root), Some(fd)) = (&self.work.root, fd) else {
+                continue;
+            };
+            drop(fd);
+            let e = &self.work.entries[entry as usize];
+            if e.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                let _ = e.put_in_place(root);
             }
         }
     }
