@@ -72,6 +72,22 @@ def say(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def report_failure(e):
+    """Says why a benchmark stopped; for a failed command (CommandFailed), also prints the tail
+    of its logs."""
+    say(str(e))
+    if not isinstance(e, CommandFailed):
+        return
+    for ext in (".out", ".err"):
+        try:
+            with open(e.log + ext, errors="replace") as f:
+                tail = f.read()[-2000:]
+            if tail.strip():
+                print(f"--- {e.log}{ext} (tail)\n{tail}", file=sys.stderr)
+        except OSError:
+            pass
+
+
 class Runner:
     """Runs commands with their output in WORK/logs; measured ones after a `sync`."""
 
@@ -364,6 +380,17 @@ def private_copy(binary, work):
     return shutil.copy2(binary, os.path.join(work, "bin", os.path.basename(binary)))
 
 
+def binary_facts(path):
+    """Which build the numbers are of: the binary's path, modification time and SHA-256."""
+    info = {
+        "path": path,
+        "mtime": datetime.datetime.fromtimestamp(os.stat(path).st_mtime).astimezone().isoformat(timespec="seconds"),
+    }
+    with open(path, "rb") as f:
+        info["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+    return info
+
+
 def ensure_freezer(path):
     if path:
         if not os.access(path, os.X_OK):
@@ -423,30 +450,35 @@ def versions(freezer):
 # Restore check: the restored tree must equal the working copy it was backed up from.
 
 
+def entry_record(path, st):
+    """What a restore should reproduce of the entry at `path`, whose lstat is `st`: type, mode;
+    a symlink's target; else mtime and user xattrs, and for a file its size, hard-link count
+    and SHA-256."""
+    rec = {"mode": stat.S_IMODE(st.st_mode), "type": stat.S_IFMT(st.st_mode)}
+    if stat.S_ISLNK(st.st_mode):
+        rec["link"] = os.readlink(path)
+        return rec
+    rec["mtime"] = int(st.st_mtime)
+    try:
+        rec["xattrs"] = sorted((k, os.getxattr(path, k, follow_symlinks=False))
+                               for k in os.listxattr(path, follow_symlinks=False) if k.startswith("user."))
+    except OSError:
+        rec["xattrs"] = []
+    if stat.S_ISREG(st.st_mode):
+        rec["size"] = st.st_size
+        rec["nlink"] = st.st_nlink
+        with open(path, "rb") as f:
+            rec["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+    return rec
+
+
 def manifest(root):
-    """relpath -> what a restore should reproduce (type, size, mode, mtime, links, xattrs, hash)."""
+    """relpath -> entry_record of every entry under `root`."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            rec = {"mode": stat.S_IMODE(st.st_mode), "type": stat.S_IFMT(st.st_mode)}
-            if stat.S_ISLNK(st.st_mode):
-                rec["link"] = os.readlink(p)
-            else:
-                rec["mtime"] = int(st.st_mtime)
-                try:
-                    rec["xattrs"] = sorted((k, os.getxattr(p, k, follow_symlinks=False))
-                                           for k in os.listxattr(p, follow_symlinks=False)
-                                           if k.startswith("user."))
-                except OSError:
-                    rec["xattrs"] = []
-            if stat.S_ISREG(st.st_mode):
-                rec["size"] = st.st_size
-                rec["nlink"] = st.st_nlink
-                with open(p, "rb") as f:
-                    rec["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
-            out[os.path.relpath(p, root)] = rec
+            out[os.path.relpath(p, root)] = entry_record(p, os.lstat(p))
     return out
 
 
@@ -454,6 +486,12 @@ def restored_root(tool, target, src):
     """Where a tool put the restored copy of `src` inside `target`."""
     nested = os.path.join(target, src.lstrip("/"))
     return nested if os.path.isdir(nested) else target
+
+
+def describe_differences(check):
+    """How a restore check (compare_manifests's result) found the restore to differ, in words."""
+    return (f"missing {check['missing']}, extra {check['extra']}, different {check['different']} "
+            f"{check['different_by_field']}")
 
 
 def compare_manifests(want, got):
@@ -562,8 +600,7 @@ def one_run(k, args, runner, corpus, tools, work):
                 check["sparse_img_allocated_kib"] = os.lstat(sparse).st_blocks // 2
             result["restore_check"][t.name] = check
             if not check["ok"]:
-                say(f"run {k}: {t.name} restore differs from the source: missing {check['missing']}, "
-                    f"extra {check['extra']}, different {check['different']} {check['different_by_field']}; "
+                say(f"run {k}: {t.name} restore differs from the source: {describe_differences(check)}; "
                     f"e.g. {check['examples']}")
     return result
 
@@ -575,6 +612,18 @@ def one_run(k, args, runner, corpus, tools, work):
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
+
+
+def interference_summary(samples):
+    """How busy the machine was beyond the measured commands (Runner.samples): the median and
+    the largest share of all cores, which measurement had it, and the time waited for idle."""
+    other = max(samples, key=lambda m: m["other_cpu_share"])
+    return {
+        "max_other_cpu_share": other["other_cpu_share"],
+        "max_other_cpu_label": other["label"],
+        "median_other_cpu_share": statistics.median(m["other_cpu_share"] for m in samples),
+        "waited_for_idle_s": sum(m["waited_for_idle_s"] for m in samples),
+    }
 
 
 def summarize(runs, corpus_kib, corpus_apparent_kib):
@@ -624,6 +673,21 @@ def summarize(runs, corpus_kib, corpus_apparent_kib):
 
 def fmt(x, digits=2):
     return "-" if x is None else f"{x:.{digits}f}"
+
+
+def render_interference(i):
+    """The report's sentence on interference_summary's `i`."""
+    return (f"Interference: CPU time of the machine beyond the measured command's own, as a share of all cores "
+            f"during it: median {i['median_other_cpu_share']:.0%}, max {i['max_other_cpu_share']:.0%} "
+            f"({i['max_other_cpu_label']}); {i['waited_for_idle_s']:.0f} s spent waiting for an idle machine.")
+
+
+def render_targets(targets):
+    """The table of the targets (target, value, limit, PASS/FAIL), and a blank line."""
+    lines = ["| target | value | limit | result |", "|---|---:|---:|---|"]
+    for t in targets:
+        lines.append(f"| {t['target']} | {t['value']:.2f} | {t['limit']} | {'PASS' if t['pass'] else 'FAIL'} |")
+    return lines + [""]
 
 
 def render(report):
@@ -701,9 +765,7 @@ def render(report):
         add("")
     i = s.get("interference")
     if i:
-        add(f"Interference: CPU time of the machine beyond the measured command's own, as a share of all cores "
-            f"during it: median {i['median_other_cpu_share']:.0%}, max {i['max_other_cpu_share']:.0%} "
-            f"({i['max_other_cpu_label']}); {i['waited_for_idle_s']:.0f} s spent waiting for an idle machine.")
+        add(render_interference(i))
         disturbed = [f"{m['label']} {m['other_cpu_share']:.0%}" for m in report.get("measurements", [])
                      if m["other_cpu_share"] > 0.2]
         if disturbed:
@@ -711,11 +773,7 @@ def render(report):
         add("")
     add("Targets")
     add("")
-    add("| target | value | limit | result |")
-    add("|---|---:|---:|---|")
-    for t in s["targets"]:
-        add(f"| {t['target']} | {t['value']:.2f} | {t['limit']} | {'PASS' if t['pass'] else 'FAIL'} |")
-    add("")
+    lines.extend(render_targets(s["targets"]))
     if report["config"]["restore_check"]:
         oks = s["restore_checks_ok"]
         add("Restore check (restored tree == working copy: paths, types, sizes, SHA-256, modes, mtimes, "
@@ -724,26 +782,47 @@ def render(report):
         for k, r in enumerate(report["runs"], 1):
             for tool, c in r["restore_check"].items():
                 if not c["ok"]:
-                    add(f"- run {k}, {tool}: missing {c['missing']}, extra {c['extra']}, different {c['different']} "
-                        f"{c['different_by_field']}; e.g. {'; '.join(c['examples'])}")
+                    add(f"- run {k}, {tool}: {describe_differences(c)}; e.g. {'; '.join(c['examples'])}")
         add("")
     return "\n".join(lines)
 
 
-def render_markdown(report):
+def markdown_header(report, title, peers):
+    """The top of a Markdown report: `title`, the command and when it ran, the machine, and the
+    versions of freezer (checkout, binary) and of `peers` (keys of report["versions"]); then a
+    blank line, for the body to follow."""
     m, v, cfg = report["machine"], report["versions"], report["config"]
     head = [
-        "# freezer-rs vs restic vs borg",
+        f"# {title}",
         "",
         f"Generated by `{cfg['command']}` on {report['started']}.",
         "",
         f"- Machine: {m['nproc']} cores, {m['cpu']}, {m['memory_gib']} GiB, kernel {m['kernel']}, "
         f"{m['os']}, work folder on {m['filesystem']}",
         f"- Versions: {v['freezer']} (checkout {v['freezer_commit']}; binary built {v['freezer_binary']['mtime']}, "
-        f"sha256 {v['freezer_binary']['sha256'][:12]}), {v['restic']}, {v['borg']}, {v['zstd']}",
+        f"sha256 {v['freezer_binary']['sha256'][:12]}), {', '.join(v[p] for p in peers)}",
+        "",
         "",
     ]
-    return "\n".join(head) + render(report) + "\n"
+    return "\n".join(head)
+
+
+def render_markdown(report):
+    return markdown_header(report, "freezer-rs vs restic vs borg", ("restic", "borg", "zstd")) + render(report) + "\n"
+
+
+def write_outputs(report, json_out, markdown_out, render_markdown):
+    """Writes `report` as JSON to `json_out` and, by `render_markdown`, as Markdown to
+    `markdown_out` (each when given)."""
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        say(f"wrote {json_out}")
+    if markdown_out:
+        with open(markdown_out, "w") as f:
+            f.write(render_markdown(report))
+        say(f"wrote {markdown_out}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -784,12 +863,7 @@ def main():
     freezer = ensure_freezer(args.freezer)
 
     work = work_folder(args.work, "freezer-compare-")
-    binary_info = {
-        "path": freezer,
-        "mtime": datetime.datetime.fromtimestamp(os.stat(freezer).st_mtime).astimezone().isoformat(timespec="seconds"),
-    }
-    with open(freezer, "rb") as f:
-        binary_info["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+    binary_info = binary_facts(freezer)
     freezer = private_copy(freezer, work)
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     secrets = os.path.join(work, "secrets")
@@ -829,39 +903,16 @@ def main():
                 time.sleep(args.pause)
             report["runs"].append(one_run(k, args, runner, corpus, tools, work))
     except (CommandFailed, subprocess.CalledProcessError) as e:
-        say(str(e))
-        if isinstance(e, CommandFailed):
-            for ext in (".out", ".err"):
-                try:
-                    with open(e.log + ext, errors="replace") as f:
-                        tail = f.read()[-2000:]
-                    if tail.strip():
-                        print(f"--- {e.log}{ext} (tail)\n{tail}", file=sys.stderr)
-                except OSError:
-                    pass
+        report_failure(e)
         finish_work(work, args.keep, failed=True)
         return 2
 
     report["measurements"] = runner.samples
     report["summary"] = summarize(report["runs"], corpus_kib, corpus_apparent_kib)
-    other = max(runner.samples, key=lambda m: m["other_cpu_share"])
-    report["summary"]["interference"] = {
-        "max_other_cpu_share": other["other_cpu_share"],
-        "max_other_cpu_label": other["label"],
-        "median_other_cpu_share": statistics.median(m["other_cpu_share"] for m in runner.samples),
-        "waited_for_idle_s": sum(m["waited_for_idle_s"] for m in runner.samples),
-    }
+    report["summary"]["interference"] = interference_summary(runner.samples)
     text = render(report)
     print(text)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        say(f"wrote {args.json_out}")
-    if args.markdown_out:
-        with open(args.markdown_out, "w") as f:
-            f.write(render_markdown(report))
-        say(f"wrote {args.markdown_out}")
+    write_outputs(report, args.json_out, args.markdown_out, render_markdown)
     finish_work(work, args.keep, failed=False)
     return 0
 
