@@ -339,3 +339,37 @@ fn a_file_whose_size_lies_is_read_to_its_end() {
         "{text:?}"
     );
 }
+
+/// One chunk shared by hundreds of files (the same file in many folders), larger than a
+/// decoding piece, restores within a small limit of open files: the files are not all held
+/// open at once while the chunk is written piece by piece.
+#[test]
+fn a_chunk_shared_by_hundreds_of_files_restores_with_few_descriptors() {
+    let e = Env::new();
+    let content: Vec<u8> = (0..700u32 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    for d in 0..10 {
+        let dir = e.path(&format!("data/d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..30 {
+            std::fs::write(dir.join(format!("f{f}")), &content).unwrap();
+        }
+    }
+    e.ok(&args(&e, "init", &[]));
+    backup(&e, "web");
+    let out = std::process::Command::new("prlimit")
+        .arg("--nofile=64:64")
+        .arg(env!("CARGO_BIN_EXE_freezer"))
+        .args(args(
+            &e,
+            "restore",
+            &["-N", "web", "--restore-abs-path", "back"],
+        ))
+        .current_dir(e.path(""))
+        .stdin(Stdio::null())
+        .output()
+        .expect("prlimit (util-linux) runs");
+    assert!(out.status.success(), "restore failed: {}", stderr(&out));
+    assert_same_tree(&e.path("data"), &e.path("back"), false);
+}

@@ -233,26 +233,24 @@ impl WriteWork {
         writing.finish();
     }
 
-    /// Opens every place blob `id` goes to, to write it piece by piece.
+    /// Starts writing blob `id` to every place it goes, piece by piece.
     fn begin(&self, id: Id) -> Writing<'_> {
-        let places = self
+        let places: Vec<Place> = self
             .targets
             .get(&id)
             .into_iter()
             .flatten()
-            .map(|&(entry, offset)| {
-                let fd = self.root.as_ref().and_then(|root| {
-                    let e = &self.entries[entry as usize];
-                    open_beneath(root, e.writing(), OFlags::WRONLY)
-                        .map_err(|err| self.write_failed(id, e, err))
-                        .ok()
-                });
-                (entry, offset, fd)
+            .map(|&(entry, offset)| Place {
+                entry,
+                offset,
+                fd: None,
+                failed: false,
             })
             .collect();
         Writing {
             work: self,
             id,
+            keep_open: places.len() <= KEEP_OPEN,
             places,
             len: 0,
         }
@@ -267,12 +265,26 @@ impl WriteWork {
     }
 }
 
-/// One blob being written to the places it goes (entry, offset in it, the open file: none
-/// once a write failed, or when nothing is written).
+/// A blob's places whose files stay open between its pieces, at most: a chunk shared by
+/// thousands of files (the same file in many folders) opens each for every piece instead of
+/// holding thousands of descriptors at once.
+const KEEP_OPEN: usize = 16;
+
+/// Where a blob goes: the entry, the blob's offset in it, the open file (between pieces), and
+/// whether a write there failed (reported; the place is left alone).
+struct Place {
+    entry: u32,
+    offset: u64,
+    fd: Option<OwnedFd>,
+    failed: bool,
+}
+
+/// One blob being written to the places it goes.
 struct Writing<'a> {
     work: &'a WriteWork,
     id: Id,
-    places: Vec<(u32, u64, Option<OwnedFd>)>,
+    places: Vec<Place>,
+    keep_open: bool,
     len: u64,
 }
 
@@ -280,12 +292,24 @@ impl Writing<'_> {
     /// Writes the blob's bytes at `at`; a place whose write fails is reported and left.
     fn write(&mut self, at: u64, piece: &[u8]) {
         self.len = self.len.max(at + piece.len() as u64);
-        for (entry, offset, fd) in &mut self.places {
-            let Some(f) = fd else { continue };
-            if let Err(err) = write_all_at(f, piece, *offset + at) {
-                self.work
-                    .write_failed(self.id, &self.work.entries[*entry as usize], err);
-                *fd = None;
+        let Some(root) = &self.work.root else { return };
+        for p in &mut self.places {
+            if p.failed {
+                continue;
+            }
+            let e = &self.work.entries[p.entry as usize];
+            let res = match p.fd.take() {
+                Some(fd) => Ok(fd),
+                None => open_beneath(root, e.writing(), OFlags::WRONLY),
+            }
+            .and_then(|fd| write_all_at(&fd, piece, p.offset + at).map(|()| fd));
+            match res {
+                Ok(fd) if self.keep_open => p.fd = Some(fd),
+                Ok(_) => {}
+                Err(err) => {
+                    self.work.write_failed(self.id, e, err);
+                    p.failed = true;
+                }
             }
         }
     }
@@ -294,14 +318,17 @@ impl Writing<'_> {
     /// name at once (should that fail, the last stage tries again and says why). Dropping a
     /// `Writing` instead leaves its files unfinished, for another copy of the blob to mend.
     fn finish(self) {
-        for (entry, _, fd) in self.places {
+        for p in self.places {
             self.work.bytes.fetch_add(self.len, Ordering::Relaxed);
             self.work.progress.add_bytes(self.len);
-            let (Some(root), Some(fd)) = (&self.work.root, fd) else {
+            let Some(root) = &self.work.root else {
                 continue;
             };
-            drop(fd);
-            let e = &self.work.entries[entry as usize];
+            if p.failed {
+                continue;
+            }
+            drop(p.fd);
+            let e = &self.work.entries[p.entry as usize];
             if e.left.fetch_sub(1, Ordering::AcqRel) == 1 {
                 let _ = e.put_in_place(root);
             }
