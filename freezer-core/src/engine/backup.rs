@@ -211,8 +211,8 @@ struct Shared {
     warnings: Mutex<Vec<String>>,
     progress: Arc<dyn Progress>,
     rt: tokio::runtime::Handle,
-    /// The parent's trees, fetched ahead (each taken out when its folder is visited).
-    parent_trees: Mutex<HashMap<Id, crate::repo::tree::Tree>>,
+    /// The parent's trees, read ahead of the walk a few folders at a time.
+    parent_trees: Mutex<super::TreesAhead>,
     /// The parent snapshot's source-specific fields (what [`Source::extra`] recorded).
     parent_extra: std::collections::BTreeMap<String, serde_json::Value>,
     level: Option<i32>,
@@ -223,16 +223,11 @@ struct Shared {
 
 impl Shared {
     /// A tree of the parent snapshot: fetched ahead, or read now.
-    fn parent_tree(&self, id: &Id) -> Result<crate::repo::tree::Tree> {
-        let cached = self
-            .parent_trees
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        match cached {
-            Some(t) => Ok(t),
-            None => self.rt.block_on(self.reader.read_tree(id)),
-        }
+    /// The parent's tree `id`, read with those of the folders among `next` (what the walk
+    /// visits after it).
+    fn parent_tree(&self, id: &Id, next: &[Node]) -> Result<crate::repo::tree::Tree> {
+        let mut ahead = self.parent_trees.lock().unwrap_or_else(|e| e.into_inner());
+        self.rt.block_on(ahead.get(&self.reader, *id, next))
     }
 
     /// The storages that lack blob `id` and are not being sent it already; marks it as sent.
@@ -325,14 +320,8 @@ pub async fn backup(
         }
         None => (None, Default::default()),
     };
-    // The parent's trees, fetched many at a time: one per folder in turn would cost the
-    // storage's latency for every folder of an unchanged tree.
-    let parent_trees = match parent_root {
-        Some(id) => super::prefetch_trees(&repo.reader(), id).await,
-        None => HashMap::new(),
-    };
     let shared = Arc::new(Shared {
-        parent_trees: Mutex::new(parent_trees),
+        parent_trees: Mutex::default(),
         parent_extra,
         source: source.clone(),
         reader: repo.reader(),
@@ -681,7 +670,7 @@ fn walk(
 ) -> Result<()> {
     let root = shared.source.root()?;
     // The parent's top tree holds one node: the parent's root.
-    let parent = parent_root.and_then(|id| match shared.parent_tree(&id) {
+    let parent = parent_root.and_then(|id| match shared.parent_tree(&id, &[]) {
         Ok(t) => t.nodes.into_iter().next(),
         Err(e) => {
             shared.warn(format!(
@@ -691,17 +680,28 @@ fn walk(
         }
     });
     let mut hardlinks = HashMap::new();
-    visit(shared, root, parent.as_ref(), items, reads, &mut hardlinks)
+    visit(
+        shared,
+        root,
+        parent.as_ref(),
+        &[],
+        items,
+        reads,
+        &mut hardlinks,
+    )
 }
 
 fn send<T>(tx: &Sender<T>, v: T) -> Result<()> {
     tx.send(v).map_err(|_| Error::Cancelled)
 }
 
+/// Visits `entry`, whose node in the parent snapshot is `parent`; `next` are the parent's
+/// nodes after it in the same folder (their trees are read ahead with its own).
 fn visit(
     shared: &Shared,
     entry: SourceEntry,
     parent: Option<&Node>,
+    next: &[Node],
     items: &Sender<Item>,
     reads: &Sender<ReadJob>,
     hardlinks: &mut HashMap<(u64, u64), ()>,
@@ -733,7 +733,7 @@ fn visit(
             if entry.descend {
                 let parent_tree = parent.and_then(|p| p.subtree).and_then(|id| {
                     shared
-                        .parent_tree(&id)
+                        .parent_tree(&id, next)
                         .map_err(|e| {
                             shared.warn(format!(
                                 "{}: parent tree unreadable, reading again: {e}",
@@ -761,7 +761,8 @@ fn visit(
                         pi += 1;
                     }
                     let pnode = pnodes.get(pi).filter(|p| p.name == child.node.name);
-                    visit(shared, child, pnode, items, reads, hardlinks)?;
+                    let next = pnodes.get(pi + 1..).unwrap_or_default();
+                    visit(shared, child, pnode, next, items, reads, hardlinks)?;
                 }
             }
             send(items, Item::DirEnd)

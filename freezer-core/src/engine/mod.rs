@@ -35,7 +35,7 @@ pub use repair_packs::{
     RepairPacksOptions, RepairPacksReport, RepairedPack, StoragePacksRepair, repair_packs,
 };
 pub use restore::{
-    RestoreOptions, RestoreResult, StreamOutput, StreamTarget, restore, restore_image,
+    PLAN_WINDOW, RestoreOptions, RestoreResult, StreamOutput, StreamTarget, restore, restore_image,
     restore_stream, restore_stream_entry,
 };
 pub use snapshot_repair::{SnapshotRepairReport, repair_snapshots};
@@ -192,36 +192,53 @@ impl FromStr for Compression {
     }
 }
 
-/// Reads the tree `root` and every tree below it, a level at a time, each level with few
-/// requests ([`BlobReader::read_many`](crate::repo::BlobReader::read_many)). Trees that
-/// cannot be read are left out (the planner reads them again and records the damage); a tree
-/// shared by several folders is read once.
-pub(crate) async fn prefetch_trees(
-    reader: &crate::repo::BlobReader,
-    root: crate::id::Id,
-) -> std::collections::HashMap<crate::id::Id, crate::repo::tree::Tree> {
-    let mut cache = std::collections::HashMap::new();
-    let mut level = vec![root];
-    while !level.is_empty() {
-        let fetched = reader.read_trees(&level).await;
-        let mut next = std::collections::HashSet::new();
-        for (id, tree) in fetched {
-            let Ok(tree) = tree else { continue };
-            for n in &tree.nodes {
-                if let (crate::repo::tree::NodeKind::Dir, Some(sub)) = (n.kind(), n.subtree)
-                    && !cache.contains_key(&sub)
-                {
-                    next.insert(sub);
-                }
-            }
-            cache.insert(id, tree);
+/// Trees a walk reads at once when it enters a folder whose tree it has not read: that
+/// folder's and those of the folders after it in their parent (see [`TreesAhead`]).
+pub(crate) const TREE_LOOKAHEAD: usize = 64;
+
+/// The trees of a depth-first walk (a backup's parent, a restore's snapshot), read ahead: a
+/// storage's latency is paid once for [`TREE_LOOKAHEAD`] folders, not once for each, and what
+/// is held decoded is at most that many trees for each level the walk is in, never the whole
+/// snapshot (a million files' trees held at once cost hundreds of megabytes).
+#[derive(Default)]
+pub(crate) struct TreesAhead {
+    cache: std::collections::HashMap<crate::id::Id, crate::repo::tree::Tree>,
+}
+
+impl TreesAhead {
+    /// Tree `id`, read (unless read ahead already) together with the trees of the folders
+    /// among `next` (the entries the walk visits after this folder, in the same parent).
+    pub(crate) async fn get(
+        &mut self,
+        reader: &crate::repo::BlobReader,
+        id: crate::id::Id,
+        next: &[crate::repo::tree::Node],
+    ) -> Result<crate::repo::tree::Tree> {
+        if let Some(t) = self.cache.remove(&id) {
+            return Ok(t);
         }
-        level = next
-            .into_iter()
-            .filter(|id| !cache.contains_key(id))
-            .collect();
+        let mut ids = vec![id];
+        ids.extend(
+            next.iter()
+                .filter_map(|n| match (n.kind(), n.subtree) {
+                    (crate::repo::tree::NodeKind::Dir, Some(sub)) => Some(sub),
+                    _ => None,
+                })
+                .filter(|sub| *sub != id && !self.cache.contains_key(sub))
+                .take(TREE_LOOKAHEAD - 1),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found = None;
+        for (got, tree) in reader.read_trees(&ids).await {
+            if got == id {
+                found = Some(tree);
+            } else if let Ok(tree) = tree {
+                self.cache.insert(got, tree);
+            }
+        }
+        found.unwrap_or_else(|| Err(Error::not_found(format!("tree {id}"))))
     }
-    cache
 }
 
 #[cfg(test)]

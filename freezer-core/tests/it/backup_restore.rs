@@ -248,6 +248,101 @@ async fn a_sub_path_restores_alone() {
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
 }
 
+/// A restore made a window of the plan at a time (here a few entries each, so that folders,
+/// hard links and damage span windows) restores what one made whole does, and reports the same
+/// damage.
+#[tokio::test(flavor = "multi_thread")]
+async fn small_plan_windows_restore_the_same_tree_and_the_same_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, repo_dir) = (tmp.path().join("data"), tmp.path().join("repo"));
+    odd_tree(&data);
+    // Deep folders with many entries, and a hard link whose names are far apart in the walk.
+    let deep = data.join("a/b/c/d/e");
+    std::fs::create_dir_all(&deep).unwrap();
+    for i in 0..40 {
+        std::fs::write(data.join(format!("a/b/f{i}")), format!("{i}\n")).unwrap();
+    }
+    std::fs::write(deep.join("x"), pseudo_random(3 << 20, 11)).unwrap();
+    std::fs::hard_link(deep.join("x"), data.join("zz-link")).unwrap();
+    init_small_packs(vec![local(&repo_dir)], Some("pw")).await;
+    let mut repo = open(&[&repo_dir], Some("pw")).await;
+    let res = backup_dir(&mut repo, &data, "w").await;
+    let id = res.snapshot_id.unwrap();
+    let mut counts = Vec::new();
+    for window in [1, 2, 7, 0] {
+        let target = tmp.path().join(format!("out{window}"));
+        let mut o = RestoreOptions::new(&target);
+        o.plan_window = window;
+        let out = restore_with(&mut repo, id, o).await;
+        assert!(out.is_complete(), "window {window}: {out:?}");
+        assert_same_tree(&data, &target, true);
+        assert!(
+            !target.join(".freezer-restore-in-progress").exists(),
+            "window {window}: the marker is left"
+        );
+        counts.push((out.files, out.dirs, out.others, out.bytes));
+        // A part of the snapshot, in windows too.
+        let target = tmp.path().join(format!("sub{window}"));
+        let mut o = RestoreOptions::new(&target);
+        o.plan_window = window;
+        o.sub_path = Some("a/b".into());
+        let out = restore_with(&mut repo, id, o).await;
+        assert!(out.is_complete(), "window {window}: {out:?}");
+        assert_same_tree(&data.join("a/b"), &target, true);
+    }
+    assert!(counts.windows(2).all(|w| w[0] == w[1]), "{counts:?}");
+    assert_eq!(counts[0].0, res.snapshot.stats.files, "{counts:?}");
+
+    // Every pack of file content gone: the damage names every file with content, both names
+    // of the hard-linked one included, whatever the windows.
+    repo.load_index().await.unwrap();
+    let index = repo.index();
+    let data_packs: Vec<std::path::PathBuf> = pack_files(&repo_dir)
+        .into_iter()
+        .filter(|p| {
+            let id = freezer_core::Id::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap();
+            let pos = index.pack_pos(&id).unwrap();
+            index.blobs().all(|(_, locs)| {
+                locs.iter()
+                    .all(|l| l.pack != pos || l.kind == freezer_core::repo::pack::BlobType::Data)
+            })
+        })
+        .collect();
+    assert!(!data_packs.is_empty());
+    for p in &data_packs {
+        std::fs::remove_file(p).unwrap();
+    }
+    let mut reports = Vec::new();
+    for window in [1, 3, 0] {
+        let target = tmp.path().join(format!("damaged{window}"));
+        let mut o = RestoreOptions::new(&target);
+        o.plan_window = window;
+        o.accept_partial = true;
+        let out = restore_with(&mut repo, id, o).await;
+        assert!(
+            out.warnings.is_empty(),
+            "window {window}: {:?}",
+            out.warnings
+        );
+        let mut files: Vec<String> = out.damaged.iter().flat_map(|d| d.files.clone()).collect();
+        files.sort();
+        files.dedup();
+        for name in ["a/b/c/d/e/x", "zz-link", "a/b/f7", "dir/sub/big.bin"] {
+            assert!(
+                files.iter().any(|f| f == name),
+                "window {window}: {name} not named: {files:?}"
+            );
+        }
+        // What does not depend on them is restored.
+        assert_eq!(
+            std::fs::read_link(target.join("link")).unwrap(),
+            Path::new("script.sh")
+        );
+        reports.push(files);
+    }
+    assert!(reports.windows(2).all(|w| w[0] == w[1]), "{reports:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn overwrite_is_needed_for_a_non_empty_target_and_follows_no_symlink() {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::Ordering;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
@@ -14,15 +15,16 @@ use rustix::io::Errno;
 use super::{Entry, lossy, open_beneath, parent_and_name};
 use crate::repo::tree::NodeKind;
 
-/// Files in place, hard links, then metadata, children before their folder; `marker` (a file
-/// at the top of the target) is removed before the top folder's metadata is set. Entries in
-/// `unfinished` stay as they are. Returns warnings.
+/// A window's files in place, hard links, then metadata, in the window's order (a folder after
+/// everything below it); `marker` (a file at the top of the target) is taken and removed
+/// before the top folder's metadata is set. Entries in `unfinished` stay as they are. Returns
+/// warnings.
 pub(super) fn finish_entries(
     root: &OwnedFd,
     entries: &[Entry],
     owners: bool,
     unfinished: &HashSet<u32>,
-    marker: Option<&str>,
+    marker: &mut Option<&str>,
 ) -> Vec<String> {
     let mut warnings = Vec::new();
     for (i, e) in entries.iter().enumerate() {
@@ -40,7 +42,12 @@ pub(super) fn finish_entries(
             }
         }
     }
-    let mut marker = marker;
+    // Later names of a hard-linked file, in this window or a later one, are made if it is.
+    for e in entries {
+        if let Some(first) = &e.first_of {
+            first.placed.store(e.is_placed(), Ordering::Release);
+        }
+    }
     let remove_marker = |marker: &mut Option<&str>| {
         if let Some(m) = marker.take()
             && let Err(e) = rustix::fs::unlinkat(root, m, AtFlags::empty())
@@ -62,9 +69,8 @@ pub(super) fn finish_entries(
         Ok(fd)
     };
     for e in entries {
-        let Some(first) = e.link_to else { continue };
-        let first = &entries[first as usize];
-        if !first.is_placed() {
+        let Some(first) = &e.link_to else { continue };
+        if !first.placed.load(Ordering::Acquire) {
             // Reported with the file it shares.
             continue;
         }
@@ -98,12 +104,12 @@ pub(super) fn finish_entries(
             warnings.push(format!("{}: hard link not restored: {err}", lossy(&e.rel)));
         }
     }
-    for e in entries.iter().rev() {
+    for e in entries {
         if !e.is_placed() || e.link_to.is_some() {
             continue;
         }
         if e.rel.is_empty() {
-            remove_marker(&mut marker);
+            remove_marker(marker);
         }
         if let Err(err) = set_metadata(root, e, owners, &mut |rel| parent(rel, &mut dirs)) {
             warnings.push(format!(
@@ -116,7 +122,6 @@ pub(super) fn finish_entries(
             ));
         }
     }
-    remove_marker(&mut marker);
     warnings
 }
 

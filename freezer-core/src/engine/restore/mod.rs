@@ -13,6 +13,12 @@
 //! 3. finish ([`finish`]): hard links, then metadata (owners when root, modes, xattrs, times),
 //!    children first so a folder's time is set after its content.
 //!
+//! The plan is made a window at a time ([`PLAN_WINDOW`] entries and chunk places), on its own
+//! thread while the window before it is fetched and finished: what a restore holds per file is
+//! two windows' worth and the folders it is in, not the snapshot's million files. A folder
+//! joins the window in which the last entry below it is planned, so its metadata is still set
+//! after its content's; a hard link's later names, in whatever window, are linked to its first.
+//!
 //! So a file under its own name holds its whole content (or the damage report names it), and
 //! an interrupted restore (killed, or a storage lost on the way) leaves only temporary names
 //! and the marker: run again, it keeps the files in place, fetches the rest, and removes the
@@ -78,6 +84,9 @@ pub struct RestoreOptions {
     /// than failing with [`Error::Incomplete`]. Default off: a caller who does not look at the
     /// result is never told that a restore with holes succeeded.
     pub accept_partial: bool,
+    /// Entries and chunk places planned, fetched and finished at a time (0: [`PLAN_WINDOW`]):
+    /// what a restore holds per file is two windows' worth, whatever the snapshot's size.
+    pub plan_window: usize,
 }
 
 impl RestoreOptions {
@@ -92,6 +101,7 @@ impl RestoreOptions {
             resources: crate::memory::Resources::default(),
             cancel: crate::CancelToken::new(),
             accept_partial: false,
+            plan_window: 0,
         }
     }
 }
@@ -132,8 +142,10 @@ struct Entry {
     /// Path relative to the target; empty for the target itself.
     rel: Vec<u8>,
     node: Node,
-    /// For a hard link to an earlier entry: that entry.
-    link_to: Option<u32>,
+    /// For a hard link to an earlier entry: that entry's name.
+    link_to: Option<Arc<FirstLink>>,
+    /// For the first name of a hard-linked file: what its later names need to know.
+    first_of: Option<Arc<FirstLink>>,
     created: bool,
     /// For a file written under a temporary name: that path, relative to the target.
     tmp: Option<Vec<u8>>,
@@ -143,12 +155,33 @@ struct Entry {
     in_place: AtomicBool,
 }
 
+/// The first name of a hard-linked file, which its later names (perhaps in a later window of
+/// the plan) are linked to once it is restored.
+struct FirstLink {
+    rel: Vec<u8>,
+    /// Its window is done: it is under its own name, whole.
+    placed: AtomicBool,
+    /// Its window is done: it is damaged (the report names it).
+    damaged: AtomicBool,
+}
+
+impl FirstLink {
+    fn new(rel: Vec<u8>) -> Self {
+        FirstLink {
+            rel,
+            placed: AtomicBool::new(false),
+            damaged: AtomicBool::new(false),
+        }
+    }
+}
+
 impl Entry {
-    fn new(rel: Vec<u8>, node: Node, link_to: Option<u32>, created: bool) -> Self {
+    fn new(rel: Vec<u8>, node: Node, link_to: Option<Arc<FirstLink>>, created: bool) -> Self {
         Entry {
             rel,
             node,
             link_to,
+            first_of: None,
             created,
             tmp: None,
             left: AtomicU32::new(0),
@@ -195,15 +228,27 @@ impl Entry {
     }
 }
 
+/// A window of the plan: entries made (files under temporary names), in the order their
+/// metadata is set (a folder after everything below it), and where their chunks go. A restore
+/// fetches and finishes one window while the next is planned, so what it holds is two windows,
+/// not the snapshot.
 #[derive(Default)]
-struct Plan {
+struct Window {
     entries: Vec<Entry>,
     /// For each blob, where it goes: (entry, offset).
     targets: HashMap<Id, Vec<(u32, u64)>>,
+    /// Chunk places in `targets`.
+    places: usize,
+    /// Bytes of the files whose content the window fetches.
+    planned_bytes: u64,
     damaged: Vec<Damage>,
     warnings: Vec<String>,
     skipped: Vec<String>,
 }
+
+/// Entries and chunk places a window of the plan holds (about 0.6 KiB each): a million-file
+/// restore holds two windows of them, not a million.
+pub const PLAN_WINDOW: usize = 16384;
 
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     if dir.is_empty() {
@@ -308,72 +353,318 @@ async fn restore_prepared(
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreResult> {
     let started = std::time::Instant::now();
-    let target = opts.target.clone();
     let reader = repo.reader();
-    let rt = tokio::runtime::Handle::current();
-    let root_id = snapshot.tree;
-    let sub_path = opts.sub_path.clone();
-    let dry_run = opts.dry_run;
-    let overwrite = opts.overwrite;
-    let cancel = opts.cancel.clone();
-    let (root_fd, plan) = {
-        let reader = reader.clone();
-        let target = target.clone();
-        tokio::task::spawn_blocking(move || -> Result<(Option<Arc<OwnedFd>>, Plan)> {
-            let root_fd = if dry_run {
-                None
-            } else {
-                Some(Arc::new(
-                    rustix::fs::open(
-                        &target,
-                        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .ctx(format!("restore_abs_path {}", target.display()))?,
-                ))
-            };
-            let popts = plan::PlanOptions {
-                sub_path: sub_path.as_deref(),
-                overwrite,
-                resume,
-                tmp_token: snapshot_id.to_hex()[..8].to_string(),
-                cancel,
-            };
-            let plan = plan::make_plan(&reader, &rt, root_id, root_fd.as_deref(), &popts)?;
-            Ok((root_fd, plan))
-        })
-        .await
-        .map_err(|e| Error::io("restore planner", std::io::Error::other(e)))??
+    let root_fd = if opts.dry_run {
+        None
+    } else {
+        Some(Arc::new(
+            rustix::fs::open(
+                &opts.target,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ctx(format!("restore_abs_path {}", opts.target.display()))?,
+        ))
     };
-    let total: u64 = plan
-        .entries
-        .iter()
-        .filter(|e| e.link_to.is_none())
-        .map(|e| e.node.size)
-        .sum();
-    progress.set_total(total);
-    tracing::info!(elapsed = ?started.elapsed(), entries = plan.entries.len(), chunks = plan.targets.len(), "restore: planned");
+    // The plan is made a window at a time on its own thread, the next window while this one's
+    // content is fetched (creating files is the slow part of a restore of many small ones).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Window>>(1);
+    let planner = {
+        let reader = reader.clone();
+        let rt = tokio::runtime::Handle::current();
+        let root_fd = root_fd.clone();
+        let root_tree = snapshot.tree;
+        let popts = plan::PlanOptions {
+            sub_path: opts.sub_path.clone(),
+            overwrite: opts.overwrite,
+            resume,
+            tmp_token: snapshot_id.to_hex()[..8].to_string(),
+            cancel: opts.cancel.clone(),
+        };
+        let window = match opts.plan_window {
+            0 => PLAN_WINDOW,
+            n => n,
+        };
+        tokio::task::spawn_blocking(move || {
+            let planner =
+                plan::Planner::new(&reader, &rt, root_tree, root_fd.as_deref(), &popts, window);
+            let mut planner = match planner {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                let next = planner.next_window().transpose();
+                let last = !matches!(next, Some(Ok(_)));
+                match next {
+                    Some(w) => {
+                        if tx.blocking_send(w).is_err() || last {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+        })
+    };
+    let res = restore_windows(
+        &reader,
+        snapshot_id,
+        snapshot,
+        opts,
+        root_fd,
+        &mut rx,
+        progress,
+    )
+    .await;
+    // The planner stops at its next window once no one takes it; it is awaited, so that
+    // nothing is made in the target after the restore returns.
+    drop(rx);
+    planner
+        .await
+        .map_err(|e| Error::io("restore planner", std::io::Error::other(e)))?;
+    tracing::info!(elapsed = ?started.elapsed(), "restore: done");
+    res
+}
 
-    let Plan {
-        mut entries,
-        targets,
-        mut damaged,
-        mut warnings,
-        skipped,
-    } = plan;
-    // A file is whole once every chunk write meant for it is done.
-    for places in targets.values() {
-        for (e, _) in places {
-            *entries[*e as usize].left.get_mut() += 1;
+/// What a restore gathers from its windows.
+#[derive(Default)]
+struct Gathered {
+    result: RestoreResult,
+    /// Damage found while planning (a tree unreadable, a chunk in no index), in plan order.
+    planned_damage: Vec<Damage>,
+    /// Damage found while fetching, by object.
+    fetch_damage: HashMap<String, Damage>,
+    /// Files left unfinished (under temporary names) by a failure that may pass.
+    unfinished: Vec<String>,
+}
+
+impl Gathered {
+    /// Adds `name`, a later name of the damaged file `first`, to every damage naming `first`.
+    fn link_damaged(&mut self, first: &[u8], name: &[u8]) {
+        let (first, name) = (lossy(first), lossy(name));
+        for d in self
+            .planned_damage
+            .iter_mut()
+            .chain(self.fetch_damage.values_mut())
+        {
+            if d.files.contains(&first) && !d.files.contains(&name) {
+                d.files.push(name.clone());
+            }
         }
     }
-    let entries = Arc::new(entries);
-    let bytes_written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+}
 
+async fn restore_windows(
+    reader: &crate::repo::BlobReader,
+    snapshot_id: Id,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    root_fd: Option<Arc<OwnedFd>>,
+    windows: &mut tokio::sync::mpsc::Receiver<Result<Window>>,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoreResult> {
+    let mut g = Gathered::default();
+    g.result.snapshot_id = snapshot_id;
+    // The whole snapshot's bytes are known from its statistics; a part's grow as it is planned.
+    let whole = opts.sub_path.is_none() && snapshot.stats.bytes > 0;
+    if whole {
+        progress.set_total(snapshot.stats.bytes);
+    }
+    let mut total = 0u64;
+    let bytes_written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let scratches: Arc<Mutex<Vec<crate::repo::pack::DecodeScratch>>> = Arc::default();
+    let owners = opts
+        .owners
+        .unwrap_or_else(|| rustix::process::geteuid().is_root());
+    let mut marker = Some(target::MARKER);
+    while let Some(window) = windows.recv().await {
+        let Window {
+            mut entries,
+            targets,
+            places: _,
+            planned_bytes,
+            damaged,
+            warnings,
+            skipped,
+        } = window?;
+        if !whole {
+            total += planned_bytes;
+            progress.set_total(total);
+        }
+        g.planned_damage.extend(damaged);
+        g.result.warnings.extend(warnings);
+        g.result.skipped.extend(skipped);
+        // A file is whole once every chunk write meant for it is done.
+        for places in targets.values() {
+            for (e, _) in places {
+                *entries[*e as usize].left.get_mut() += 1;
+            }
+        }
+        let entries = Arc::new(entries);
+        let targets = Arc::new(targets);
+        let failed = fetch_window(
+            reader,
+            opts,
+            &entries,
+            &targets,
+            &root_fd,
+            &bytes_written,
+            &progress,
+            &scratches,
+        )
+        .await?;
+        opts.cancel.check()?;
+
+        // Blobs that failed: name the object and the files.
+        let mut unfinished: HashSet<u32> = HashSet::new();
+        for (id, err) in failed {
+            if !matches!(err, Error::Corrupt { .. } | Error::NotFound { .. }) {
+                for (e, _) in targets.get(&id).into_iter().flatten() {
+                    unfinished.insert(*e);
+                }
+            }
+            let object = match reader.index().get(&id) {
+                Some(l) => format!("pack {}", reader.index().pack(l.pack).id),
+                None => format!("blob {id}"),
+            };
+            let d = g
+                .fetch_damage
+                .entry(object.clone())
+                .or_insert_with(|| Damage {
+                    object,
+                    error: err.to_string(),
+                    files: vec![],
+                });
+            for (e, _) in targets.get(&id).into_iter().flatten() {
+                let e = &entries[*e as usize];
+                let path = lossy(&e.rel);
+                if !d.files.contains(&path) {
+                    d.files.push(path);
+                }
+                if let Some(first) = &e.first_of {
+                    first.damaged.store(true, Ordering::Release);
+                }
+            }
+        }
+        // The other names of a hard-linked file share its damage.
+        for e in entries.iter() {
+            if let Some(first) = &e.link_to
+                && first.damaged.load(Ordering::Acquire)
+            {
+                g.link_damaged(&first.rel, &e.rel);
+            }
+        }
+        g.unfinished
+            .extend(unfinished.iter().map(|e| lossy(&entries[*e as usize].rel)));
+        match &root_fd {
+            Some(root_fd) => {
+                let root_fd = root_fd.clone();
+                let entries = entries.clone();
+                let unfinished = unfinished.clone();
+                // The marker stays while a file is unfinished: the next run resumes.
+                let keep_marker = !g.unfinished.is_empty();
+                let (meta_warnings, marker_left) = tokio::task::spawn_blocking(move || {
+                    let mut marker = marker.filter(|_| !keep_marker);
+                    let w = finish::finish_entries(
+                        &root_fd,
+                        &entries,
+                        owners,
+                        &unfinished,
+                        &mut marker,
+                    );
+                    (w, marker)
+                })
+                .await
+                .map_err(|e| Error::io("restore metadata", std::io::Error::other(e)))?;
+                if marker_left.is_none() && !keep_marker {
+                    marker = None;
+                }
+                g.result.warnings.extend(meta_warnings);
+            }
+            None => {
+                for e in entries.iter() {
+                    if let Some(first) = &e.first_of {
+                        first.placed.store(e.created, Ordering::Release);
+                    }
+                }
+            }
+        }
+        for (i, e) in entries.iter().enumerate() {
+            let restored = if opts.dry_run {
+                e.created
+            } else {
+                match &e.link_to {
+                    Some(first) => first.placed.load(Ordering::Acquire),
+                    None => e.is_placed(),
+                }
+            };
+            if !restored || unfinished.contains(&(i as u32)) {
+                continue;
+            }
+            match e.node.kind() {
+                NodeKind::File => g.result.files += 1,
+                NodeKind::Dir => g.result.dirs += 1,
+                _ => g.result.others += 1,
+            }
+        }
+    }
+    opts.cancel.check()?;
+    // A restore of one file has no folder of its own: the marker goes at the end.
+    if let (Some(m), Some(root_fd)) = (marker, &root_fd)
+        && g.unfinished.is_empty()
+        && let Err(e) = rustix::fs::unlinkat(&**root_fd, m, rustix::fs::AtFlags::empty())
+        && e != Errno::NOENT
+    {
+        tracing::warn!("{m}: not removed: {e}");
+    }
+
+    let Gathered {
+        mut result,
+        planned_damage: mut damaged,
+        fetch_damage,
+        mut unfinished,
+    } = g;
+    let mut extra: Vec<Damage> = fetch_damage.into_values().collect();
+    extra.iter_mut().for_each(|d| d.files.sort());
+    extra.sort_by(|a, b| a.object.cmp(&b.object));
+    damaged.extend(extra);
+    result.bytes = bytes_written.load(Ordering::Relaxed);
+    result.memory = crate::memory::MemoryUse::of(&opts.resources.memory);
+    if !unfinished.is_empty() {
+        unfinished.sort();
+        result.warnings.push(format!(
+            "{} file(s) not finished, left under temporary names (.freezer-tmp-*): {}; run the same restore again to finish them",
+            unfinished.len(),
+            unfinished.join(", ")
+        ));
+    }
+    if !damaged.is_empty() && !opts.accept_partial {
+        return Err(partial_restore(&result.snapshot_id, &opts.target, &damaged));
+    }
+    result.damaged = damaged;
+    Ok(result)
+}
+
+/// Fetches the chunks of a window's files, several packs at once, and writes them; returns the
+/// chunks that failed, with why.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_window(
+    reader: &crate::repo::BlobReader,
+    opts: &RestoreOptions,
+    entries: &Arc<Vec<Entry>>,
+    targets: &Arc<HashMap<Id, Vec<(u32, u64)>>>,
+    root_fd: &Option<Arc<OwnedFd>>,
+    bytes_written: &Arc<std::sync::atomic::AtomicU64>,
+    progress: &Arc<dyn Progress>,
+    scratches: &Arc<Mutex<Vec<crate::repo::pack::DecodeScratch>>>,
+) -> Result<Vec<(Id, Error)>> {
     // Group chunks by pack, choosing for each chunk a copy on a live storage.
     let live = reader.tee().live();
     let mut by_pack: HashMap<u32, Vec<(Id, Location)>> = HashMap::new();
-    let mut missing: Vec<Id> = Vec::new();
+    let failed: Arc<Mutex<Vec<(Id, Error)>>> = Arc::default();
     for id in targets.keys() {
         let locs = reader.index().locations(id);
         match locs
@@ -382,20 +673,14 @@ async fn restore_prepared(
             .or(locs.first())
         {
             Some(l) => by_pack.entry(l.pack).or_default().push((*id, *l)),
-            None => missing.push(*id),
+            None => failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((*id, Error::not_found(format!("blob {id} (in no index)")))),
         }
-    }
-    let targets = Arc::new(targets);
-    let failed: Arc<Mutex<Vec<(Id, Error)>>> = Arc::default();
-    for id in missing {
-        failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((id, Error::not_found(format!("blob {id} (in no index)"))));
     }
     let concurrency = (opts.resources.workers() * 2).max(4);
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let scratches = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     let mut packs: Vec<(u32, Vec<(Id, Location)>)> = by_pack.into_iter().collect();
     packs.sort_by_key(|(p, _)| *p);
@@ -415,7 +700,7 @@ async fn restore_prepared(
             progress: progress.clone(),
             cancel: opts.cancel.clone(),
             memory: opts.resources.memory.clone(),
-            scratches: Arc::clone(&scratches),
+            scratches: Arc::clone(scratches),
         };
         tasks.spawn(async move {
             fetch::restore_pack(&ctx, pack_pos, blobs).await;
@@ -425,109 +710,9 @@ async fn restore_prepared(
     while let Some(r) = tasks.join_next().await {
         r.map_err(|e| Error::io("restore worker", std::io::Error::other(e)))?;
     }
-    opts.cancel.check()?;
-    tracing::info!(elapsed = ?started.elapsed(), "restore: data written");
-
-    // Blobs that failed: name the object and the files.
-    let failed = std::mem::take(&mut *failed.lock().unwrap_or_else(|e| e.into_inner()));
-    // The other names of a hard-linked file share its damage.
-    let mut links: HashMap<u32, Vec<u32>> = HashMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        if let Some(first) = e.link_to {
-            links.entry(first).or_default().push(i as u32);
-        }
-    }
-    let mut by_object: HashMap<String, Damage> = HashMap::new();
-    // Files a failure that may pass (a storage out of reach, a write refused) left unfinished:
-    // they keep their temporary names, for the same restore run again to finish.
-    let mut unfinished: HashSet<u32> = HashSet::new();
-    for (id, err) in failed {
-        if !matches!(err, Error::Corrupt { .. } | Error::NotFound { .. }) {
-            for (e, _) in targets.get(&id).into_iter().flatten() {
-                unfinished.insert(*e);
-            }
-        }
-        let object = match reader.index().get(&id) {
-            Some(l) => format!("pack {}", reader.index().pack(l.pack).id),
-            None => format!("blob {id}"),
-        };
-        let d = by_object.entry(object.clone()).or_insert_with(|| Damage {
-            object,
-            error: err.to_string(),
-            files: vec![],
-        });
-        for (e, _) in targets.get(&id).into_iter().flatten() {
-            for i in std::iter::once(e).chain(links.get(e).into_iter().flatten()) {
-                let path = lossy(&entries[*i as usize].rel);
-                if !d.files.contains(&path) {
-                    d.files.push(path);
-                }
-            }
-        }
-    }
-    let mut extra: Vec<Damage> = by_object.into_values().collect();
-    extra.iter_mut().for_each(|d| d.files.sort());
-    extra.sort_by(|a, b| a.object.cmp(&b.object));
-    damaged.extend(extra);
-
-    let mut result = RestoreResult {
-        snapshot_id,
-        bytes: bytes_written.load(Ordering::Relaxed),
-        memory: crate::memory::MemoryUse::of(&opts.resources.memory),
-        ..RestoreResult::default()
-    };
-    if !unfinished.is_empty() {
-        let mut names: Vec<String> = unfinished
-            .iter()
-            .map(|e| lossy(&entries[*e as usize].rel))
-            .collect();
-        names.sort();
-        warnings.push(format!(
-            "{} file(s) not finished, left under temporary names (.freezer-tmp-*): {}; run the same restore again to finish them",
-            names.len(),
-            names.join(", ")
-        ));
-    }
-    if let Some(root_fd) = root_fd {
-        let owners = opts
-            .owners
-            .unwrap_or_else(|| rustix::process::geteuid().is_root());
-        let entries = entries.clone();
-        let unfinished = unfinished.clone();
-        let meta_warnings = tokio::task::spawn_blocking(move || {
-            // The marker stays while a file is unfinished: the next run resumes.
-            let marker = unfinished.is_empty().then_some(target::MARKER);
-            finish::finish_entries(&root_fd, &entries, owners, &unfinished, marker)
-        })
-        .await
-        .map_err(|e| Error::io("restore metadata", std::io::Error::other(e)))?;
-        warnings.extend(meta_warnings);
-    }
-    for (i, e) in entries.iter().enumerate() {
-        let restored = if opts.dry_run {
-            e.created
-        } else {
-            match e.link_to {
-                Some(first) => entries[first as usize].is_placed(),
-                None => e.is_placed(),
-            }
-        };
-        if !restored || unfinished.contains(&(i as u32)) {
-            continue;
-        }
-        match e.node.kind() {
-            NodeKind::File => result.files += 1,
-            NodeKind::Dir => result.dirs += 1,
-            _ => result.others += 1,
-        }
-    }
-    if !damaged.is_empty() && !opts.accept_partial {
-        return Err(partial_restore(&result.snapshot_id, &opts.target, &damaged));
-    }
-    result.damaged = damaged;
-    result.warnings = warnings;
-    result.skipped = skipped;
-    Ok(result)
+    Ok(std::mem::take(
+        &mut *failed.lock().unwrap_or_else(|e| e.into_inner()),
+    ))
 }
 
 /// The error of a restore of `snapshot` into `target` that left the files of `damaged`

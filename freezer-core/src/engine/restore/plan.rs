@@ -11,7 +11,9 @@ use std::os::unix::ffi::OsStrExt;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{Entry, Plan, join, lossy};
+use std::sync::Arc;
+
+use super::{Entry, FirstLink, Window, join, lossy};
 use crate::engine::inspect::Damage;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -19,9 +21,9 @@ use crate::repo::BlobReader;
 use crate::repo::tree::{Node, NodeKind, valid_name};
 
 /// How to plan.
-pub(super) struct PlanOptions<'a> {
+pub(super) struct PlanOptions {
     /// Restore only this path inside the snapshot.
-    pub sub_path: Option<&'a str>,
+    pub sub_path: Option<String>,
     /// Replace what is in the way.
     pub overwrite: bool,
     /// Resuming an interrupted restore: keep the files already in place with the right content.
@@ -33,117 +35,216 @@ pub(super) struct PlanOptions<'a> {
     pub cancel: crate::CancelToken,
 }
 
-pub(super) fn make_plan(
-    reader: &BlobReader,
-    rt: &tokio::runtime::Handle,
-    root_tree: Id,
-    root_fd: Option<&OwnedFd>,
-    opts: &PlanOptions<'_>,
-) -> Result<Plan> {
-    let sub_path = opts.sub_path;
-    let read_tree = |id: &Id| rt.block_on(reader.read_tree(id));
-    let top = read_tree(&root_tree).map_err(|e| e.context("the snapshot's top tree"))?;
-    let mut node = top
-        .nodes
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::corrupt(format!("tree {root_tree}"), "the top tree is empty"))?;
-    if let Some(sub) = sub_path {
-        for part in sub.split('/').filter(|p| !p.is_empty() && *p != ".") {
-            let sub_tree = match (node.kind(), node.subtree) {
-                (NodeKind::Dir, Some(id)) => read_tree(&id)?,
-                _ => {
-                    return Err(Error::not_found(format!(
-                        "{sub} in the snapshot ({} is not a folder)",
-                        node.name_lossy()
-                    )));
-                }
-            };
-            node = sub_tree
-                .nodes
-                .into_iter()
-                .find(|n| n.name == part.as_bytes())
-                .ok_or_else(|| Error::not_found(format!("{sub} in the snapshot")))?;
-        }
-    }
-    // Every tree below, fetched many at a time: one request after another would make the
-    // plan as slow as the storage's latency times the number of folders.
-    let cache = std::cell::RefCell::new(match node.subtree {
-        Some(id) if node.kind() == NodeKind::Dir => {
-            rt.block_on(crate::engine::prefetch_trees(reader, id))
-        }
-        _ => HashMap::new(),
-    });
-    let read_tree = |id: &Id| match cache.borrow_mut().remove(id) {
-        Some(t) => Ok(t),
-        None => read_tree(id),
-    };
-    let mut planner = Planner {
-        reader,
-        read_tree: &read_tree,
-        plan: Plan::default(),
-        first_links: HashMap::new(),
-        overwrite: opts.overwrite || opts.resume,
-        resume: opts.resume,
-        tmp_token: &opts.tmp_token,
-        cancel: &opts.cancel,
-    };
-    match node.kind() {
-        NodeKind::Dir => {
-            let subtree = node.subtree;
-            planner
-                .plan
-                .entries
-                .push(Entry::new(vec![], node, None, root_fd.is_some()));
-            if let Some(id) = subtree {
-                planner.dir(root_fd, vec![], &id)?;
-            }
-        }
-        _ => planner.entry(root_fd, b"", node)?,
-    }
-    Ok(planner.plan)
+/// A folder the walk is in: its descriptor, its path, the entries still to plan, and its own
+/// entry, which joins a window once everything below it has (its metadata is set after its
+/// content's).
+struct Frame {
+    fd: Option<OwnedFd>,
+    rel: Vec<u8>,
+    nodes: std::vec::IntoIter<Node>,
+    dir: Option<Entry>,
+    /// Its tree could not be read: reported once the folder is done.
+    damage: Option<Damage>,
 }
 
-struct Planner<'a> {
+/// The plan, made a window at a time: a walk of the snapshot's trees, depth first, that stops
+/// once a window holds enough entries and chunk places, and goes on from there for the next.
+/// What it holds between windows is the path it is in (a [`Frame`] per level), a few trees
+/// read ahead, and the first names of hard-linked files.
+pub(super) struct Planner<'a> {
     reader: &'a BlobReader,
-    read_tree: &'a dyn Fn(&Id) -> Result<crate::repo::tree::Tree>,
-    plan: Plan,
-    first_links: HashMap<(u64, u64), u32>,
+    rt: &'a tokio::runtime::Handle,
+    state: State<'a>,
+    stack: Vec<Frame>,
+    /// A plan of one entry (a path inside the snapshot that is not a folder), still to make.
+    single: Option<(Option<OwnedFd>, Node)>,
+    ahead: crate::engine::TreesAhead,
+    /// Entries and chunk places a window holds at most (a little more: a file's places are
+    /// never split).
+    window: usize,
+}
+
+/// What planning an entry changes.
+struct State<'a> {
+    reader: &'a BlobReader,
+    first_links: HashMap<(u64, u64), Arc<FirstLink>>,
     overwrite: bool,
     resume: bool,
     tmp_token: &'a str,
     cancel: &'a crate::CancelToken,
+    /// Entries planned in every window so far: numbers the temporary names, the same on a run
+    /// resumed.
+    count: u64,
 }
 
-impl Planner<'_> {
-    fn dir(&mut self, fd: Option<&OwnedFd>, rel: Vec<u8>, tree: &Id) -> Result<()> {
-        self.cancel.check()?;
-        let t = match (self.read_tree)(tree) {
-            Ok(t) => t,
-            Err(e) => {
-                self.plan.damaged.push(Damage {
-                    object: format!("tree {tree}"),
-                    error: e.to_string(),
-                    files: vec![if rel.is_empty() {
-                        ".".into()
-                    } else {
-                        lossy(&rel)
-                    }],
-                });
-                return Ok(());
+impl<'a> Planner<'a> {
+    /// Reads the snapshot's top tree and finds `opts.sub_path` in it.
+    pub(super) fn new(
+        reader: &'a BlobReader,
+        rt: &'a tokio::runtime::Handle,
+        root_tree: Id,
+        root_fd: Option<&OwnedFd>,
+        opts: &'a PlanOptions,
+        window: usize,
+    ) -> Result<Planner<'a>> {
+        let read_tree = |id: &Id| rt.block_on(reader.read_tree(id));
+        let top = read_tree(&root_tree).map_err(|e| e.context("the snapshot's top tree"))?;
+        let mut node =
+            top.nodes.into_iter().next().ok_or_else(|| {
+                Error::corrupt(format!("tree {root_tree}"), "the top tree is empty")
+            })?;
+        if let Some(sub) = opts.sub_path.as_deref() {
+            for part in sub.split('/').filter(|p| !p.is_empty() && *p != ".") {
+                let sub_tree = match (node.kind(), node.subtree) {
+                    (NodeKind::Dir, Some(id)) => read_tree(&id)?,
+                    _ => {
+                        return Err(Error::not_found(format!(
+                            "{sub} in the snapshot ({} is not a folder)",
+                            node.name_lossy()
+                        )));
+                    }
+                };
+                node = sub_tree
+                    .nodes
+                    .into_iter()
+                    .find(|n| n.name == part.as_bytes())
+                    .ok_or_else(|| Error::not_found(format!("{sub} in the snapshot")))?;
             }
-        };
-        for node in t.nodes {
-            self.entry(fd, &rel, node)?;
         }
-        Ok(())
+        let root_fd = root_fd
+            .map(|fd| fd.try_clone())
+            .transpose()
+            .map_err(|e| Error::io("restore_abs_path", e))?;
+        let mut planner = Planner {
+            reader,
+            rt,
+            state: State {
+                reader,
+                first_links: HashMap::new(),
+                overwrite: opts.overwrite || opts.resume,
+                resume: opts.resume,
+                tmp_token: &opts.tmp_token,
+                cancel: &opts.cancel,
+                count: 0,
+            },
+            stack: Vec::new(),
+            single: None,
+            ahead: Default::default(),
+            window: window.max(1),
+        };
+        match node.kind() {
+            NodeKind::Dir => {
+                let created = root_fd.is_some();
+                let subtree = node.subtree;
+                let dir = Entry::new(vec![], node, None, created);
+                planner.state.count += 1;
+                let (nodes, damage) = match subtree.map(|id| planner.tree(id, &[])) {
+                    Some(Ok(t)) => (t.nodes, None),
+                    Some(Err(d)) => (Vec::new(), Some(d)),
+                    None => (Vec::new(), None),
+                };
+                planner.stack.push(Frame {
+                    fd: root_fd,
+                    rel: vec![],
+                    nodes: nodes.into_iter(),
+                    dir: Some(dir),
+                    damage,
+                });
+            }
+            _ => planner.single = Some((root_fd, node)),
+        }
+        Ok(planner)
     }
 
-    fn warn(&mut self, rel: &[u8], msg: impl std::fmt::Display) {
-        self.plan.warnings.push(format!("{}: {msg}", lossy(rel)));
+    /// The next window of the plan, `None` once the walk is over.
+    pub(super) fn next_window(&mut self) -> Result<Option<Window>> {
+        let mut w = Window::default();
+        if let Some((fd, node)) = self.single.take() {
+            self.state.entry(&mut w, fd.as_ref(), b"", node)?;
+            return Ok(Some(w));
+        }
+        if self.stack.is_empty() {
+            return Ok(None);
+        }
+        while w.entries.len() + w.places < self.window {
+            let Some(frame) = self.stack.last_mut() else {
+                break;
+            };
+            let Some(node) = frame.nodes.next() else {
+                let frame = self.stack.pop().expect("a frame");
+                w.damaged.extend(frame.damage);
+                w.entries.extend(frame.dir);
+                continue;
+            };
+            let subtree = match (node.kind(), node.subtree) {
+                (NodeKind::Dir, Some(id)) => Some(id),
+                _ => None,
+            };
+            let Some(child) = self
+                .state
+                .entry(&mut w, frame.fd.as_ref(), &frame.rel, node)?
+            else {
+                continue;
+            };
+            // A folder made: the walk goes in.
+            self.state.cancel.check()?;
+            let mut child = child;
+            let nodes = match subtree {
+                Some(id) => {
+                    let read =
+                        self.rt
+                            .block_on(self.ahead.get(self.reader, id, frame.nodes.as_slice()));
+                    match read {
+                        Ok(t) => t.nodes,
+                        Err(e) => {
+                            child.damage = Some(Damage {
+                                object: format!("tree {id}"),
+                                error: e.to_string(),
+                                files: vec![lossy(&child.rel)],
+                            });
+                            Vec::new()
+                        }
+                    }
+                }
+                None => Vec::new(),
+            };
+            child.nodes = nodes.into_iter();
+            self.stack.push(child);
+        }
+        Ok(Some(w))
     }
 
-    fn entry(&mut self, dir_fd: Option<&OwnedFd>, dir_rel: &[u8], node: Node) -> Result<()> {
+    /// The top folder's tree; one that cannot be read is damage, reported with the folder.
+    fn tree(
+        &mut self,
+        id: Id,
+        next: &[Node],
+    ) -> std::result::Result<crate::repo::tree::Tree, Damage> {
+        self.rt
+            .block_on(self.ahead.get(self.reader, id, next))
+            .map_err(|e| Damage {
+                object: format!("tree {id}"),
+                error: e.to_string(),
+                files: vec![".".into()],
+            })
+    }
+}
+
+impl State<'_> {
+    fn warn(&mut self, w: &mut Window, rel: &[u8], msg: impl std::fmt::Display) {
+        w.warnings.push(format!("{}: {msg}", lossy(rel)));
+    }
+
+    /// Plans `node` of the folder `dir_rel` (open as `dir_fd`): makes it, notes where its
+    /// chunks go, and adds its entry to `w`, except a folder made, returned as the frame the
+    /// walk goes into.
+    fn entry(
+        &mut self,
+        w: &mut Window,
+        dir_fd: Option<&OwnedFd>,
+        dir_rel: &[u8],
+        node: Node,
+    ) -> Result<Option<Frame>> {
         // Trees are validated when decoded; check again, this is the last line of defence.
         if !valid_name(&node.name) {
             return Err(Error::corrupt(
@@ -153,30 +254,36 @@ impl Planner<'_> {
         }
         let rel = join(dir_rel, &node.name);
         let name = OsStr::from_bytes(&node.name).to_owned();
-        let idx = self.plan.entries.len() as u32;
+        let idx = w.entries.len() as u32;
         let kind = node.kind();
         let mut link_to = None;
+        let mut first_of = None;
         if kind == NodeKind::File && node.links > 1 {
             match self.first_links.get(&(node.device, node.inode)) {
-                Some(first) => link_to = Some(*first),
+                Some(first) => link_to = Some(first.clone()),
                 None => {
-                    self.first_links.insert((node.device, node.inode), idx);
+                    let first = Arc::new(FirstLink::new(rel.clone()));
+                    self.first_links
+                        .insert((node.device, node.inode), first.clone());
+                    first_of = Some(first);
                 }
             }
         }
         if kind == NodeKind::Socket {
             // A socket is made by the program that listens on it; no restore can make one.
-            self.plan.skipped.push(format!(
+            w.skipped.push(format!(
                 "{}: a socket, not restored (the program that listens on it makes it again)",
                 lossy(&rel)
             ));
-            return Ok(());
+            return Ok(None);
         }
+        let number = self.count;
+        self.count += 1;
         let mut created = false;
         let mut tmp = None;
         let mut in_place = false;
         if let Some(fd) = dir_fd {
-            let res = match (kind, link_to) {
+            let res = match (kind, &link_to) {
                 (_, Some(_)) => Ok(()),
                 (NodeKind::Dir, _) => self.make_dir(fd, &name),
                 (NodeKind::File, _) if self.resume && self.already_restored(fd, &name, &node) => {
@@ -184,7 +291,7 @@ impl Planner<'_> {
                     Ok(())
                 }
                 (NodeKind::File, _) => {
-                    let t = format!(".freezer-tmp-{}-{idx}", self.tmp_token);
+                    let t = format!(".freezer-tmp-{}-{number}", self.tmp_token);
                     let r = self.make_file(fd, &name, OsStr::new(&t), node.size);
                     tmp = Some(join(dir_rel, t.as_bytes()));
                     r
@@ -219,46 +326,61 @@ impl Planner<'_> {
                 Ok(()) => created = true,
                 Err(e) => {
                     tmp = None;
-                    self.warn(&rel, format!("not restored: {}", std::io::Error::from(e)))
+                    self.warn(
+                        w,
+                        &rel,
+                        format!("not restored: {}", std::io::Error::from(e)),
+                    )
                 }
             }
         } else {
             created = true;
         }
         if kind == NodeKind::File && link_to.is_none() && created && !in_place {
-            self.place_chunks(idx, &rel, &node);
+            w.planned_bytes += node.size;
+            self.place_chunks(w, idx, &rel, &node);
         }
         let subtree = node.subtree;
         let mut node = node;
         node.content = Vec::new();
         let mut entry = Entry::new(rel.clone(), node, link_to, created);
+        entry.first_of = first_of;
         entry.tmp = tmp;
         if in_place {
             entry.placed();
         }
-        self.plan.entries.push(entry);
-        if kind == NodeKind::Dir
-            && created
-            && let Some(id) = subtree
-        {
-            match dir_fd {
+        if kind == NodeKind::Dir && created && subtree.is_some() {
+            let child = match dir_fd {
                 Some(fd) => match rustix::fs::openat(
                     fd,
                     &name,
                     OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
                     Mode::empty(),
                 ) {
-                    Ok(child) => self.dir(Some(&child), rel, &id)?,
-                    Err(e) => self.warn(&rel, format!("not entered: {}", std::io::Error::from(e))),
+                    Ok(child) => Some(Some(child)),
+                    Err(e) => {
+                        self.warn(w, &rel, format!("not entered: {}", std::io::Error::from(e)));
+                        None
+                    }
                 },
-                None => self.dir(None, rel, &id)?,
+                None => Some(None),
+            };
+            if let Some(fd) = child {
+                return Ok(Some(Frame {
+                    fd,
+                    rel,
+                    nodes: Vec::new().into_iter(),
+                    dir: Some(entry),
+                    damage: None,
+                }));
             }
         }
-        Ok(())
+        w.entries.push(entry);
+        Ok(None)
     }
 
     /// Records where each chunk of a file goes.
-    fn place_chunks(&mut self, idx: u32, rel: &[u8], node: &Node) {
+    fn place_chunks(&mut self, w: &mut Window, idx: u32, rel: &[u8], node: &Node) {
         let overhead = self.reader.crypto().overhead();
         let extents = if node.extents.is_empty() {
             vec![(0, node.size)]
@@ -279,7 +401,7 @@ impl Planner<'_> {
                 None => {
                     // Without its length, where the chunks after it go is unknown: the file
                     // is damaged from here on, and nothing more is placed in it.
-                    self.plan.damaged.push(Damage {
+                    w.damaged.push(Damage {
                         object: format!("blob {id}"),
                         error: "in no index".into(),
                         files: vec![lossy(rel)],
@@ -288,14 +410,15 @@ impl Planner<'_> {
                 }
             };
             if len > left {
-                self.plan.damaged.push(Damage {
+                w.damaged.push(Damage {
                     object: format!("file entry {}", lossy(rel)),
                     error: "its chunks do not match its size".into(),
                     files: vec![lossy(rel)],
                 });
                 return;
             }
-            self.plan.targets.entry(*id).or_default().push((idx, pos));
+            w.targets.entry(*id).or_default().push((idx, pos));
+            w.places += 1;
             pos += len;
             left -= len;
         }
