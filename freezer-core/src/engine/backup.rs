@@ -458,16 +458,15 @@ pub async fn backup(
     // Index first, snapshot last: a snapshot is only ever visible where its data is. And
     // only where the config still names the repository whose keys sealed the data.
     repo.confirm_config().await;
+    // The packs' lists of blobs move into the index files rather than being copied (a
+    // million new blobs' lists are tens of megabytes).
     repo.add_packs(packs.iter().map(|(id, mask, b)| (*id, *mask, b.as_slice())));
+    let pack_count = packs.len();
     let mut by_mask: HashMap<SinkMask, IndexFile> = HashMap::new();
-    for (id, mask, blobs) in &packs {
-        by_mask
-            .entry(*mask)
-            .or_default()
-            .packs
-            .push((*id, blobs.clone()));
+    for (id, mask, blobs) in packs {
+        by_mask.entry(mask).or_default().packs.push((id, blobs));
     }
-    tracing::info!(elapsed = ?started.elapsed(), packs = packs.len(), "backup: data stored");
+    tracing::info!(elapsed = ?started.elapsed(), packs = pack_count, "backup: data stored");
     for (mask, file) in by_mask {
         for part in file.split() {
             // A storage that fails here is dropped by the tee and gets no snapshot.

@@ -332,6 +332,12 @@ async fn small_plan_windows_restore_the_same_tree_and_the_same_damage() {
                 files.iter().any(|f| f == name),
                 "window {window}: {name} not named: {files:?}"
             );
+            // A damaged file is in place at its size, its missing content a hole.
+            assert_eq!(
+                std::fs::symlink_metadata(target.join(name)).unwrap().len(),
+                std::fs::symlink_metadata(data.join(name)).unwrap().len(),
+                "window {window}: {name}"
+            );
         }
         // What does not depend on them is restored.
         assert_eq!(

@@ -31,6 +31,14 @@ pub(super) fn finish_entries(
         if e.tmp.is_none() || e.is_placed() || unfinished.contains(&(i as u32)) {
             continue;
         }
+        // Its chunks did not all come (it is damaged): it keeps its size, with holes.
+        if e.node.size > 0
+            && let Some(tmp) = &e.tmp
+            && let Err(err) = open_beneath(root, tmp, OFlags::WRONLY)
+                .and_then(|f| Ok(rustix::fs::ftruncate(&f, e.node.size)?))
+        {
+            warnings.push(format!("{}: size not restored: {err}", lossy(&e.rel)));
+        }
         if let Err(err) = e.put_in_place(root) {
             warnings.push(format!("{}: not restored: {err}", lossy(&e.rel)));
             if let Some(tmp) = &e.tmp {
@@ -55,19 +63,7 @@ pub(super) fn finish_entries(
             tracing::warn!("{m}: not removed: {e}");
         }
     };
-    let mut dirs: HashMap<Vec<u8>, OwnedFd> = HashMap::new();
-    let parent = |rel: &[u8], dirs: &mut HashMap<Vec<u8>, OwnedFd>| -> std::io::Result<OwnedFd> {
-        let (p, _) = parent_and_name(rel);
-        if let Some(fd) = dirs.get(p) {
-            return fd.try_clone();
-        }
-        if dirs.len() > 256 {
-            dirs.clear();
-        }
-        let fd = open_beneath(root, p, OFlags::DIRECTORY | OFlags::RDONLY)?;
-        dirs.insert(p.to_vec(), fd.try_clone()?);
-        Ok(fd)
-    };
+    let mut dirs = DirCache::new(root);
     for e in entries {
         let Some(first) = &e.link_to else { continue };
         if !first.placed.load(Ordering::Acquire) {
@@ -75,23 +71,23 @@ pub(super) fn finish_entries(
             continue;
         }
         let res = (|| -> std::io::Result<()> {
-            let from_dir = parent(&first.rel, &mut dirs)?;
-            let to_dir = parent(&e.rel, &mut dirs)?;
+            let from_dir = dirs.parent(&first.rel)?.try_clone()?;
+            let to_dir = dirs.parent(&e.rel)?;
             let (_, from) = parent_and_name(&first.rel);
             let (_, to) = parent_and_name(&e.rel);
             match rustix::fs::linkat(
                 &from_dir,
                 OsStr::from_bytes(from),
-                &to_dir,
+                to_dir,
                 OsStr::from_bytes(to),
                 AtFlags::empty(),
             ) {
                 Err(Errno::EXIST) => {
-                    rustix::fs::unlinkat(&to_dir, OsStr::from_bytes(to), AtFlags::empty())?;
+                    rustix::fs::unlinkat(to_dir, OsStr::from_bytes(to), AtFlags::empty())?;
                     rustix::fs::linkat(
                         &from_dir,
                         OsStr::from_bytes(from),
-                        &to_dir,
+                        to_dir,
                         OsStr::from_bytes(to),
                         AtFlags::empty(),
                     )?;
@@ -111,7 +107,7 @@ pub(super) fn finish_entries(
         if e.rel.is_empty() {
             remove_marker(marker);
         }
-        if let Err(err) = set_metadata(root, e, owners, &mut |rel| parent(rel, &mut dirs)) {
+        if let Err(err) = set_metadata(root, e, owners, &mut dirs) {
             warnings.push(format!(
                 "{}: metadata not restored: {err}",
                 if e.rel.is_empty() {
@@ -125,11 +121,40 @@ pub(super) fn finish_entries(
     warnings
 }
 
+/// The folders of a window's entries, open, a few hundred at most: the entries of a folder come
+/// together, so each is opened about once.
+struct DirCache<'a> {
+    root: &'a OwnedFd,
+    open: HashMap<Vec<u8>, OwnedFd>,
+}
+
+impl<'a> DirCache<'a> {
+    fn new(root: &'a OwnedFd) -> Self {
+        DirCache {
+            root,
+            open: HashMap::new(),
+        }
+    }
+
+    /// The folder `rel` is in.
+    fn parent(&mut self, rel: &[u8]) -> std::io::Result<&OwnedFd> {
+        let (p, _) = parent_and_name(rel);
+        if !self.open.contains_key(p) {
+            if self.open.len() >= 256 {
+                self.open.clear();
+            }
+            let fd = open_beneath(self.root, p, OFlags::DIRECTORY | OFlags::RDONLY)?;
+            self.open.insert(p.to_vec(), fd);
+        }
+        Ok(&self.open[p])
+    }
+}
+
 fn set_metadata(
     root: &OwnedFd,
     e: &Entry,
     owners: bool,
-    parent: &mut dyn FnMut(&[u8]) -> std::io::Result<OwnedFd>,
+    dirs: &mut DirCache<'_>,
 ) -> std::io::Result<()> {
     let n = &e.node;
     let kind = n.kind();
@@ -159,12 +184,12 @@ fn set_metadata(
         rustix::fs::futimens(root, &times)?;
         return Ok(());
     }
-    let dir = parent(&e.rel)?;
+    let dir = dirs.parent(&e.rel)?;
     let (_, name) = parent_and_name(&e.rel);
     let name = OsStr::from_bytes(name);
     if owners {
         rustix::fs::chownat(
-            &dir,
+            dir,
             name,
             Some(rustix::fs::Uid::from_raw(n.uid)),
             Some(rustix::fs::Gid::from_raw(n.gid)),
@@ -172,7 +197,7 @@ fn set_metadata(
         )?;
     }
     if kind != NodeKind::Symlink {
-        rustix::fs::chmodat(&dir, name, Mode::from_raw_mode(n.mode), AtFlags::empty())?;
+        rustix::fs::chmodat(dir, name, Mode::from_raw_mode(n.mode), AtFlags::empty())?;
     }
     if !n.xattrs.is_empty() && matches!(kind, NodeKind::File | NodeKind::Dir) {
         let flags = if kind == NodeKind::Dir {
@@ -181,7 +206,7 @@ fn set_metadata(
             OFlags::RDONLY
         };
         let fd = rustix::fs::openat(
-            &dir,
+            dir,
             name,
             flags | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
             Mode::empty(),
@@ -190,7 +215,7 @@ fn set_metadata(
             set_xattr(fd.as_fd(), k, v)?;
         }
     }
-    rustix::fs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 

@@ -292,7 +292,8 @@ impl State<'_> {
                 }
                 (NodeKind::File, _) => {
                     let t = format!(".freezer-tmp-{}-{number}", self.tmp_token);
-                    let r = self.make_file(fd, &name, OsStr::new(&t), node.size);
+                    let sparse = (!node.extents.is_empty()).then_some(node.size);
+                    let r = self.make_file(fd, &name, OsStr::new(&t), sparse);
                     tmp = Some(join(dir_rel, t.as_bytes()));
                     r
                 }
@@ -336,9 +337,12 @@ impl State<'_> {
         } else {
             created = true;
         }
+        // A damaged file is never renamed as its last chunk is written: it is put in place,
+        // at its size, at the end.
+        let mut whole = true;
         if kind == NodeKind::File && link_to.is_none() && created && !in_place {
             w.planned_bytes += node.size;
-            self.place_chunks(w, idx, &rel, &node);
+            whole = self.place_chunks(w, idx, &rel, &node);
         }
         let subtree = node.subtree;
         let mut node = node;
@@ -346,6 +350,9 @@ impl State<'_> {
         let mut entry = Entry::new(rel.clone(), node, link_to, created);
         entry.first_of = first_of;
         entry.tmp = tmp;
+        if !whole {
+            *entry.left.get_mut() = 1;
+        }
         if in_place {
             entry.placed();
         }
@@ -380,7 +387,8 @@ impl State<'_> {
     }
 
     /// Records where each chunk of a file goes.
-    fn place_chunks(&mut self, w: &mut Window, idx: u32, rel: &[u8], node: &Node) {
+    /// Whether every chunk has its place (else the file is damaged, and the report says so).
+    fn place_chunks(&mut self, w: &mut Window, idx: u32, rel: &[u8], node: &Node) -> bool {
         let overhead = self.reader.crypto().overhead();
         let extents = if node.extents.is_empty() {
             vec![(0, node.size)]
@@ -406,7 +414,7 @@ impl State<'_> {
                         error: "in no index".into(),
                         files: vec![lossy(rel)],
                     });
-                    return;
+                    return false;
                 }
             };
             if len > left {
@@ -415,13 +423,23 @@ impl State<'_> {
                     error: "its chunks do not match its size".into(),
                     files: vec![lossy(rel)],
                 });
-                return;
+                return false;
             }
             w.targets.entry(*id).or_default().push((idx, pos));
             w.places += 1;
             pos += len;
             left -= len;
         }
+        // Chunks that stop short of the size (or of the data the extents say it holds).
+        if left > 0 || ext.any(|(_, l)| l > 0) {
+            w.damaged.push(Damage {
+                object: format!("file entry {}", lossy(rel)),
+                error: "its chunks do not match its size".into(),
+                files: vec![lossy(rel)],
+            });
+            return false;
+        }
+        true
     }
 
     /// Creates an entry with `make`; with overwrite, replaces what is in the way (never a
@@ -455,13 +473,15 @@ impl State<'_> {
         }
     }
 
-    /// Creates file `name` as `tmp`, of `size` bytes, to be renamed `name` once written.
+    /// Creates file `name` as `tmp`, to be renamed `name` once written; of `size` bytes at
+    /// once when given (a sparse file: its holes stay holes), else of the size its chunks give
+    /// it (a damaged file is given its size when put in place).
     fn make_file(
         &self,
         fd: &OwnedFd,
         name: &OsStr,
         tmp: &OsStr,
-        size: u64,
+        size: Option<u64>,
     ) -> rustix::io::Result<()> {
         if self.overwrite {
             // A file or symlink in the way is replaced by the rename; an empty folder must go.
@@ -483,7 +503,10 @@ impl State<'_> {
             }
             r => r?,
         };
-        rustix::fs::ftruncate(&f, size)
+        match size {
+            Some(size) => rustix::fs::ftruncate(&f, size),
+            None => Ok(()),
+        }
     }
 
     /// Whether the regular file `name` already holds `node`'s content (a restore that was
