@@ -192,22 +192,26 @@ impl FromStr for Compression {
     }
 }
 
-/// Trees a walk reads at once when it enters a folder whose tree it has not read: that
-/// folder's and those of the folders after it in their parent (see [`TreesAhead`]).
-pub(crate) const TREE_LOOKAHEAD: usize = 64;
+/// Tree nodes a walk holds read ahead at most (see [`TreesAhead`]): about 16 MiB decoded.
+pub(crate) const NODES_AHEAD: usize = 65536;
 
-/// The trees of a depth-first walk (a backup's parent, a restore's snapshot), read ahead: a
-/// storage's latency is paid once for [`TREE_LOOKAHEAD`] folders, not once for each, and what
-/// is held decoded is at most that many trees for each level the walk is in, never the whole
-/// snapshot (a million files' trees held at once cost hundreds of megabytes).
+/// The trees of a depth-first walk (a backup's parent, a restore's snapshot), read ahead: when
+/// the walk needs a tree it has not read, that tree, the folders after it in their parent and
+/// the folders below them are read a level at a time, with few requests
+/// ([`BlobReader::read_trees`](crate::repo::BlobReader::read_trees)), until [`NODES_AHEAD`]
+/// nodes are held. A storage's latency is paid once for many folders, and what is held is
+/// bounded (the whole snapshot's trees, held at once, cost hundreds of megabytes for a million
+/// files).
 #[derive(Default)]
 pub(crate) struct TreesAhead {
     cache: std::collections::HashMap<crate::id::Id, crate::repo::tree::Tree>,
+    /// Nodes in `cache`.
+    nodes: usize,
 }
 
 impl TreesAhead {
-    /// Tree `id`, read (unless read ahead already) together with the trees of the folders
-    /// among `next` (the entries the walk visits after this folder, in the same parent).
+    /// Tree `id`, read (unless read ahead already) with what the walk visits after it: the
+    /// folders among `next` (the entries after it in the same parent) and those below.
     pub(crate) async fn get(
         &mut self,
         reader: &crate::repo::BlobReader,
@@ -215,29 +219,52 @@ impl TreesAhead {
         next: &[crate::repo::tree::Node],
     ) -> Result<crate::repo::tree::Tree> {
         if let Some(t) = self.cache.remove(&id) {
+            self.nodes -= t.nodes.len();
             return Ok(t);
         }
-        let mut ids = vec![id];
-        ids.extend(
-            next.iter()
-                .filter_map(|n| match (n.kind(), n.subtree) {
-                    (crate::repo::tree::NodeKind::Dir, Some(sub)) => Some(sub),
-                    _ => None,
-                })
-                .filter(|sub| *sub != id && !self.cache.contains_key(sub))
-                .take(TREE_LOOKAHEAD - 1),
-        );
-        ids.sort_unstable();
-        ids.dedup();
+        let mut level = vec![id];
+        level.extend(next.iter().filter_map(subfolder));
         let mut found = None;
-        for (got, tree) in reader.read_trees(&ids).await {
-            if got == id {
-                found = Some(tree);
-            } else if let Ok(tree) = tree {
-                self.cache.insert(got, tree);
+        while !level.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            level.retain(|t| !self.cache.contains_key(t) && seen.insert(*t));
+            let mut below = Vec::new();
+            for batch in level.chunks(crate::repo::TREE_BATCH) {
+                for (got, tree) in reader.read_trees(batch).await {
+                    let Ok(tree) = tree else {
+                        if got == id {
+                            found = Some(tree);
+                        }
+                        continue;
+                    };
+                    below.extend(tree.nodes.iter().filter_map(subfolder));
+                    if got == id && found.is_none() {
+                        found = Some(Ok(tree));
+                    } else {
+                        self.nodes += tree.nodes.len();
+                        if let Some(old) = self.cache.insert(got, tree) {
+                            self.nodes -= old.nodes.len();
+                        }
+                    }
+                }
+                if self.nodes >= NODES_AHEAD {
+                    break;
+                }
             }
+            if self.nodes >= NODES_AHEAD {
+                break;
+            }
+            level = below;
         }
         found.unwrap_or_else(|| Err(Error::not_found(format!("tree {id}"))))
+    }
+}
+
+/// The tree of `n`, when it is a folder.
+fn subfolder(n: &crate::repo::tree::Node) -> Option<crate::id::Id> {
+    match (n.kind(), n.subtree) {
+        (crate::repo::tree::NodeKind::Dir, Some(sub)) => Some(sub),
+        _ => None,
     }
 }
 
