@@ -211,7 +211,7 @@ struct Shared {
     warnings: Mutex<Vec<String>>,
     progress: Arc<dyn Progress>,
     rt: tokio::runtime::Handle,
-    /// The parent's trees, read ahead of the walk a few folders at a time.
+    /// The parent's trees, read ahead of the walk (a bounded number of nodes at a time).
     parent_trees: Mutex<super::TreesAhead>,
     /// The parent snapshot's source-specific fields (what [`Source::extra`] recorded).
     parent_extra: std::collections::BTreeMap<String, serde_json::Value>,
@@ -222,7 +222,6 @@ struct Shared {
 }
 
 impl Shared {
-    /// A tree of the parent snapshot: fetched ahead, or read now.
     /// The parent's tree `id`, read with those of the folders among `next` (what the walk
     /// visits after it).
     fn parent_tree(&self, id: &Id, next: &[Node]) -> Result<crate::repo::tree::Tree> {

@@ -192,8 +192,12 @@ impl FromStr for Compression {
     }
 }
 
-/// Tree nodes a walk holds read ahead at most (see [`TreesAhead`]): about 16 MiB decoded.
+/// Tree nodes a walk holds read ahead (see [`TreesAhead`]): about 16 MiB decoded; one request
+/// more may pass it.
 pub(crate) const NODES_AHEAD: usize = 65536;
+
+/// Trees [`TreesAhead`] asks for in one request.
+const TREES_A_REQUEST: usize = 64;
 
 /// The trees of a depth-first walk (a backup's parent, a restore's snapshot), read ahead: when
 /// the walk needs a tree it has not read, that tree, the folders after it in their parent and
@@ -222,14 +226,22 @@ impl TreesAhead {
             self.nodes -= t.nodes.len();
             return Ok(t);
         }
+        // Full of trees read for folders the walk did not visit (gone from the source since
+        // the parent snapshot, excluded, not entered): they make room for what it needs now.
+        if self.nodes >= NODES_AHEAD {
+            self.cache.clear();
+            self.nodes = 0;
+        }
         let mut level = vec![id];
         level.extend(next.iter().filter_map(subfolder));
         let mut found = None;
-        while !level.is_empty() {
+        'levels: while !level.is_empty() {
             let mut seen = std::collections::HashSet::new();
             level.retain(|t| !self.cache.contains_key(t) && seen.insert(*t));
             let mut below = Vec::new();
-            for batch in level.chunks(crate::repo::TREE_BATCH) {
+            // A few trees a request: a folder's trees can hold thousands of nodes each, and
+            // the walk stops reading ahead as soon as it holds enough.
+            for batch in level.chunks(TREES_A_REQUEST) {
                 for (got, tree) in reader.read_trees(batch).await {
                     let Ok(tree) = tree else {
                         if got == id {
@@ -248,11 +260,8 @@ impl TreesAhead {
                     }
                 }
                 if self.nodes >= NODES_AHEAD {
-                    break;
+                    break 'levels;
                 }
-            }
-            if self.nodes >= NODES_AHEAD {
-                break;
             }
             level = below;
         }

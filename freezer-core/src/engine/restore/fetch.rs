@@ -125,10 +125,11 @@ pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, L
         }
         let retry: Vec<(Id, Location)> = match data {
             Some(data) => {
+                let ids: Vec<Id> = blobs.iter().map(|(id, _)| *id).collect();
                 let crypto = ctx.reader.crypto().clone();
                 let work = WriteWork::from(ctx);
                 let scratches = ctx.scratches.clone();
-                tokio::task::spawn_blocking(move || {
+                match tokio::task::spawn_blocking(move || {
                     let mut scratch = scratches
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -159,15 +160,23 @@ pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, L
                     retry
                 })
                 .await
-                .map(|v| {
-                    v.into_iter()
+                {
+                    Ok(v) => v
+                        .into_iter()
                         .map(|(id, l, e)| {
                             tracing::warn!("{e}; trying other copies");
                             (id, l)
                         })
-                        .collect()
-                })
-                .unwrap_or_default()
+                        .collect(),
+                    // A writer that panicked: its blobs' files are left unfinished, never put
+                    // in place as if whole.
+                    Err(e) => {
+                        for id in ids {
+                            ctx.fail(id, worker_failed(&e));
+                        }
+                        Vec::new()
+                    }
+                }
             }
             None => {
                 if let Some(e) = &fetch_err {
@@ -181,7 +190,11 @@ pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, L
             match ctx.reader.read_blob(&id).await {
                 Ok(plain) => {
                     let work = WriteWork::from(ctx);
-                    let _ = tokio::task::spawn_blocking(move || work.write(id, &plain)).await;
+                    if let Err(e) =
+                        tokio::task::spawn_blocking(move || work.write(id, &plain)).await
+                    {
+                        ctx.fail(id, worker_failed(&e));
+                    }
                 }
                 Err(e) => {
                     let e = match &fetch_err {
@@ -200,6 +213,12 @@ pub(super) async fn restore_pack(ctx: &PackCtx, pack_pos: u32, blobs: Vec<(Id, L
             }
         }
     }
+}
+
+/// The failure of a writer task that did not end (it panicked): not damage, the file is left
+/// unfinished.
+fn worker_failed(e: &tokio::task::JoinError) -> Error {
+    Error::io("restore writer", std::io::Error::other(e.to_string()))
 }
 
 /// What a blocking writer needs.

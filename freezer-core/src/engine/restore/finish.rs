@@ -143,7 +143,9 @@ impl<'a> DirCache<'a> {
             if self.open.len() >= 256 {
                 self.open.clear();
             }
-            let fd = open_beneath(self.root, p, OFlags::DIRECTORY | OFlags::RDONLY)?;
+            // A path descriptor: a folder finished in an earlier window may have a mode that
+            // refuses reading (0o300), and its names are still linked to.
+            let fd = open_beneath(self.root, p, OFlags::DIRECTORY | OFlags::PATH)?;
             self.open.insert(p.to_vec(), fd);
         }
         Ok(&self.open[p])

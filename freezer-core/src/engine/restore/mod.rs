@@ -368,7 +368,9 @@ async fn restore_prepared(
     };
     // The plan is made a window at a time on its own thread, the next window while this one's
     // content is fetched (creating files is the slow part of a restore of many small ones).
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Window>>(1);
+    // `Ok(None)` says the walk is over: a planner that stopped without it (a panic) fails the
+    // restore rather than ending it early.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Option<Window>>>(1);
     let planner = {
         let reader = reader.clone();
         let rt = tokio::runtime::Handle::current();
@@ -396,15 +398,10 @@ async fn restore_prepared(
                 }
             };
             loop {
-                let next = planner.next_window().transpose();
-                let last = !matches!(next, Some(Ok(_)));
-                match next {
-                    Some(w) => {
-                        if tx.blocking_send(w).is_err() || last {
-                            return;
-                        }
-                    }
-                    None => return,
+                let next = planner.next_window();
+                let more = matches!(next, Ok(Some(_)));
+                if tx.blocking_send(next).is_err() || !more {
+                    return;
                 }
             }
         })
@@ -463,12 +460,14 @@ async fn restore_windows(
     snapshot: &Snapshot,
     opts: &RestoreOptions,
     root_fd: Option<Arc<OwnedFd>>,
-    windows: &mut tokio::sync::mpsc::Receiver<Result<Window>>,
+    windows: &mut tokio::sync::mpsc::Receiver<Result<Option<Window>>>,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreResult> {
     let mut g = Gathered::default();
     g.result.snapshot_id = snapshot_id;
-    // The whole snapshot's bytes are known from its statistics; a part's grow as it is planned.
+    // The whole snapshot's bytes are known from its statistics (which count a hard-linked
+    // file's size for each name: the total is set again, exactly, at the end); a part's grow
+    // as it is planned.
     let whole = opts.sub_path.is_none() && snapshot.stats.bytes > 0;
     if whole {
         progress.set_total(snapshot.stats.bytes);
@@ -480,7 +479,12 @@ async fn restore_windows(
         .owners
         .unwrap_or_else(|| rustix::process::geteuid().is_root());
     let mut marker = Some(target::MARKER);
+    let mut walked = false;
     while let Some(window) = windows.recv().await {
+        let Some(window) = window? else {
+            walked = true;
+            break;
+        };
         let Window {
             mut entries,
             targets,
@@ -489,9 +493,9 @@ async fn restore_windows(
             damaged,
             warnings,
             skipped,
-        } = window?;
+        } = window;
+        total += planned_bytes;
         if !whole {
-            total += planned_bytes;
             progress.set_total(total);
         }
         g.planned_damage.extend(damaged);
@@ -611,7 +615,14 @@ async fn restore_windows(
             }
         }
     }
-    opts.cancel.check()?;
+    if !walked {
+        return Err(Error::io(
+            "restore planner",
+            std::io::Error::other("it stopped before the end of the snapshot"),
+        ));
+    }
+    // A cancel after the last window was finished changes nothing: the restore is whole.
+    progress.set_total(total);
     // A restore of one file has no folder of its own: the marker goes at the end.
     if let (Some(m), Some(root_fd)) = (marker, &root_fd)
         && g.unfinished.is_empty()

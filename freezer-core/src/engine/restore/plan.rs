@@ -352,6 +352,12 @@ impl State<'_> {
         entry.tmp = tmp;
         if !whole {
             *entry.left.get_mut() = 1;
+            // Its later names share the damage the plan found.
+            if let Some(first) = &entry.first_of {
+                first
+                    .damaged
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
         }
         if in_place {
             entry.placed();
